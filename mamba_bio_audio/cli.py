@@ -1,0 +1,58 @@
+"""The `mamba-bio-audio` console script.
+
+Each sub-command lives in its own module under `mamba_bio_audio.pipelines`, which provides
+`add_arguments(parser)` and `main(args) -> int`. Modules are imported only when their command runs,
+so that `mamba-bio-audio --help` stays fast.
+"""
+
+import argparse
+import importlib
+import sys
+
+from .errors import UserError
+
+COMMANDS = {
+    "pretrain": ("pretrain", "pretrain a causal LM on a reference genome or on recordings"),
+    "classify": ("classify", "fine-tune a classifier on species, labeled sequences or audio clips"),
+    "predict": ("predict", "apply a trained classifier to FASTA, CSV or audio files"),
+    "generate": ("generate", "generate audio (WAV) or DNA (FASTA) from a trained LM"),
+    "finetune": ("finetune", "continue training an LM on your own long recordings"),
+    "synthetic": ("synthetic", "selective copying and induction heads, with the LTI ablation"),
+    "configs": ("configs", "list the built-in configs"),
+    "bench": ("bench", "benchmarks: scan, generate (print a table, write JSON)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mamba-bio-audio", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        parser = build_parser()
+        if not argv or argv[0] in ("-h", "--help"):
+            parser.print_help()
+            return 0 if argv else 2
+        parser.error(f"unknown command {argv[0]!r}; choose from {', '.join(COMMANDS)}")
+    name = argv[0]
+    module = importlib.import_module(f"mamba_bio_audio.pipelines.{COMMANDS[name][0]}")
+    parser = argparse.ArgumentParser(prog=f"mamba-bio-audio {name}", description=COMMANDS[name][1])
+    module.add_arguments(parser)
+    args = parser.parse_args(argv[1:])
+    try:
+        return int(module.main(args) or 0)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
