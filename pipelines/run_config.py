@@ -1,0 +1,230 @@
+"""Run configs: the `model`, `data` and `train` sections of a job, loaded from YAML + overrides.
+
+A run config is a YAML file in `pipelines/configs/` (or any path) mapped onto `RunConfig`:
+
+    # mamba-bio-audio pretrain --config pretrain_dna
+    command: pretrain
+    model: {d_model: 64, n_layer: 4}          # MambaConfig fields
+    data: {kind: genome, seq_len: 1024}       # DataConfig fields
+    train: {steps: 300, lr: 3.0e-3}           # TrainConfig fields
+
+On the command line, `--config NAME|FILE` picks the file and `key=value` arguments override single
+fields (`model.d_model=128 train.lr=1e-3`); values are type-checked and unknown keys are rejected
+with the list of valid ones (by the generic helpers of `mamba_bio_audio.config`).
+
+This module also holds what every training command shares: the common arguments, the run folder
+(`runs/<command>-<time>` with `config.yaml` and `summary.json`) and `--resume`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+from mamba_bio_audio.config import MambaConfig, apply_overrides, from_dict, load_yaml, to_dict
+from mamba_bio_audio.errors import ConfigError
+
+from .trainer import TrainConfig, find_checkpoint
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+DEFAULT_CONFIGS = {
+    "pretrain": "pretrain_dna",
+    "classify": "classify_species",
+    "finetune": "finetune_audio",
+}
+
+DATA_KINDS = ("genome", "audio", "species", "labeled", "splice", "digits", "recordings")
+
+
+@dataclass
+class DataConfig:
+    """The `data:` section. `path: null` means the bundled sample of that kind.
+
+    kind: genome (a FASTA; LM), audio / recordings (long WAV/FLAC files; LM), species (one FASTA
+        per class; classifier), labeled (CSV with sequence,label columns) or splice (UCI splice
+        junctions), digits (spoken digits, FSDD layout `{digit}_{speaker}_{index}.wav|flac`).
+    seq_len: window length in tokens (bases or audio samples).
+    splits: genome: chromosome names per split {train: [...], val: [...], test: [...]};
+        empty = the bundled yeast splits or, for another FASTA, the last two records held out.
+    train_items / val_items / test_items: windows drawn per epoch (for window datasets).
+    sample_rate: audio is resampled to this rate. mu_law_levels: audio vocabulary size.
+    rc_augment: DNA classification: random reverse complement of training windows.
+    val_fraction / test_fraction: labeled data without official splits is split this way.
+    """
+
+    kind: str = "genome"
+    path: Optional[str] = None
+    seq_len: int = 1024
+    splits: dict = field(default_factory=dict)
+    train_items: int = 4096
+    val_items: int = 512
+    test_items: int = 1024
+    sample_rate: int = 8000
+    mu_law_levels: int = 256
+    rc_augment: bool = False
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+    seed: int = 0
+
+    def validate(self) -> "DataConfig":
+        if self.kind not in DATA_KINDS:
+            raise ConfigError(f"data.kind={self.kind!r}: expected one of {', '.join(DATA_KINDS)}")
+        for key in ("seq_len", "train_items", "val_items", "test_items", "sample_rate"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"data.{key}={getattr(self, key)}: expected a positive integer")
+        if not 0 < self.val_fraction < 1 or not 0 < self.test_fraction < 1:
+            raise ConfigError("data.val_fraction and data.test_fraction must lie in (0, 1)")
+        return self
+
+
+@dataclass
+class RunConfig:
+    """A whole run: which command it is for, and its model, data and train sections.
+
+    init: classify / finetune: a pretrained checkpoint folder to start from (null: from scratch).
+    markov_max_order: pretrain: the largest order k of the Markov baselines.
+    baseline: classify: also fit and report the simple baseline.
+    """
+
+    command: str = "pretrain"
+    model: MambaConfig = field(default_factory=MambaConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    init: Optional[str] = None
+    markov_max_order: int = 8
+    baseline: bool = True
+
+    def validate(self) -> "RunConfig":
+        self.model.validate()
+        self.data.validate()
+        self.train.validate()
+        return self
+
+
+def builtin_configs() -> dict[str, Path]:
+    """{name: path} of the YAML files shipped in pipelines/configs/."""
+    return {p.stem: p for p in sorted(CONFIG_DIR.glob("*.yaml"))}
+
+
+def config_path(name_or_file: str) -> Path:
+    """Resolve `--config`: a built-in name (with or without .yaml) or a path to a YAML file."""
+    path = Path(name_or_file)
+    if path.is_file():
+        return path
+    builtin = builtin_configs()
+    if path.stem in builtin and (path.suffix in ("", ".yaml") and len(path.parts) == 1):
+        return builtin[path.stem]
+    raise ConfigError(f"--config {name_or_file}: no such file nor built-in config; built-in "
+                      f"ones are {', '.join(builtin)} (see `mamba-bio-audio configs`)")
+
+
+def first_comment(path: Path) -> str:
+    """The command line given in a config's first comment line ('' if none)."""
+    for line in Path(path).read_text().splitlines():
+        if line.startswith("#"):
+            return line.lstrip("# ").strip()
+        if line.strip():
+            break
+    return ""
+
+
+def load_run_config(name_or_file: str, overrides: list[str] = (), command: str | None = None
+                    ) -> RunConfig:
+    """Load a YAML run config, apply `key=value` overrides, check it is meant for `command`."""
+    path = config_path(name_or_file)
+    cfg = from_dict(RunConfig, load_yaml(path), where="")
+    cfg = apply_overrides(cfg, list(overrides))
+    if command is not None and cfg.command != command:
+        raise ConfigError(f"--config {name_or_file}: this config is for `{cfg.command}`, not "
+                          f"`{command}`; pick one of "
+                          f"{', '.join(n for n, p in builtin_configs().items() if _command_of(p) == command)}")
+    return cfg.validate()
+
+
+def _command_of(path: Path) -> str:
+    try:
+        return str(load_yaml(path).get("command", ""))
+    except ConfigError:
+        return ""
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, command: str) -> None:
+    """Arguments every training command takes: --config, --out, --resume, key=value overrides."""
+    default = DEFAULT_CONFIGS.get(command, command)
+    parser.add_argument("--config", default=None,
+                        help=f"built-in config name or YAML file (default: {default}; "
+                             "list them with `mamba-bio-audio configs`)")
+    parser.add_argument("--out", default=None,
+                        help=f"run folder (default: runs/{command}-<date>-<time>)")
+    parser.add_argument("--resume", default=None, metavar="DIR",
+                        help="continue an interrupted run (its folder or a checkpoints/last folder)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="override config fields, e.g. model.d_model=128 train.steps=500")
+    parser.set_defaults(default_config=default)
+
+
+def resolve_run(args: argparse.Namespace, command: str) -> tuple[RunConfig, Path, Path | None]:
+    """(config, run folder, checkpoint to resume or None) from the parsed common arguments.
+
+    With --resume and no --config, the run's own saved config.yaml is used, so that the resumed
+    run is the same run; overrides still apply on top.
+    """
+    resume_ckpt = None
+    if args.resume:
+        resume_ckpt = find_checkpoint(args.resume)
+        run_dir = Path(args.out) if args.out else _run_dir_of(resume_ckpt)
+        saved = run_dir / "config.yaml"
+        source = args.config or (str(saved) if saved.is_file() else args.default_config)
+    else:
+        run_dir = Path(args.out) if args.out else default_run_dir(command)
+        source = args.config or args.default_config
+    cfg = load_run_config(source, args.overrides, command)
+    return cfg, run_dir, resume_ckpt
+
+
+def _run_dir_of(checkpoint: Path) -> Path:
+    """checkpoints/last -> the run folder."""
+    return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint
+
+
+def default_run_dir(command: str) -> Path:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{command}-{stamp}"
+
+
+def save_run_config(cfg: RunConfig, run_dir: Path) -> None:
+    """Write the resolved config as run_dir/config.yaml (atomically)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    text = f"# resolved config of this run\n{yaml.safe_dump(to_dict(cfg), sort_keys=False)}"
+    write_atomic(run_dir / "config.yaml", text)
+
+
+def write_summary(run_dir: Path, summary: dict) -> Path:
+    """Write run_dir/summary.json (atomically) and return its path."""
+    path = Path(run_dir) / "summary.json"
+    write_atomic(path, json.dumps(summary, indent=2, default=_jsonable) + "\n")
+    return path
+
+
+def _jsonable(obj):
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write text to a temp file beside `path`, then rename it into place."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
