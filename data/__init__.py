@@ -2,10 +2,34 @@
 
 Knows nothing of models. Everything a pipeline needs is exported here.
 
-Tokenizers (``vocab_size``, ``pad_id``, ``to_dict()``/``from_dict()``; ``tokenizer_from_dict``):
-``DNATokenizer`` (HyenaDNA character ids), ``MuLaw`` (256-level mu-law), ``LinearQuantizer``.
+Tokenizers have ``vocab_size``, ``pad_id``, ``to_dict()``/``from_dict()`` (``tokenizer_from_dict``
+rebuilds any of them): ``DNATokenizer`` (HyenaDNA character ids: specials 0-6, A=7 C=8 G=9 T=10
+N=11), ``MuLaw`` (256-level mu-law), ``LinearQuantizer``.
+
+Datasets are map-style ``torch.utils.data.Dataset``s with a ``split`` argument ("train", "val",
+"test"). Every item is a dict of tensors and ints that the default collate can batch:
+
+    {"ids": LongTensor (L,), "mask": BoolTensor (L,) True on real tokens, "label": int}
+
+("label" only for labelled sets, which also have ``class_names``; audio sets add "waveform",
+FloatTensor (L,)). Item i of epoch e is a pure function of (seed, e, i): call ``set_epoch(e)``
+before each epoch. ``iter_tokens()`` yields (key, LongTensor chunk) over the raw tokens of the
+split (chunks with the same key follow on from each other), e.g. to fit n-gram baselines.
+Random windows are the default for "train"; "val"/"test" default to sequential windows
+(``mode="sequential"``), the same every epoch.
+
+- ``GenomeWindows``: windows of a reference genome (plain or BGZF FASTA; split by record, by
+  fraction of each record, or by a BED file).
+- ``SpeciesWindows``: class-balanced windows from a folder of genomes, one per species.
+- ``LabeledSequences``: CSV/TSV, FASTA-with-label or UCI splice files.
+- ``RecordingWindows``: windows of long recordings (WAV/FLAC/OGG), split by time or by file.
+- ``LabeledClips``: short labelled clips (spoken digits), label from the file name or folder.
+
+Bad files raise ``mamba_bio_audio.errors.DataError`` naming the file (and line or record).
 """
 
+from .fasta import FastaFile, GenomeWindows, Region, read_bed
+from .labeled import LabeledSequences, read_labeled
 from .samples import (
     FSDD_DIR,
     LAMBDA_FASTA,
@@ -17,10 +41,13 @@ from .samples import (
     YEAST_SPLITS,
     sample_path,
 )
+from .species import SpeciesWindows
 from .tokenizers import DNATokenizer, LinearQuantizer, MuLaw, pad_or_crop, tokenizer_from_dict
 
 __all__ = [
     "DNATokenizer", "MuLaw", "LinearQuantizer", "pad_or_crop", "tokenizer_from_dict",
+    "FastaFile", "GenomeWindows", "Region", "read_bed", "SpeciesWindows",
+    "LabeledSequences", "read_labeled",
     "SAMPLES_DIR", "LAMBDA_FASTA", "YEAST_FASTA", "YEAST_SPLITS", "SPECIES_DIR", "SPLICE_DATA",
     "FSDD_DIR", "LONG_AUDIO_DIR", "sample_path",
 ]

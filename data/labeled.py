@@ -1,0 +1,269 @@
+"""Labelled DNA sequences: CSV/TSV files, FASTA with the label in the header, UCI splice junctions.
+
+``read_labeled`` parses a file into ``LabeledRecord``s; ``LabeledSequences`` is the dataset.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+from Bio import SeqIO
+from torch.utils.data import Dataset
+
+from mamba_bio_audio.errors import DataError
+
+from .fasta import SPLITS, item_rng
+from .tokenizers import DNATokenizer
+
+SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val",
+                 "test": "test"}
+
+
+@dataclass
+class LabeledRecord:
+    """One sequence with its label, where it came from (for messages) and its split if the file has one."""
+
+    name: str
+    sequence: str
+    label: str
+    where: str
+    split: str | None = None
+
+
+def _detect_format(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith((".csv", ".csv.gz")):
+        return "csv"
+    if name.endswith((".tsv", ".tsv.gz", ".txt")):
+        return "tsv"
+    if name.endswith((".fa", ".fasta", ".fna", ".fas")):
+        return "fasta"
+    if name.endswith(".data"):
+        return "uci"
+    raise DataError(f"{path}: cannot tell the format from the file name; pass format='csv', 'tsv', "
+                    f"'fasta' or 'uci'")
+
+
+def _parse_split(value: str, where: str) -> str:
+    split = SPLIT_ALIASES.get(value.strip().lower())
+    if split is None:
+        raise DataError(f"{where}: split must be train, val or test, got {value!r}")
+    return split
+
+
+def _read_table(path: Path, delimiter: str, sequence_column: str | None, label_column: str,
+                split_column: str | None) -> list[LabeledRecord]:
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f, delimiter=delimiter)
+        columns = reader.fieldnames or []
+        if not columns:
+            raise DataError(f"{path}: the file is empty; expected a header line with columns")
+        seq_col = sequence_column or next((c for c in ("seq", "sequence") if c in columns), "seq")
+        missing = [c for c in (seq_col, label_column) if c not in columns]
+        if missing:
+            raise DataError(f"{path}: no column {missing[0]!r}; the header has {columns} "
+                            f"(choose the columns with sequence_column= and label_column=)")
+        use_split = split_column is not None and split_column in columns
+        records = []
+        for row in reader:
+            where = f"{path}, line {reader.line_num}"
+            seq, label = (row.get(seq_col) or "").strip(), (row.get(label_column) or "").strip()
+            if not seq:
+                raise DataError(f"{where}: empty sequence in column {seq_col!r}")
+            if not label:
+                raise DataError(f"{where}: empty label in column {label_column!r}")
+            split = _parse_split(row[split_column] or "", where) if use_split else None
+            records.append(LabeledRecord(f"line{reader.line_num}", seq, label, where, split))
+    return records
+
+
+def _read_fasta(path: Path) -> list[LabeledRecord]:
+    """Records whose header is ``>name label`` (last word) or contains ``label=X``."""
+    with open(path) as f:
+        first = f.read(1)
+    if first != ">":
+        raise DataError(f"{path}: not a FASTA file: it should start with a '>' header line")
+    records = []
+    for k, rec in enumerate(SeqIO.parse(str(path), "fasta"), 1):
+        where = f"{path}, record {k} ({rec.id!r})"
+        words = rec.description.split()
+        tagged = re.search(r"label=(\S+)", rec.description)
+        if tagged:
+            label = tagged.group(1)
+        elif len(words) >= 2:
+            label = words[-1]
+        else:
+            raise DataError(f"{where}: no label in the header; expected '>name label' or '>name label=X'")
+        seq = str(rec.seq)
+        if not seq:
+            raise DataError(f"{where}: empty sequence")
+        split_tag = re.search(r"split=(\S+)", rec.description)
+        split = _parse_split(split_tag.group(1), where) if split_tag else None
+        records.append(LabeledRecord(rec.id, seq, label, where, split))
+    return records
+
+
+def _read_uci(path: Path) -> list[LabeledRecord]:
+    """UCI splice-junction format: ``class, instance name, sequence`` per line."""
+    records = []
+    with open(path) as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            parts = re.split(r",\s*", line.strip())
+            where = f"{path}, line {lineno}"
+            if len(parts) != 3:
+                raise DataError(f"{where}: expected 'class, name, sequence', got {line.strip()[:60]!r}")
+            label, name, seq = parts
+            if not seq:
+                raise DataError(f"{where}: empty sequence")
+            records.append(LabeledRecord(name, seq, label, where))
+    return records
+
+
+def read_labeled(path: str | Path, format: str | None = None, sequence_column: str | None = None,
+                 label_column: str = "label", split_column: str | None = "split") -> list[LabeledRecord]:
+    """Parse a labelled-sequence file.
+
+    Args:
+        path: the file.
+        format: "csv", "tsv", "fasta" or "uci" (default: from the file name).
+        sequence_column: CSV/TSV column with the sequence (default "seq" or "sequence").
+        label_column: CSV/TSV column with the label.
+        split_column: CSV/TSV column with the split, used when present (FASTA: ``split=X`` in headers).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: labelled-sequence file not found")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty")
+    format = format or _detect_format(path)
+    if format in ("csv", "tsv"):
+        records = _read_table(path, "," if format == "csv" else "\t", sequence_column, label_column, split_column)
+    elif format == "fasta":
+        records = _read_fasta(path)
+    elif format == "uci":
+        records = _read_uci(path)
+    else:
+        raise ValueError(f"format must be 'csv', 'tsv', 'fasta' or 'uci', got {format!r}")
+    if not records:
+        raise DataError(f"{path}: no sequences found")
+    return records
+
+
+def _sort_labels(labels) -> list[str]:
+    labels = set(labels)
+    if all(re.fullmatch(r"-?\d+", x) for x in labels):
+        return sorted(labels, key=int)
+    return sorted(labels)
+
+
+def assign_splits(keys: Sequence[str], labels: Sequence[str], fractions: Sequence[float],
+                  seed: int = 0) -> list[str]:
+    """Deterministic stratified split: within each label, items ordered by a hash of (seed, key)
+    are cut by ``fractions``; the same file always gives the same split."""
+    splits = [""] * len(keys)
+    for label in set(labels):
+        members = [i for i, lab in enumerate(labels) if lab == label]
+        members.sort(key=lambda i: hashlib.sha1(f"{seed}:{keys[i]}:{i}".encode()).hexdigest())
+        n = len(members)
+        cut1, cut2 = round(n * fractions[0]), round(n * (fractions[0] + fractions[1]))
+        for rank, i in enumerate(members):
+            splits[i] = "train" if rank < cut1 else "val" if rank < cut2 else "test"
+    return splits
+
+
+class LabeledSequences(Dataset):
+    """Labelled DNA sequences, padded or cropped to ``seq_len``.
+
+    Items: ``{"ids": LongTensor (seq_len,), "mask": BoolTensor (seq_len,), "label": int}``;
+    ``class_names[label]`` is the label as written in the file (sorted; numerically if all integers).
+
+    The file's own split (CSV column ``split``, FASTA ``split=X``) is used when present; otherwise
+    a deterministic stratified split by ``fractions`` (``assign_splits``). A label that appears in
+    val/test but not in train is an error.
+
+    Args:
+        path: CSV/TSV, FASTA or UCI splice file (see ``read_labeled``).
+        split: "train", "val" or "test".
+        seq_len: length of every item (default: the longest sequence in the file). Longer
+            sequences are cropped, shorter padded with ``[PAD]``, on the tokenizer's padding side.
+        format, sequence_column, label_column, split_column: see ``read_labeled``.
+        fractions: train/val/test fractions when the file has no split.
+        rc_aug: reverse-complement the sequence with probability 1/2 (seeded by seed, epoch, index).
+        seed: seeds the split (together with the file) and the augmentation.
+        tokenizer: a ``DNATokenizer``.
+    """
+
+    def __init__(self, path: str | Path, split: str = "train", seq_len: int | None = None,
+                 format: str | None = None, sequence_column: str | None = None,
+                 label_column: str = "label", split_column: str | None = "split",
+                 fractions: Sequence[float] = (0.8, 0.1, 0.1), rc_aug: bool = False, seed: int = 0,
+                 tokenizer: DNATokenizer | None = None):
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        self.path, self.split, self.seed, self.epoch, self.rc_aug = Path(path), split, int(seed), 0, rc_aug
+        self.tokenizer = tokenizer or DNATokenizer()
+        records = read_labeled(path, format, sequence_column, label_column, split_column)
+        if all(r.split is not None for r in records):
+            splits = [r.split for r in records]
+        elif any(r.split is not None for r in records):
+            r = next(r for r in records if r.split is None)
+            raise DataError(f"{r.where}: no split given, but other rows of the file have one")
+        else:
+            splits = assign_splits([r.name for r in records], [r.label for r in records], fractions, seed)
+        by_split = {s: {r.label for r, rs in zip(records, splits) if rs == s} for s in SPLITS}
+        for s in ("val", "test"):
+            extra = by_split[s] - by_split["train"]
+            if extra:
+                raise DataError(f"{self.path}: split {s!r} has labels {sorted(extra)} that do not appear "
+                                f"in split 'train'; every class must have training examples")
+        self.class_names = _sort_labels(by_split["train"])
+        label_id = {name: i for i, name in enumerate(self.class_names)}
+        self.records = [r for r, s in zip(records, splits) if s == split]
+        if not self.records:
+            raise DataError(f"{self.path}: split {split!r} is empty")
+        missing = set(self.class_names) - by_split[split]
+        if missing:
+            warnings.warn(f"{self.path}: split {split!r} has no examples of {sorted(missing)}", stacklevel=2)
+        self.seq_len = int(seq_len or max(len(r.sequence) for r in records))
+        self.ids, self.labels, self.n_unknown = [], [], 0
+        for r in self.records:
+            ids, unknown = self.tokenizer.encode(r.sequence, return_unknown=True)
+            self.ids.append(ids)
+            self.labels.append(label_id[r.label])
+            self.n_unknown += unknown
+        if self.n_unknown:
+            warnings.warn(f"{self.path}: {self.n_unknown} characters other than A, C, G, T, N (IUPAC "
+                          f"codes or others) in split {split!r} were read as N", stacklevel=2)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch (changes only the reverse-complement augmentation)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict:
+        ids = self.ids[index]
+        if self.rc_aug and item_rng(self.seed, self.epoch, index).random() < 0.5:
+            ids = self.tokenizer.reverse_complement_ids(ids)
+        ids, mask = self.tokenizer.pad(ids, self.seq_len)
+        return {"ids": ids, "mask": mask, "label": self.labels[index]}
+
+    def iter_tokens(self, chunk_size: int | None = None) -> Iterator[tuple[int, torch.Tensor]]:
+        """(item index, ids) of every sequence of the split, unpadded (``chunk_size`` is ignored:
+        sequences are short)."""
+        for i, ids in enumerate(self.ids):
+            yield i, ids
