@@ -30,6 +30,11 @@ _BWD_TILE = 2048
 MAX_N = 256
 
 
+def _empty(*shape, like, dtype=None):
+    """Uninitialised output buffer (tests swap in a NaN-filled one to catch unwritten elements)."""
+    return torch.empty(*shape, device=like.device, dtype=dtype or like.dtype)
+
+
 @triton.jit
 def _combine(a1, b1, a2, b2):
     # (a1, b1) then (a2, b2): h -> a2 * (a1 * h + b1) + b2
@@ -310,10 +315,9 @@ def _fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_soft
     BD, T, BN = _config(dim, N, groups, _FWD_TILE, block_d, chunk)
     n_chunks = triton.cdiv(L, T)
     A = A.contiguous()
-    y = torch.empty_like(u, memory_format=torch.contiguous_format)
-    final = torch.empty(batch, dim, N, device=u.device, dtype=torch.float32)
-    states = (torch.empty(batch, dim, n_chunks, N, device=u.device, dtype=torch.float32)
-              if write_states else None)
+    y = _empty(batch, dim, L, like=u)
+    final = _empty(batch, dim, N, like=u, dtype=torch.float32)
+    states = _empty(batch, dim, n_chunks, N, like=u, dtype=torch.float32) if write_states else None
     init = initial_state.contiguous() if initial_state is not None else None
     dummy = u
     grid = (triton.cdiv(dim, BD), batch)
@@ -344,16 +348,16 @@ def _bwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_soft
     n_blocks = triton.cdiv(dim, BD)
     dev, f32 = u.device, torch.float32
     A = A.contiguous()
-    du = torch.empty_like(u, memory_format=torch.contiguous_format)
-    ddelta = torch.empty_like(delta, memory_format=torch.contiguous_format)
-    dz = torch.empty_like(z, memory_format=torch.contiguous_format) if z is not None else None
-    dA_part = torch.empty(batch, dim, N, device=dev, dtype=f32)
-    dD_part = torch.empty(batch, dim, device=dev, dtype=f32) if D is not None else None
-    dbias_part = torch.empty(batch, dim, device=dev, dtype=f32) if delta_bias is not None else None
-    dinit = torch.empty(batch, dim, N, device=dev, dtype=f32) if initial_state is not None else None
+    du = _empty(batch, dim, L, like=u)
+    ddelta = _empty(batch, dim, L, like=delta)
+    dz = _empty(batch, dim, L, like=z) if z is not None else None
+    dA_part = _empty(batch, dim, N, like=u, dtype=f32)
+    dD_part = _empty(batch, dim, like=u, dtype=f32) if D is not None else None
+    dbias_part = _empty(batch, dim, like=u, dtype=f32) if delta_bias is not None else None
+    dinit = _empty(batch, dim, N, like=u, dtype=f32) if initial_state is not None else None
     if deterministic:  # one slice per channel block, summed below in a fixed order
-        dB = torch.empty(batch, n_blocks, N, L, device=dev, dtype=f32)
-        dC = torch.empty(batch, n_blocks, N, L, device=dev, dtype=f32)
+        dB = _empty(batch, n_blocks, N, L, like=u, dtype=f32)
+        dC = _empty(batch, n_blocks, N, L, like=u, dtype=f32)
     else:
         dB = torch.zeros(batch, groups, N, L, device=dev, dtype=f32)
         dC = torch.zeros(batch, groups, N, L, device=dev, dtype=f32)

@@ -1,0 +1,203 @@
+"""The Triton selective scan against the float64 reference: output and every gradient.
+
+Runs compiled on a GPU, or under TRITON_INTERPRET=1 on the CPU (see conftest.py), where it is slow:
+the CPU cases use tiny widths and small chunks so that short sequences still cross many chunks.
+"""
+
+import pytest
+import torch
+
+from mamba_bio_audio.kernels.selective_scan import triton_scan
+from mamba_bio_audio.kernels.selective_scan.naive import selective_scan_ref
+from mamba_bio_audio.kernels.selective_scan.triton_scan import selective_scan_triton
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+# (rtol, atol) of the output by input dtype (DESIGN.md); gradients get GRAD_FACTOR times more.
+TOL = {torch.float32: (6e-4, 2e-3), torch.float16: (3e-3, 5e-3), torch.bfloat16: (3e-2, 5e-2)}
+GRAD_FACTOR = 4
+NAMES = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state"]
+
+
+@pytest.fixture(autouse=True)
+def poison_outputs(monkeypatch):
+    """Every buffer the kernels write starts as NaN, so an unwritten element fails the comparison."""
+    def nan_empty(*shape, like, dtype=None):
+        return torch.full(shape, float("nan"), device=like.device, dtype=dtype or like.dtype)
+    monkeypatch.setattr(triton_scan, "_empty", nan_empty)
+
+
+def make_inputs(batch, dim, L, N, groups=0, dtype=torch.float32, D=True, z=True, bias=True,
+                init=False, seed=0):
+    """Random scan inputs on DEVICE; groups=0 gives B, C of shape (batch, N, L)."""
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
+    bc_shape = (batch, N, L) if groups == 0 else (batch, groups, N, L)
+    x = {
+        "u": r(batch, dim, L).to(dtype),
+        "delta": (0.05 + 0.5 * torch.rand(batch, dim, L, generator=g)).to(dtype),  # > 0: stable
+        "A": -torch.exp(0.5 * r(dim, N)),
+        "B": r(*bc_shape).to(dtype),
+        "C": r(*bc_shape).to(dtype),
+        "D": r(dim) if D else None,
+        "z": r(batch, dim, L).to(dtype) if z else None,
+        "delta_bias": 0.2 * torch.rand(dim, generator=g) if bias else None,
+        "initial_state": r(batch, dim, N) if init else None,
+    }
+    return {k: (v.to(DEVICE) if v is not None else None) for k, v in x.items()}
+
+
+def run(fn, inputs, dy, dfinal, grad=True, **kw):
+    """Scan, backpropagate (dy, dfinal) and return y, final state and the gradients by name."""
+    leaves = {k: v.detach().clone().requires_grad_(grad) for k, v in inputs.items() if v is not None}
+    args = {k: leaves.get(k) for k in inputs}
+    y, final = fn(**args, return_final_state=True, **kw)
+    if not grad:
+        return y, final, {}
+    if dfinal is None:
+        y.backward(dy)
+    else:
+        torch.autograd.backward([y, final], [dy, dfinal])
+    return y, final, {k: v.grad for k, v in leaves.items()}
+
+
+def reference(inputs, dy, dfinal, **kw):
+    x64 = {k: (v.double().cpu() if v is not None else None) for k, v in inputs.items()}
+    seq_idx = kw.pop("seq_idx", None)
+    return run(selective_scan_ref, x64, dy.double().cpu(),
+               dfinal.double().cpu() if dfinal is not None else None,
+               seq_idx=seq_idx.cpu() if seq_idx is not None else None, **kw)
+
+
+def assert_close(name, got, want, rtol, atol):
+    assert got is not None, f"{name}: no gradient"
+    assert not torch.isnan(got).any(), f"{name}: NaN (unwritten output?)"
+    torch.testing.assert_close(got.double().cpu(), want, rtol=rtol, atol=atol, msg=lambda m: f"{name}: {m}")
+
+
+def check_against_reference(inputs, dtype=torch.float32, seq_idx=None, with_dfinal=True, **kw):
+    batch, dim, L = inputs["u"].shape
+    N = inputs["A"].shape[1]
+    g = torch.Generator().manual_seed(1)
+    dy = torch.randn(batch, dim, L, generator=g).to(dtype).to(DEVICE)
+    dfinal = torch.randn(batch, dim, N, generator=g).to(DEVICE) if with_dfinal else None
+    y, final, grads = run(selective_scan_triton, inputs, dy, dfinal, seq_idx=seq_idx, **kw)
+    kw.pop("chunk_size", None), kw.pop("block_d", None), kw.pop("deterministic", None)
+    y_ref, final_ref, grads_ref = reference(inputs, dy, dfinal, seq_idx=seq_idx, **kw)
+    rtol, atol = TOL[dtype]
+    assert y.dtype == dtype and final.dtype == torch.float32
+    assert_close("y", y, y_ref, rtol, atol)
+    assert_close("final_state", final, final_ref, rtol, atol)
+    for name, want in grads_ref.items():
+        # gradients summed over batch and length grow with them: compare relative to their scale
+        scale = max(1.0, want.abs().max().item()) if name in ("A", "D", "delta_bias") else 1.0
+        assert_close(f"grad {name}", grads[name], want, GRAD_FACTOR * rtol, GRAD_FACTOR * atol * scale)
+
+
+@pytest.mark.parametrize("L", [1, 63, 100])
+@pytest.mark.parametrize("options", [
+    dict(D=True, z=True, bias=True, softplus=True),
+    dict(D=False, z=False, bias=False, softplus=False),
+])
+def test_matches_reference(L, options):
+    options = dict(options)
+    softplus = options.pop("softplus")
+    inputs = make_inputs(2, 4, L, 4, **options)
+    check_against_reference(inputs, delta_softplus=softplus, chunk_size=16)
+
+
+def test_long_sequence_many_chunks():
+    inputs = make_inputs(1, 4, 1000, 4, init=True)
+    check_against_reference(inputs, delta_softplus=True, chunk_size=32)
+
+
+def test_grouped_bc_odd_state_size_and_initial_state():
+    """Grouped B/C (G=2), N=5 (padded to 8 inside), dim not a multiple of the channel block."""
+    inputs = make_inputs(2, 6, 45, 5, groups=2, init=True)
+    check_against_reference(inputs, delta_softplus=True, chunk_size=8, block_d=4)
+
+
+def test_partial_channel_block_and_no_final_gradient():
+    inputs = make_inputs(1, 5, 30, 4, init=True)
+    check_against_reference(inputs, delta_softplus=False, chunk_size=8, block_d=4, with_dfinal=False)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_inputs(dtype):
+    inputs = make_inputs(2, 4, 40, 4, dtype=dtype, init=True)
+    check_against_reference(inputs, dtype=dtype, delta_softplus=True, chunk_size=8)
+
+
+def test_seq_idx_packing_equals_separate_scans():
+    lengths = [7, 20, 1, 12]
+    L = sum(lengths)
+    inputs = make_inputs(1, 4, L, 4, seed=3)
+    seq_idx = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))[None]
+    seq_idx = seq_idx.to(torch.int32).to(DEVICE)
+    check_against_reference(inputs, seq_idx=seq_idx, delta_softplus=True, chunk_size=8)
+
+    g = torch.Generator().manual_seed(2)
+    dy = torch.randn(1, 4, L, generator=g).to(DEVICE)
+    y, _, grads = run(selective_scan_triton, inputs, dy, None, seq_idx=seq_idx, delta_softplus=True,
+                      chunk_size=8)
+    start = 0
+    dA = torch.zeros_like(inputs["A"])
+    for n in lengths:
+        piece = {k: (v[..., start:start + n] if v is not None and v.dim() == 3 else v)
+                 for k, v in inputs.items()}
+        y_p, _, g_p = run(selective_scan_triton, piece, dy[..., start:start + n], None,
+                          delta_softplus=True, chunk_size=8)
+        torch.testing.assert_close(y[..., start:start + n], y_p, rtol=1e-5, atol=1e-5)
+        for name in ("u", "delta", "B", "C", "z"):
+            torch.testing.assert_close(grads[name][..., start:start + n], g_p[name], rtol=1e-4,
+                                       atol=1e-4, msg=lambda m: f"grad {name}: {m}")
+        dA += g_p["A"]
+        start += n
+    torch.testing.assert_close(grads["A"], dA, rtol=1e-4, atol=1e-4)
+
+
+def test_deterministic_mode_is_bitwise_reproducible_and_fast_mode_agrees():
+    inputs = make_inputs(2, 8, 50, 4, groups=2)
+    dy = torch.randn(2, 8, 50, generator=torch.Generator().manual_seed(5)).to(DEVICE)
+    kw = dict(delta_softplus=True, chunk_size=16, block_d=2)
+    _, _, g1 = run(selective_scan_triton, inputs, dy, None, deterministic=True, **kw)
+    _, _, g2 = run(selective_scan_triton, inputs, dy, None, deterministic=True, **kw)
+    _, _, g3 = run(selective_scan_triton, inputs, dy, None, deterministic=False, **kw)
+    for name in g1:
+        assert torch.equal(g1[name], g2[name]), name
+        torch.testing.assert_close(g3[name], g1[name], rtol=1e-5, atol=1e-5)
+
+
+def test_forward_without_grad_skips_states_and_matches():
+    inputs = make_inputs(1, 4, 40, 4, init=True)
+    with torch.no_grad():
+        y, final = selective_scan_triton(**inputs, return_final_state=True, chunk_size=16)
+        y_ref, final_ref = selective_scan_ref(**{k: (v.double().cpu() if v is not None else None)
+                                                 for k, v in inputs.items()}, return_final_state=True)
+    assert_close("y", y, y_ref, *TOL[torch.float32])
+    assert_close("final", final, final_ref, *TOL[torch.float32])
+
+
+def test_state_size_over_maximum_is_refused():
+    inputs = make_inputs(1, 2, 4, triton_scan.MAX_N + 1, D=False, z=False, bias=False)
+    with pytest.raises(ValueError, match="N="):
+        selective_scan_triton(**inputs)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("L", [1, 511, 4096])
+def test_gpu_dtypes_and_default_tiles(dtype, L):
+    inputs = make_inputs(2, 64, L, 16, dtype=dtype, init=True, seed=L)
+    check_against_reference(inputs, dtype=dtype, delta_softplus=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gpu_grouped_packed_fast_mode(dtype):
+    L = 3000
+    inputs = make_inputs(2, 32, L, 16, groups=4, dtype=dtype, init=True)
+    seq_idx = (torch.arange(L) // 700).to(torch.int32)[None].repeat(2, 1).to(DEVICE)
+    check_against_reference(inputs, dtype=dtype, seq_idx=seq_idx, delta_softplus=True,
+                            deterministic=False)
