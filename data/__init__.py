@@ -28,8 +28,10 @@ Random windows are the default for "train"; "val"/"test" default to sequential w
 Bad files raise ``mamba_bio_audio.errors.DataError`` naming the file (and line or record).
 """
 
+from .audio import audio_info, iter_blocks, read_audio, resample, write_audio
 from .fasta import FastaFile, GenomeWindows, Region, read_bed
 from .labeled import LabeledSequences, read_labeled
+from .recordings import LabeledClips, RecordingWindows, fsdd_split
 from .samples import (
     FSDD_DIR,
     LAMBDA_FASTA,
@@ -47,7 +49,8 @@ from .tokenizers import DNATokenizer, LinearQuantizer, MuLaw, pad_or_crop, token
 __all__ = [
     "DNATokenizer", "MuLaw", "LinearQuantizer", "pad_or_crop", "tokenizer_from_dict",
     "FastaFile", "GenomeWindows", "Region", "read_bed", "SpeciesWindows",
-    "LabeledSequences", "read_labeled",
+    "LabeledSequences", "read_labeled", "RecordingWindows", "LabeledClips", "fsdd_split",
+    "audio_info", "read_audio", "iter_blocks", "resample", "write_audio",
     "SAMPLES_DIR", "LAMBDA_FASTA", "YEAST_FASTA", "YEAST_SPLITS", "SPECIES_DIR", "SPLICE_DATA",
     "FSDD_DIR", "LONG_AUDIO_DIR", "sample_path",
 ]
