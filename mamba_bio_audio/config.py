@@ -42,7 +42,7 @@ class MambaConfig:
 
     d_model: int = 128
     n_layer: int = 4
-    vocab_size: int = 16
+    vocab_size: int = 12  # the DNA character tokenizer; 256 for mu-law audio
     backbone: str = "isotropic"
     d_state: int = 16
     d_conv: int = 4
@@ -163,12 +163,12 @@ class MambaConfig:
 
 PRESETS: dict[str, dict] = {
     # The paper's small HG38 models (~1.4M parameters): d_model=128, 12 layers, DNA vocabulary.
-    "dna-small": dict(d_model=128, n_layer=12, vocab_size=16),
+    "dna-small": dict(d_model=128, n_layer=12, vocab_size=12),
     # SC09-sized U-Net on 8-bit mu-law audio (~6M parameters), SaShiMi layout.
     "audio-unet": dict(backbone="unet", d_model=64, n_layer=4, vocab_size=256,
                        unet_pool=[4, 4], unet_expand=2, mlp_expand=2),
     # Tiny models that train in minutes on a laptop CPU (tests, bundled examples).
-    "dna-tiny": dict(d_model=32, n_layer=2, vocab_size=16, d_state=8),
+    "dna-tiny": dict(d_model=32, n_layer=2, vocab_size=12, d_state=8),
     "audio-tiny": dict(backbone="unet", d_model=16, n_layer=1, vocab_size=256, d_state=8,
                        unet_pool=[4, 4]),
 }

@@ -1,0 +1,59 @@
+"""The sequence classifier: backbone, masked pooling, linear head."""
+
+import dataclasses
+
+import torch
+import torch.nn as nn
+
+from ..errors import ConfigError
+from ..modules.pooling import masked_pool
+from .backbone import MambaBackbone
+from .pretrained import PretrainedModel, init_weights
+
+
+class MambaClassifier(PretrainedModel):
+    """Classify whole sequences (species, labeled regions, audio clips).
+
+    Args:
+        config: a MambaConfig with n_classes >= 1; `pooling` is mean, last or max (padding is
+            ignored), `class_names` optional.
+    Shape:
+        forward: (b, L) int [, mask (b, L) bool] -> logits (b, n_classes)
+    """
+
+    model_type = "MambaClassifier"
+
+    def __init__(self, config):
+        super().__init__(config)
+        if config.n_classes < 1:
+            raise ConfigError(f"model.n_classes={config.n_classes}: a classifier needs at least "
+                              "one class")
+        self.backbone = MambaBackbone(config)
+        self.head = nn.Linear(config.d_model, config.n_classes)
+        init_weights(self, config)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor = None) -> torch.Tensor:
+        """Args:
+            ids: (b, L) token ids.
+            mask: (b, L) bool, True at real tokens; None when nothing is padded.
+        Returns:
+            logits (b, n_classes)
+        """
+        hidden = self.backbone(ids)  # (b, L, d)
+        return self.head(masked_pool(hidden, mask, self.config.pooling))
+
+    @classmethod
+    def from_lm(cls, lm, n_classes: int, pooling: str = "mean", class_names=None):
+        """A classifier on a pretrained LM's backbone (copied), with a fresh head.
+
+        Args:
+            lm: a MambaLM.
+            n_classes: number of classes.
+            pooling: "mean", "last" or "max".
+            class_names: optional list of n_classes names, saved with the model.
+        """
+        config = dataclasses.replace(lm.config, n_classes=n_classes, pooling=pooling,
+                                     class_names=None if class_names is None else list(class_names))
+        model = cls(config).to(lm.lm_head.weight.device)
+        model.backbone.load_state_dict(lm.backbone.state_dict())
+        return model

@@ -1,0 +1,191 @@
+"""Backbones and task models: recurrent = parallel, causality, generation, save/load."""
+
+import json
+
+import pytest
+import torch
+
+from mamba_bio_audio import MambaClassifier, MambaConfig, MambaLM
+from mamba_bio_audio.errors import CheckpointError, ConfigError
+
+CONFIGS = {
+    "isotropic": dict(d_model=16, n_layer=2, d_state=4, vocab_size=12),
+    "isotropic-mlp-lti": dict(d_model=16, n_layer=2, d_state=4, vocab_size=12, mlp_expand=2,
+                              selective=False),
+    "unet": dict(backbone="unet", d_model=8, n_layer=1, d_state=4, vocab_size=256,
+                 unet_pool=[2, 3], mlp_expand=2),
+}
+
+
+def make_lm(name, seed=0):
+    torch.manual_seed(seed)
+    return MambaLM(MambaConfig(**CONFIGS[name])).eval()
+
+
+def ids_for(model, b, L, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, model.config.vocab_size, (b, L), generator=g)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_step_equals_forward(name):
+    model = make_lm(name)
+    ids = ids_for(model, 2, 36)
+    with torch.no_grad():
+        full = model(ids)
+        state = model.allocate_state(2)
+        steps = torch.stack([model.step(ids[:, t], state) for t in range(36)], dim=1)
+    assert full.shape == (2, 36, model.config.vocab_size)
+    torch.testing.assert_close(steps, full, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["isotropic", "unet"])
+def test_chunked_forward_with_state(name):
+    """Parallel chunks and single steps can be mixed: the state carries everything."""
+    model = make_lm(name)
+    ids = ids_for(model, 2, 42)
+    with torch.no_grad():
+        full = model(ids)
+        state = model.allocate_state(2)
+        a = model(ids[:, :12], state)
+        b = torch.stack([model.step(ids[:, t], state) for t in range(12, 18)], dim=1)
+        c = model(ids[:, 18:], state)
+    torch.testing.assert_close(torch.cat([a, b, c], 1), full, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["isotropic", "unet"])
+@pytest.mark.parametrize("t", [0, 7, 12, 23])
+def test_causal(name, t):
+    model = make_lm(name)
+    ids = ids_for(model, 1, 30 if name == "isotropic" else 36)
+    changed = ids.clone()
+    changed[:, t + 1:] = (changed[:, t + 1:] + 1) % model.config.vocab_size
+    with torch.no_grad():
+        a, b = model(ids), model(changed)
+    torch.testing.assert_close(a[:, : t + 1], b[:, : t + 1], rtol=0, atol=0)
+    assert (a[:, t + 1:] - b[:, t + 1:]).abs().amax() > 1e-4
+
+
+def test_unet_length_error():
+    model = make_lm("unet")
+    with pytest.raises(ConfigError, match="input length 10 is not a multiple of the U-Net pooling "
+                                          r"product 6 \(unet_pool=\[2, 3\]\)"):
+        model(torch.zeros(1, 10, dtype=torch.long))
+    state = model.allocate_state(1)
+    model.step(torch.zeros(1, dtype=torch.long), state)
+    with pytest.raises(ValueError, match="at position 1, inside a pooling window of 6"):
+        model(torch.zeros(1, 6, dtype=torch.long), state)
+
+
+@pytest.mark.parametrize("name", ["isotropic", "unet"])
+def test_generate_greedy_follows_forward(name):
+    """Greedy tokens are the argmax of the parallel forward over the generated sequence."""
+    model = make_lm(name)
+    prompt = ids_for(model, 2, 8)  # not a multiple of the U-Net's 6: primes by forward + steps
+    seen = []
+    out = model.generate(prompt, 10, temperature=0, callback=lambda tok, i: seen.append(tok))
+    assert out.shape == (2, 18) and torch.equal(out[:, :8], prompt) and len(seen) == 10
+    with torch.no_grad():
+        logits = model(out)
+    assert torch.equal(out[:, 8:], logits[:, 7:17].argmax(-1))
+
+
+def test_generate_sampling_is_seeded_and_checked():
+    model = make_lm("isotropic")
+    prompt = torch.tensor([1, 2, 3])
+    a = model.generate(prompt, 12, temperature=1.0, top_k=5, top_p=0.9, seed=3)
+    b = model.generate(prompt, 12, temperature=1.0, top_k=5, top_p=0.9, seed=3)
+    assert a.shape == (15,) and torch.equal(a, b)
+    assert int(a.max()) < model.config.vocab_size
+    top1 = model.generate(prompt, 12, top_k=1, seed=4)
+    assert torch.equal(top1, model.generate(prompt, 12, temperature=0))
+    with pytest.raises(ValueError, match="top_p=0: expected a number in"):
+        model.generate(prompt, 3, top_p=0)
+    with pytest.raises(ValueError, match="prompt_ids"):
+        model.generate(torch.zeros(1, 0, dtype=torch.long), 3)
+    with pytest.raises(ValueError, match=r"token ids in \[0, 12\)"):
+        model.generate(torch.tensor([12]), 3)
+
+
+@pytest.mark.parametrize("name", ["isotropic", "unet"])
+def test_save_load_identical(tmp_path, name):
+    model = make_lm(name)
+    ids = ids_for(model, 2, 12)
+    model.save_pretrained(tmp_path / "ckpt", extra_files={"tokenizer.json": {"type": "x"}})
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [
+        "config.json", "model.safetensors", "tokenizer.json"]
+    loaded = MambaLM.from_pretrained(tmp_path / "ckpt").eval()
+    assert loaded.config == model.config
+    assert loaded.lm_head.weight is loaded.backbone.embedding.weight
+    with torch.no_grad():
+        assert torch.equal(loaded(ids), model(ids))
+    assert MambaLM.read_extra(tmp_path / "ckpt", "tokenizer.json") == {"type": "x"}
+
+
+def test_checkpoint_errors(tmp_path):
+    model = make_lm("isotropic")
+    with pytest.raises(CheckpointError, match="no such checkpoint folder"):
+        MambaLM.from_pretrained(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="empty: missing config.json"):
+        MambaLM.from_pretrained(tmp_path / "empty")
+    model.save_pretrained(tmp_path / "lm")
+    with pytest.raises(CheckpointError, match="holds a MambaLM checkpoint, not a MambaClassifier"):
+        MambaClassifier.from_pretrained(tmp_path / "lm")
+    meta = json.loads((tmp_path / "lm" / "config.json").read_text())
+    meta["d_model"] = 32
+    (tmp_path / "lm" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="weights do not fit the config"):
+        MambaLM.from_pretrained(tmp_path / "lm")
+    (tmp_path / "lm" / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="missing model.safetensors"):
+        MambaLM.from_pretrained(tmp_path / "lm")
+    with pytest.raises(ValueError, match="plain file name"):
+        model.save_pretrained(tmp_path / "x", extra_files={"../a.json": {}})
+
+
+@pytest.mark.parametrize("pooling", ["mean", "last", "max"])
+@pytest.mark.parametrize("name", ["isotropic", "unet"])
+def test_classifier_ignores_padding(tmp_path, pooling, name):
+    lm = make_lm(name)
+    clf = MambaClassifier.from_lm(lm, n_classes=3, pooling=pooling, class_names=["a", "b", "c"])
+    for key, value in lm.backbone.state_dict().items():
+        assert torch.equal(clf.backbone.state_dict()[key], value)
+    clf.eval()
+    ids = ids_for(lm, 2, 12)
+    mask = torch.ones(2, 12, dtype=torch.bool)
+    mask[0, 7:] = False  # right padding of the first sequence
+    other = ids.clone()
+    other[0, 7:] = (other[0, 7:] + 1) % lm.config.vocab_size
+    with torch.no_grad():
+        a, b = clf(ids, mask), clf(other, mask)
+    assert a.shape == (2, 3)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    clf.save_pretrained(tmp_path / "clf")
+    loaded = MambaClassifier.from_pretrained(tmp_path / "clf").eval()
+    assert loaded.config.class_names == ["a", "b", "c"]
+    with torch.no_grad():
+        assert torch.equal(loaded(ids, mask), a)
+
+
+def test_bidirectional_classifier_and_lm_errors():
+    cfg = MambaConfig(**CONFIGS["isotropic"], bidirectional=True, n_classes=2)
+    clf = MambaClassifier(cfg)
+    assert clf(torch.zeros(2, 5, dtype=torch.long)).shape == (2, 2)
+    with pytest.raises(ConfigError, match="must be causal"):
+        MambaLM(cfg)
+    with pytest.raises(ConfigError, match="n_classes=0"):
+        MambaClassifier(MambaConfig(**CONFIGS["isotropic"]))
+
+
+def test_gradient_checkpointing_same_gradients():
+    grads = []
+    for ckpt in (False, True):
+        torch.manual_seed(0)
+        model = MambaLM(MambaConfig(**CONFIGS["isotropic"], gradient_checkpointing=ckpt)).train()
+        ids = ids_for(model, 2, 20)
+        loss = torch.nn.functional.cross_entropy(model(ids[:, :-1]).flatten(0, 1), ids[:, 1:].flatten())
+        loss.backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for g0, g1 in zip(*grads):
+        torch.testing.assert_close(g0, g1)
