@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+import struct
 import warnings
 from pathlib import Path
 from typing import Iterator
@@ -37,7 +38,30 @@ def audio_info(path: str | Path) -> sf._SoundFileInfo:
         raise DataError(f"{path}: not a readable audio file (WAV/FLAC/OGG expected): {e}") from e
     if info.frames <= 0:
         raise DataError(f"{path}: the recording has no samples")
+    if info.format == "WAV":
+        _check_wav_complete(path)
     return info
+
+
+def _check_wav_complete(path: Path) -> None:
+    """DataError if a RIFF/WAV file is shorter than its data chunk says (libsndfile reads such a
+    truncated file without complaint, so the header is checked here)."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        if f.read(4) != b"RIFF":
+            return
+        f.seek(12)
+        while True:
+            header = f.read(8)
+            if len(header) < 8:
+                return
+            chunk, length = header[:4], struct.unpack("<I", header[4:])[0]
+            if chunk == b"data":
+                if f.tell() + length > size:
+                    raise DataError(f"{path}: truncated: the WAV header promises {length} bytes of audio, "
+                                    f"but the file ends after {size - f.tell()}")
+                return
+            f.seek(length + (length & 1), 1)
 
 
 def note_resampling(path: str | Path, orig_rate: int, rate: int) -> None:
