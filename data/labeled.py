@@ -167,16 +167,26 @@ def _sort_labels(labels) -> list[str]:
 
 def assign_splits(keys: Sequence[str], labels: Sequence[str], fractions: Sequence[float],
                   seed: int = 0) -> list[str]:
-    """Deterministic stratified split: within each label, items ordered by a hash of (seed, key)
-    are cut by ``fractions``; the same file always gives the same split."""
+    """Deterministic stratified split.
+
+    Within each label, the distinct keys are ordered by a hash of (seed, key) and cut by
+    ``fractions`` of the items; items with the same key (e.g. duplicate sequences) always share
+    a split, so none leaks from train into val/test. The same file always gives the same split.
+    """
     splits = [""] * len(keys)
-    for label in set(labels):
-        members = [i for i, lab in enumerate(labels) if lab == label]
-        members.sort(key=lambda i: hashlib.sha1(f"{seed}:{keys[i]}:{i}".encode()).hexdigest())
-        n = len(members)
-        cut1, cut2 = round(n * fractions[0]), round(n * (fractions[0] + fractions[1]))
-        for rank, i in enumerate(members):
-            splits[i] = "train" if rank < cut1 else "val" if rank < cut2 else "test"
+    for label in sorted(set(labels)):
+        groups: dict[str, list[int]] = {}
+        for i, (key, lab) in enumerate(zip(keys, labels)):
+            if lab == label:
+                groups.setdefault(key, []).append(i)
+        n = sum(len(g) for g in groups.values())
+        cut1, cut2 = n * fractions[0], n * (fractions[0] + fractions[1])
+        done = 0
+        for key in sorted(groups, key=lambda k: hashlib.sha1(f"{seed}:{k}".encode()).hexdigest()):
+            split = "train" if done < cut1 else "val" if done < cut2 else "test"
+            for i in groups[key]:
+                splits[i] = split
+            done += len(groups[key])
     return splits
 
 
@@ -196,7 +206,8 @@ class LabeledSequences(Dataset):
         seq_len: length of every item (default: the longest sequence in the file). Longer
             sequences are cropped, shorter padded with ``[PAD]``, on the tokenizer's padding side.
         format, sequence_column, label_column, split_column: see ``read_labeled``.
-        fractions: train/val/test fractions when the file has no split.
+        fractions: train/val/test fractions when the file has no split (identical sequences are
+            kept in one split).
         rc_aug: reverse-complement the sequence with probability 1/2 (seeded by seed, epoch, index).
         seed: seeds the split (together with the file) and the augmentation.
         tokenizer: a ``DNATokenizer``.
@@ -218,7 +229,8 @@ class LabeledSequences(Dataset):
             r = next(r for r in records if r.split is None)
             raise DataError(f"{r.where}: no split given, but other rows of the file have one")
         else:
-            splits = assign_splits([r.name for r in records], [r.label for r in records], fractions, seed)
+            splits = assign_splits([r.sequence.upper() for r in records], [r.label for r in records],
+                                   fractions, seed)
         by_split = {s: {r.label for r, rs in zip(records, splits) if rs == s} for s in SPLITS}
         for s in ("val", "test"):
             extra = by_split[s] - by_split["train"]
@@ -241,7 +253,7 @@ class LabeledSequences(Dataset):
             self.labels.append(label_id[r.label])
             self.n_unknown += unknown
         if self.n_unknown:
-            warnings.warn(f"{self.path}: {self.n_unknown} characters other than A, C, G, T, N (IUPAC "
+            warnings.warn(f"{self.path}: {self.n_unknown} character(s) other than A, C, G, T, N (IUPAC "
                           f"codes or others) in split {split!r} were read as N", stacklevel=2)
 
     @property
