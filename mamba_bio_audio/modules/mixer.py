@@ -132,9 +132,11 @@ class SelectiveSSM(nn.Module):
                              return_final_state=state is not None)
         if state is None:
             return out
-        y, state.ssm = out
+        y, final = out
+        # fresh compact tensors: views would keep the whole sequence's buffers alive
+        state.ssm = final.float().clone(memory_format=torch.contiguous_format)
         if L > 0:
-            state.conv = x_pad[:, :, -self.d_conv:].float()
+            state.conv = x_pad[:, :, -self.d_conv:].float().clone(memory_format=torch.contiguous_format)
         return y
 
     def step(self, x: torch.Tensor, z: torch.Tensor, state: MixerState) -> torch.Tensor:

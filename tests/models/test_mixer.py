@@ -85,6 +85,8 @@ def test_forward_with_state_returns_final_state():
     torch.testing.assert_close(torch.cat(parts, 1), full, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(state.ssm, step_state.ssm, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(state.conv, step_state.conv)
+    for t in (state.ssm, state.conv):  # compact: no view keeping the sequence's buffers alive
+        assert t.is_contiguous() and t.untyped_storage().nbytes() == t.numel() * 4
 
 
 def test_bidirectional_sees_both_sides():
