@@ -5,6 +5,7 @@ import torch.nn as nn
 
 from ..errors import ConfigError
 from ..modules.block import Stack
+from ..modules.mixer import reverse_index
 from ..modules.norm import RMSNorm
 from .unet import UNet
 
@@ -31,11 +32,14 @@ class MambaBackbone(nn.Module):
             self.body = Stack(config, config.d_model, config.n_layer)
         self.norm_f = RMSNorm(config.d_model, config.norm_eps)
 
-    def forward(self, ids: torch.Tensor, state=None) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, state=None, mask: torch.Tensor = None) -> torch.Tensor:
         """Args:
             ids: (b, L) token ids. For the U-Net, L must be a multiple of prod(unet_pool).
             state: optional recurrent state from `allocate_state` to start from; it is left at the
                 end of the sequence (used to prime generation with the parallel forward).
+            mask: optional (b, L) bool, True at real tokens; a bidirectional backbone then
+                reverses only the real tokens. Pad on the right: then no real token reads
+                padding, in either direction (a causal backbone needs no mask for that).
         Returns:
             (b, L, d_model) hidden states (fp32 with residual_in_fp32).
         """
@@ -49,7 +53,12 @@ class MambaBackbone(nn.Module):
         if state is not None and P > 1 and state.pos % P:
             raise ValueError(f"the U-Net state is at position {state.pos}, inside a pooling window "
                              f"of {P}; step to a multiple of {P} before a parallel forward")
-        return self.norm_f(self.body(self.embedding(ids), state))  # (b, L, d)
+        x = self.embedding(ids)  # (b, L, d)
+        if self.config.bidirectional:
+            x = self.body(x, None, None if mask is None else reverse_index(mask))
+        else:
+            x = self.body(x, state)
+        return self.norm_f(x)
 
     def step(self, ids: torch.Tensor, state) -> torch.Tensor:
         """One time step: ids (b,) -> (b, d_model); `state` is updated in place."""

@@ -39,7 +39,7 @@ class MambaClassifier(PretrainedModel):
         Returns:
             logits (b, n_classes)
         """
-        hidden = self.backbone(ids)  # (b, L, d)
+        hidden = self.backbone(ids, mask=mask)  # (b, L, d)
         return self.head(masked_pool(hidden, mask, self.config.pooling))
 
     @classmethod

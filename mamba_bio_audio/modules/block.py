@@ -56,8 +56,9 @@ class Block(nn.Module):
     def _mlp(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.mlp is None else self._add(x, self.mlp(self.norm2(x)))
 
-    def forward(self, x: torch.Tensor, state: MixerState = None) -> torch.Tensor:
-        return self._mlp(self._add(x, self.mixer(self.norm(x), state)))
+    def forward(self, x: torch.Tensor, state: MixerState = None,
+                reverse_index: torch.Tensor = None) -> torch.Tensor:
+        return self._mlp(self._add(x, self.mixer(self.norm(x), state, reverse_index)))
 
     def step(self, x: torch.Tensor, state: MixerState) -> torch.Tensor:
         return self._mlp(self._add(x, self.mixer.step(self.norm(x), state)))
@@ -76,15 +77,21 @@ class Stack(nn.ModuleList):
         super().__init__(Block(config, d_model) for _ in range(n))
         self.gradient_checkpointing = config.gradient_checkpointing
 
-    def forward(self, x: torch.Tensor, state: list = None) -> torch.Tensor:
-        """x: (b, l, d) -> (b, l, d). `state`: optional list of MixerState, one per block."""
+    def forward(self, x: torch.Tensor, state: list = None,
+                reverse_index: torch.Tensor = None) -> torch.Tensor:
+        """x: (b, l, d) -> (b, l, d).
+
+        Args:
+            state: optional list of MixerState, one per block, advanced to the end of x.
+            reverse_index: (b, l) for bidirectional blocks, see `mixer.reverse_index`.
+        """
         for i, block in enumerate(self):
             if state is not None:
                 x = block(x, state[i])
             elif self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(block, x, use_reentrant=False)
+                x = checkpoint(block, x, None, reverse_index, use_reentrant=False)
             else:
-                x = block(x)
+                x = block(x, None, reverse_index)
         return x
 
     def step(self, x: torch.Tensor, state: list) -> torch.Tensor:

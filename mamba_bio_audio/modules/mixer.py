@@ -26,6 +26,22 @@ import torch.nn.functional as F
 from ..kernels import selective_scan, selective_state_update
 
 
+def reverse_index(mask: torch.Tensor) -> torch.Tensor:
+    """Positions in the order a reversed scan reads them, reversing only the real tokens.
+
+    Args:
+        mask: (b, l) bool, True at real tokens, which form one contiguous run per row (left or
+            right padding).
+    Returns:
+        (b, l) int64 permutation (its own inverse): real positions reversed, padding in place.
+    """
+    b, L = mask.shape
+    t = torch.arange(L, device=mask.device).expand(b, L)
+    first = mask.int().argmax(1, keepdim=True)  # (b, 1)
+    last = L - 1 - mask.flip(1).int().argmax(1, keepdim=True)  # (b, 1)
+    return torch.where(mask.bool(), first + last - t, t)
+
+
 @dataclass
 class MixerState:
     """Recurrent state of one mixer (fp32).
@@ -180,12 +196,15 @@ class Mamba(nn.Module):
         self.ssm_reverse = SelectiveSSM(config, self.d_inner, dt_rank) if config.bidirectional else None
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=config.bias)
 
-    def forward(self, u: torch.Tensor, state: MixerState = None) -> torch.Tensor:
+    def forward(self, u: torch.Tensor, state: MixerState = None,
+                reverse_index: torch.Tensor = None) -> torch.Tensor:
         """Parallel mode.
 
         Args:
             u: (b, l, d_model)
             state: optional MixerState to start from, updated to the final state (causal only).
+            reverse_index: (b, l) int64, the order in which the reversed branch reads the
+                positions (see `reverse_index`); None: plain reversal.
         Returns:
             (b, l, d_model)
         """
@@ -195,7 +214,12 @@ class Mamba(nn.Module):
         if self.ssm_reverse is not None:
             if state is not None:
                 raise ValueError("a bidirectional mixer has no recurrent state; call it without state")
-            y = y + self.ssm_reverse(x.flip(-1), z.flip(-1)).flip(-1)
+            if reverse_index is None:
+                y = y + self.ssm_reverse(x.flip(-1), z.flip(-1)).flip(-1)
+            else:
+                idx = reverse_index.unsqueeze(1).expand_as(x)  # (b, d_inner, l)
+                y_rev = self.ssm_reverse(x.gather(-1, idx), z.gather(-1, idx))
+                y = y + y_rev.gather(-1, idx)  # the permutation is its own inverse
         return self.out_proj(y.transpose(1, 2))  # (b, l, d_model)
 
     def step(self, u: torch.Tensor, state: MixerState) -> torch.Tensor:

@@ -168,6 +168,21 @@ def test_classifier_ignores_padding(tmp_path, pooling, name):
         assert torch.equal(loaded(ids, mask), a)
 
 
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("pooling", ["mean", "last", "max"])
+def test_right_padded_classifier_equals_unpadded(bidirectional, pooling):
+    """With right padding and its mask, a padded sequence gets the logits of the bare one."""
+    torch.manual_seed(0)
+    clf = MambaClassifier(MambaConfig(**CONFIGS["isotropic"], bidirectional=bidirectional,
+                                      n_classes=2, pooling=pooling)).eval()
+    seq = torch.randint(0, 12, (1, 9))
+    padded = torch.cat([seq, torch.full((1, 4), 4)], 1)
+    mask = torch.ones_like(padded, dtype=torch.bool)
+    mask[:, 9:] = False
+    with torch.no_grad():
+        torch.testing.assert_close(clf(padded, mask), clf(seq), rtol=1e-5, atol=1e-6)
+
+
 def test_bidirectional_classifier_and_lm_errors():
     cfg = MambaConfig(**CONFIGS["isotropic"], bidirectional=True, n_classes=2)
     clf = MambaClassifier(cfg)
