@@ -12,7 +12,9 @@ from mamba_bio_audio.errors import DataError
 def test_uci_splice_split_is_stratified_deterministic_and_disjoint():
     with pytest.warns(UserWarning, match="read as N"):
         train = LabeledSequences(SPLICE_DATA, "train")
-    val, test = LabeledSequences(SPLICE_DATA, "val"), LabeledSequences(SPLICE_DATA, "test")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        val, test = LabeledSequences(SPLICE_DATA, "val"), LabeledSequences(SPLICE_DATA, "test")
     assert train.class_names == ["EI", "IE", "N"] and train.seq_len == 60
     assert len(train) + len(val) + len(test) == 3190
     seqs = [{r.sequence for r in ds.records} for ds in (train, val, test)]  # the file has duplicates
