@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="backbones to time: isotropic (preset dna-small), unet (audio-unet)")
     parser.add_argument("--positions", nargs="+", type=int, default=[1024, 16384, 65536],
                         help="positions to prime the state to before timing")
-    parser.add_argument("--steps", type=int, default=256,
+    parser.add_argument("--steps", type=int, default=1024,
                         help="timed steps per position (rounded up to whole pooling windows)")
     parser.add_argument("--warmup", type=int, default=32, help="untimed steps per position")
     parser.add_argument("--batch-size", type=int, default=1)
