@@ -146,9 +146,7 @@ class MambaConfig:
     def load_json(cls, path) -> "MambaConfig":
         path = Path(path)
         try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such config file") from None
+            data = json.loads(_read_text(path))
         except json.JSONDecodeError as err:
             raise ConfigError(f"{path}: not valid JSON ({err})") from None
         return cls.from_dict(data, where=str(path))
@@ -299,6 +297,13 @@ def _sections(node) -> list:
     return [k for k, v in node.items() if isinstance(v, dict)] if isinstance(node, dict) else []
 
 
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+
+
 def load_yaml(path_or_mapping) -> dict:
     """Read a YAML config file into a dict (a mapping is returned as a plain dict).
 
@@ -309,9 +314,7 @@ def load_yaml(path_or_mapping) -> dict:
         return dict(path_or_mapping)
     path = Path(path_or_mapping)
     try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
+        data = yaml.safe_load(_read_text(path))
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({err})") from None
     if data is None:
