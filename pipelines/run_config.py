@@ -57,7 +57,10 @@ class DataConfig:
     train_items / val_items / test_items: windows drawn per epoch (for window datasets).
     sample_rate: audio is resampled to this rate. mu_law_levels: audio vocabulary size.
     rc_augment: DNA classification: random reverse complement of training windows.
-    val_fraction / test_fraction: labeled data without official splits is split this way.
+    val_fraction / test_fraction: data without official splits is split this way (labeled items,
+        species genomes and recordings: the end of each record / recording is held out).
+    split_by: recordings: "time" (each recording cut into train | val | test), "file" (whole
+        files) or "auto" (file for kind=audio, time for kind=recordings).
     """
 
     kind: str = "genome"
@@ -71,7 +74,8 @@ class DataConfig:
     mu_law_levels: int = 256
     rc_augment: bool = False
     val_fraction: float = 0.1
-    test_fraction: float = 0.2
+    test_fraction: float = 0.1
+    split_by: str = "auto"
     seed: int = 0
 
     def validate(self) -> "DataConfig":
@@ -80,6 +84,8 @@ class DataConfig:
         for key in ("seq_len", "train_items", "val_items", "test_items", "sample_rate"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"data.{key}={getattr(self, key)}: expected a positive integer")
+        if self.split_by not in ("auto", "time", "file"):
+            raise ConfigError(f"data.split_by={self.split_by!r}: expected auto, time or file")
         if not 0 < self.val_fraction < 1 or not 0 < self.test_fraction < 1:
             raise ConfigError("data.val_fraction and data.test_fraction must lie in (0, 1)")
         return self

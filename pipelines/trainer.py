@@ -540,6 +540,18 @@ class Trainer:
         return evaluate(self.model, self.loss_fn, data, bs, self.device, self.collate_fn,
                         max_batches, self.autocast, progress=self.cfg.progress, desc=desc)
 
+    def restore_best(self) -> bool:
+        """Load the weights of checkpoints/best into the model; False when there is none."""
+        from safetensors.torch import load_model  # handles tied weights (stored once)
+
+        if dist.is_initialized():
+            dist.barrier()  # rank 0 may still be writing it
+        best = self.out_dir / "checkpoints" / "best" / "model.safetensors"
+        if not best.is_file():
+            return False
+        load_model(self.raw_model, best, device=str(self.device))
+        return True
+
     def _maybe_save_best(self, val: dict) -> None:
         key = self.cfg.best_metric
         if key not in val:
@@ -584,13 +596,13 @@ class Trainer:
 
     def load_checkpoint(self, path: Path) -> None:
         """Load weights and trainer state from a checkpoint written by `save_checkpoint`."""
-        from safetensors.torch import load_file
+        from safetensors.torch import load_model  # handles tied weights (stored once)
 
         weights = path / "model.safetensors"
         if not weights.is_file():
             raise CheckpointError(f"--resume {path}: model.safetensors is missing")
         try:
-            missing, unexpected = self.raw_model.load_state_dict(load_file(weights), strict=False)
+            missing, unexpected = map(sorted, load_model(self.raw_model, weights, strict=False))
         except RuntimeError as err:
             raise CheckpointError(f"--resume {path}: the weights do not fit this model "
                                   f"({str(err).splitlines()[0]})") from None
