@@ -10,8 +10,8 @@ import functools
 import math
 import struct
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import soundfile as sf
@@ -26,7 +26,9 @@ _resample_notes: set = set()
 
 
 def audio_info(path: str | Path) -> sf._SoundFileInfo:
-    """soundfile's header info (samplerate, frames, channels); DataError if missing, empty or not audio."""
+    """soundfile's header info (samplerate, frames, channels).
+
+    Raises DataError if the file is missing, empty, not audio, or a truncated WAV."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: audio file not found")
@@ -58,8 +60,10 @@ def _check_wav_complete(path: Path) -> None:
             chunk, length = header[:4], struct.unpack("<I", header[4:])[0]
             if chunk == b"data":
                 if f.tell() + length > size:
-                    raise DataError(f"{path}: truncated: the WAV header promises {length} bytes of audio, "
-                                    f"but the file ends after {size - f.tell()}")
+                    raise DataError(
+                        f"{path}: truncated: the WAV header promises {length} bytes of audio, "
+                        f"but the file ends after {size - f.tell()}"
+                    )
                 return
             f.seek(length + (length & 1), 1)
 
@@ -68,8 +72,11 @@ def note_resampling(path: str | Path, orig_rate: int, rate: int) -> None:
     """Warn, once per (original rate, rate) pair in this process, that audio is being resampled."""
     if (orig_rate, rate) not in _resample_notes:
         _resample_notes.add((orig_rate, rate))
-        warnings.warn(f"{path}: recorded at {orig_rate} Hz, resampling to {rate} Hz as asked "
-                      f"(said once for every file at {orig_rate} Hz)", stacklevel=3)
+        warnings.warn(
+            f"{path}: recorded at {orig_rate} Hz, resampling to {rate} Hz as asked "
+            f"(said once for every file at {orig_rate} Hz)",
+            stacklevel=3,
+        )
 
 
 def to_mono(block: np.ndarray) -> np.ndarray:
@@ -84,8 +91,9 @@ def resample(waveform: torch.Tensor, orig_rate: int, rate: int) -> torch.Tensor:
     return AF.resample(waveform, int(orig_rate), int(rate))
 
 
-def read_audio(path: str | Path, sample_rate: int | None = None, start: int = 0,
-               frames: int = -1) -> tuple[torch.Tensor, int]:
+def read_audio(
+    path: str | Path, sample_rate: int | None = None, start: int = 0, frames: int = -1
+) -> tuple[torch.Tensor, int]:
     """Read frames [start, start + frames) of a file (all of it if ``frames`` is -1), as mono.
 
     Only the asked frames are read. With ``sample_rate``, the result is resampled to it (said once
@@ -104,10 +112,14 @@ def read_audio(path: str | Path, sample_rate: int | None = None, start: int = 0,
             f.seek(start)
             data = f.read(frames, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as e:
-        raise DataError(f"{path}: cannot decode the audio ({e}); is the file truncated or damaged?") from e
+        raise DataError(
+            f"{path}: cannot decode the audio ({e}); is the file truncated or damaged?"
+        ) from e
     if len(data) < frames:
-        raise DataError(f"{path}: truncated: the header promises {info.frames} frames, but only "
-                        f"{start + len(data)} could be read")
+        raise DataError(
+            f"{path}: truncated: the header promises {info.frames} frames, but only "
+            f"{start + len(data)} could be read"
+        )
     wave = torch.from_numpy(np.ascontiguousarray(to_mono(data)))
     rate = info.samplerate
     if sample_rate is not None and sample_rate != rate:
@@ -123,7 +135,9 @@ def iter_blocks(path: str | Path, blocksize: int = 1 << 16) -> Iterator[torch.Te
         for block in sf.blocks(str(path), blocksize=blocksize, dtype="float32", always_2d=True):
             yield torch.from_numpy(np.ascontiguousarray(to_mono(block)))
     except (sf.LibsndfileError, RuntimeError) as e:
-        raise DataError(f"{path}: cannot decode the audio ({e}); is the file truncated or damaged?") from e
+        raise DataError(
+            f"{path}: cannot decode the audio ({e}); is the file truncated or damaged?"
+        ) from e
 
 
 def file_peak(path: str | Path, blocksize: int = 1 << 16) -> float:
@@ -131,7 +145,9 @@ def file_peak(path: str | Path, blocksize: int = 1 << 16) -> float:
     DataError if the file is silent or truncated."""
     info = audio_info(path)
     stat = Path(path).stat()
-    return _file_peak(str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size, info.frames, blocksize)
+    return _file_peak(
+        str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size, info.frames, blocksize
+    )
 
 
 @functools.lru_cache(maxsize=1024)
@@ -141,15 +157,23 @@ def _file_peak(path: str, mtime_ns: int, size: int, frames: int, blocksize: int)
         seen += len(block)
         peak = max(peak, float(block.abs().max()))
     if seen < frames:
-        raise DataError(f"{path}: truncated: the header promises {frames} frames, but only {seen} could be read")
+        raise DataError(
+            f"{path}: truncated: the header promises {frames} frames, but only {seen} could be read"
+        )
     if peak == 0.0:
         raise DataError(f"{path}: the recording is silent (every sample is 0)")
     return peak
 
 
-def read_window(path: str | Path, start: int, length: int, file_rate: int,
-                sample_rate: int | None = None, margin: int = 64) -> torch.Tensor:
-    """``length`` samples at ``sample_rate`` that begin at frame ``start`` of a file at ``file_rate``.
+def read_window(
+    path: str | Path,
+    start: int,
+    length: int,
+    file_rate: int,
+    sample_rate: int | None = None,
+    margin: int = 64,
+) -> torch.Tensor:
+    """``length`` samples at ``sample_rate`` from frame ``start`` of a file at ``file_rate``.
 
     When resampling, ``margin`` extra source frames are read on each side (where they exist) so
     that the resampling filter sees real context at the window's edges.
@@ -164,14 +188,16 @@ def read_window(path: str | Path, start: int, length: int, file_rate: int,
     note_resampling(path, file_rate, rate)
     wave = resample(wave, file_rate, rate)
     skip = round((start - lo) * rate / file_rate)
-    wave = wave[skip:skip + length]
+    wave = wave[skip : skip + length]
     if len(wave) < length:
         wave = torch.cat([wave, wave.new_zeros(length - len(wave))])
     return wave.clamp(-1.0, 1.0)
 
 
-def write_audio(path: str | Path, waveform: torch.Tensor, sample_rate: int, subtype: str = "PCM_16") -> Path:
-    """Write a mono (T,) or (channels, T) float waveform in [-1, 1] as WAV/FLAC/OGG (from the suffix)."""
+def write_audio(
+    path: str | Path, waveform: torch.Tensor, sample_rate: int, subtype: str = "PCM_16"
+) -> Path:
+    """Write a mono (T,) or (channels, T) float waveform in [-1, 1] as WAV/FLAC/OGG (by suffix)."""
     path = Path(path)
     data = torch.as_tensor(waveform, dtype=torch.float32).clamp(-1.0, 1.0).cpu().numpy()
     if data.ndim == 2:

@@ -43,13 +43,16 @@ def build(source: Path, dest: Path) -> None:
     for sub in ("genomes", "species", "labeled/uci_splice", "audio/fsdd", "audio/long"):
         (dest / sub).mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source / "genomes/lambda_phage.fa", dest / "genomes/lambda_phage.fa")
-    bgzip(source / "genomes/saccharomyces_cerevisiae_R64-1-1.fa",
-          dest / "genomes/saccharomyces_cerevisiae_R64-1-1.fa.gz")
+    bgzip(
+        source / "genomes/saccharomyces_cerevisiae_R64-1-1.fa",
+        dest / "genomes/saccharomyces_cerevisiae_R64-1-1.fa.gz",
+    )
     for fasta in sorted((source / "species").glob("*.fa")):
         bgzip(fasta, dest / "species" / (fasta.name + ".gz"))
     for name in ("splice.data", "splice.names"):
-        shutil.copyfile(source / "genomic_benchmarks/uci_splice" / name,
-                        dest / "labeled/uci_splice" / name)
+        shutil.copyfile(
+            source / "genomic_benchmarks/uci_splice" / name, dest / "labeled/uci_splice" / name
+        )
     for wav in sorted((source / "audio/fsdd").glob("*.wav")):
         wav_to_flac(wav, dest / "audio/fsdd" / (wav.stem + ".flac"))
     for flac in sorted((source / "audio/long").glob("*.flac")):

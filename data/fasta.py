@@ -14,20 +14,19 @@ import hashlib
 import os
 import tempfile
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import pyfaidx
 import torch
-from torch.utils.data import Dataset
 
 from mamba_bio_audio.errors import DataError
 
+from .base import SPLITS, SplitDataset, check_split, item_rng
 from .tokenizers import DNATokenizer
 
-SPLITS = ("train", "val", "test")
 FASTA_SUFFIXES = (".fa", ".fasta", ".fna", ".fas")
 
 
@@ -42,8 +41,7 @@ def cache_dir() -> Path:
 def fasta_stem(path: str | Path) -> str:
     """File name without ``.gz`` and the FASTA suffix: ``e_coli.fa.gz`` -> ``e_coli``."""
     name = Path(path).name
-    if name.endswith(".gz"):
-        name = name[:-3]
+    name = name.removesuffix(".gz")
     for suffix in FASTA_SUFFIXES:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
@@ -67,11 +65,15 @@ def _check_fasta_start(path: Path) -> bool:
         raise DataError(f"{path}: cannot read the compressed file ({e})") from e
     text = head.lstrip()
     if not text:
-        raise DataError(f"{path}: the file is empty; expected FASTA ('>name' lines followed by sequence)")
+        raise DataError(
+            f"{path}: the file is empty; expected FASTA ('>name' lines followed by sequence)"
+        )
     if not text.startswith(b">"):
         first = text.split(b"\n", 1)[0][:60].decode("utf-8", "replace")
         raise DataError(
-            f"{path}: not a FASTA file: line 1 should start with '>' (a record header), found {first!r}")
+            f"{path}: not a FASTA file: line 1 should start with '>' (a record header), "
+            f"found {first!r}"
+        )
     return compressed
 
 
@@ -103,7 +105,9 @@ class FastaFile:
         self.names = list(fa.keys())
         self.lengths = {name: len(fa.faidx.index[name]) for name in self.names}
         if not self.names or sum(self.lengths.values()) == 0:
-            raise DataError(f"{self.path}: FASTA file has no sequence (no records or all records empty)")
+            raise DataError(
+                f"{self.path}: FASTA file has no sequence (no records or all records empty)"
+            )
 
     def _index_location(self, compressed: bool) -> dict:
         """Where the .fai/.gzi live; build them there (atomically) if they are missing."""
@@ -117,8 +121,12 @@ class FastaFile:
         kwargs = {"indexname": str(folder / (base + ".fai"))}
         if compressed:
             kwargs["gzi_indexname"] = str(folder / (base + ".gzi"))
-        if not all(Path(p).exists() for p in kwargs.values()):
-            # Build under temporary names and rename, so that concurrent ranks never see half an index.
+        fasta_mtime = self.path.stat().st_mtime
+        if not all(
+            Path(p).exists() and Path(p).stat().st_mtime >= fasta_mtime for p in kwargs.values()
+        ):
+            # (Re)build under temporary names and rename, so that concurrent ranks never see half
+            # an index; an index older than the FASTA is stale and rebuilt.
             tmp = {k: f"{v}.tmp{os.getpid()}" for k, v in kwargs.items()}
             self._pyfaidx(tmp).close()
             for k in kwargs:
@@ -127,10 +135,17 @@ class FastaFile:
 
     def _pyfaidx(self, index_kwargs: dict) -> pyfaidx.Fasta:
         try:
-            return pyfaidx.Fasta(str(self.path), as_raw=True, sequence_always_upper=False,
-                                 rebuild=False, **index_kwargs)
+            return pyfaidx.Fasta(
+                str(self.path),
+                as_raw=True,
+                sequence_always_upper=False,
+                rebuild=False,
+                **index_kwargs,
+            )
         except pyfaidx.UnsupportedCompressionFormat as e:
-            raise DataError(f"{self.path}: gzip FASTA must be BGZF-compressed (use `bgzip`, not `gzip`)") from e
+            raise DataError(
+                f"{self.path}: gzip FASTA must be BGZF-compressed (use `bgzip`, not `gzip`)"
+            ) from e
         except pyfaidx.FastaIndexingError as e:
             raise DataError(f"{self.path}: malformed FASTA ({e})") from e
         except ValueError as e:
@@ -147,8 +162,10 @@ class FastaFile:
         if name not in self.lengths:
             raise DataError(f"{self.path}: no record named {name!r}; records are {self.names[:10]}")
         if not 0 <= start <= end <= self.lengths[name]:
-            raise DataError(f"{self.path}: interval {name}:{start}-{end} is outside the record "
-                            f"(length {self.lengths[name]})")
+            raise DataError(
+                f"{self.path}: interval {name}:{start}-{end} is outside the record "
+                f"(length {self.lengths[name]})"
+            )
         return self._open()[name][start:end]
 
     def __getstate__(self):
@@ -188,18 +205,28 @@ def read_bed(path: str | Path) -> list[tuple[str, int, int, str | None]]:
                 continue
             cols = line.rstrip("\n").split("\t") if "\t" in line else line.split()
             if len(cols) < 3:
-                raise DataError(f"{path}, line {lineno}: expected 'chrom start end [split]', got {line.strip()!r}")
+                raise DataError(
+                    f"{path}, line {lineno}: expected 'chrom start end [split]', "
+                    f"got {line.strip()!r}"
+                )
             try:
                 start, end = int(cols[1]), int(cols[2])
             except ValueError:
-                raise DataError(f"{path}, line {lineno}: start and end must be integers, got {cols[1]!r}, {cols[2]!r}")
+                raise DataError(
+                    f"{path}, line {lineno}: start and end must be integers, "
+                    f"got {cols[1]!r}, {cols[2]!r}"
+                )
             if not 0 <= start < end:
-                raise DataError(f"{path}, line {lineno}: expected 0 <= start < end, got {start}, {end}")
+                raise DataError(
+                    f"{path}, line {lineno}: expected 0 <= start < end, got {start}, {end}"
+                )
             split = None
             if len(cols) >= 4 and cols[3].strip():
                 split = {"valid": "val", "validation": "val"}.get(cols[3].strip(), cols[3].strip())
                 if split not in SPLITS:
-                    raise DataError(f"{path}, line {lineno}: split must be train, val or test, got {cols[3]!r}")
+                    raise DataError(
+                        f"{path}, line {lineno}: split must be train, val or test, got {cols[3]!r}"
+                    )
             rows.append((cols[0], start, end, split))
     if not rows:
         raise DataError(f"{path}: BED file has no intervals")
@@ -208,33 +235,40 @@ def read_bed(path: str | Path) -> list[tuple[str, int, int, str | None]]:
 
 def fraction_bounds(length: int, split: str, fractions: Sequence[float]) -> tuple[int, int]:
     """[start, end) of ``split`` in a sequence of ``length`` cut into train | val | test parts."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    check_split(split)
     if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
-        raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
+        raise ValueError(
+            f"fractions must be three non-negative numbers summing to 1, got {fractions}"
+        )
     cuts = [0, round(length * fractions[0]), round(length * (fractions[0] + fractions[1])), length]
     k = SPLITS.index(split)
     return cuts[k], cuts[k + 1]
 
 
-def split_regions(fasta: FastaFile, split: str, records: dict | None = None,
-                  fractions: Sequence[float] | None = (0.8, 0.1, 0.1), bed=None) -> list[Region]:
+def split_regions(
+    fasta: FastaFile,
+    split: str,
+    records: dict | None = None,
+    fractions: Sequence[float] | None = (0.8, 0.1, 0.1),
+    bed=None,
+) -> list[Region]:
     """Regions of ``split``.
 
     Args:
         records: {split: [record names]}: whole records per split (other records are unused).
-        fractions: without ``records``, every record is cut into train | val | test by these fractions.
+        fractions: without ``records``, every record is cut into train | val | test by these.
         bed: a BED file (or rows of ``read_bed``); with a split column its rows of ``split`` are
             used, otherwise each interval is cut by ``fractions``.
     """
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    check_split(split)
     if bed is not None:
         rows = read_bed(bed) if isinstance(bed, (str, Path)) else bed
         regions = []
         for chrom, start, end, row_split in rows:
             if chrom not in fasta.lengths:
-                raise DataError(f"{fasta.path}: BED interval on {chrom!r}, which is not a record of the FASTA")
+                raise DataError(
+                    f"{fasta.path}: BED interval on {chrom!r}, which is not a record of the FASTA"
+                )
             end = min(end, fasta.lengths[chrom])
             if row_split is not None:
                 if row_split == split:
@@ -250,8 +284,10 @@ def split_regions(fasta: FastaFile, split: str, records: dict | None = None,
         for s, names in records.items():
             missing = [n for n in names if n not in fasta.lengths]
             if missing:
-                raise DataError(f"{fasta.path}: records {missing} of split {s!r} are not in the file; "
-                                f"it has {fasta.names[:20]}")
+                raise DataError(
+                    f"{fasta.path}: records {missing} of split {s!r} are not in the file; "
+                    f"it has {fasta.names[:20]}"
+                )
         return [Region(n, 0, fasta.lengths[n]) for n in records.get(split, [])]
     regions = []
     for name in fasta.names:
@@ -268,9 +304,16 @@ class WindowSampler:
     are skipped with a warning; if none is long enough, DataError.
     """
 
-    def __init__(self, fasta: FastaFile, regions: Sequence[Region], seq_len: int,
-                 tokenizer: DNATokenizer, max_n_frac: float = 0.1, max_tries: int = 64,
-                 what: str = ""):
+    def __init__(
+        self,
+        fasta: FastaFile,
+        regions: Sequence[Region],
+        seq_len: int,
+        tokenizer: DNATokenizer,
+        max_n_frac: float = 0.1,
+        max_tries: int = 64,
+        what: str = "",
+    ):
         if seq_len < 1:
             raise ValueError(f"seq_len must be positive, got {seq_len}")
         self.fasta, self.seq_len, self.tokenizer = fasta, int(seq_len), tokenizer
@@ -282,11 +325,16 @@ class WindowSampler:
         self.regions = [r for r in regions if len(r) >= self.seq_len]
         if not self.regions:
             r = max(regions, key=len)
-            raise DataError(f"{where}: record {r.name!r} ({r.name}:{r.start}-{r.end}, {len(r)} bp) is shorter "
-                            f"than the window of {self.seq_len} bp, and so is every other region of the split")
+            raise DataError(
+                f"{where}: record {r.name!r} ({r.name}:{r.start}-{r.end}, {len(r)} bp) is shorter "
+                f"than the window of {self.seq_len} bp, and so is every other region of the split"
+            )
         if short:
-            warnings.warn(f"{where}: skipping {len(short)} region(s) shorter than the window of "
-                          f"{self.seq_len} bp (e.g. {short[0].name}:{short[0].start}-{short[0].end})", stacklevel=3)
+            warnings.warn(
+                f"{where}: skipping {len(short)} region(s) shorter than the window of "
+                f"{self.seq_len} bp (e.g. {short[0].name}:{short[0].start}-{short[0].end})",
+                stacklevel=3,
+            )
         counts = np.array([len(r) - self.seq_len + 1 for r in self.regions], dtype=np.int64)
         self._cum = np.cumsum(counts)
         self.total_bases = int(sum(len(r) for r in self.regions))
@@ -305,8 +353,10 @@ class WindowSampler:
             ids = self.tokenizer.encode(self.fasta.fetch(region.name, start, start + self.seq_len))
             if not self._too_many_n(ids):
                 return Region(region.name, start, start + self.seq_len), ids
-        raise DataError(f"{self.fasta.path}: {self.max_tries} random windows of {self.seq_len} bp all had more "
-                        f"than {self.max_n_frac:.0%} N; is the sequence (almost) all N?")
+        raise DataError(
+            f"{self.fasta.path}: {self.max_tries} random windows of {self.seq_len} bp all had more "
+            f"than {self.max_n_frac:.0%} N; is the sequence (almost) all N?"
+        )
 
     def tiles(self, stride: int | None = None, max_windows: int | None = None) -> list[Region]:
         """Windows from the start of each region every ``stride`` bases (default: ``seq_len``),
@@ -321,8 +371,10 @@ class WindowSampler:
             out = [out[i] for i in keep]
         kept = [w for w in out if not self._too_many_n(self.encode(w))]
         if not kept:
-            raise DataError(f"{self.fasta.path}: every evaluation window of {self.seq_len} bp has more than "
-                            f"{self.max_n_frac:.0%} N; is the sequence (almost) all N?")
+            raise DataError(
+                f"{self.fasta.path}: every evaluation window of {self.seq_len} bp has more than "
+                f"{self.max_n_frac:.0%} N; is the sequence (almost) all N?"
+            )
         return kept
 
     def encode(self, window: Region) -> torch.Tensor:
@@ -337,12 +389,7 @@ class WindowSampler:
                 yield k, self.tokenizer.encode(self.fasta.fetch(region.name, start, end))
 
 
-def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
-    """The random generator of item ``index`` in ``epoch``: a pure function of the three."""
-    return np.random.default_rng([seed, epoch, index])
-
-
-class GenomeWindows(Dataset):
+class GenomeWindows(SplitDataset):
     """Windows of a reference genome for causal-LM pretraining.
 
     Item i of epoch e depends only on (seed, e, i). Items are ``{"ids": LongTensor (seq_len,),
@@ -360,26 +407,40 @@ class GenomeWindows(Dataset):
             "sequential" (non-overlapping tiles with ``stride``, for evaluation).
         num_samples: items per epoch in random mode (default: split length // seq_len, at least 1).
         max_windows: in sequential mode, keep at most this many tiles (evenly spread).
-        max_n_frac: windows with a larger fraction of N are redrawn (random) or skipped (sequential).
+        max_n_frac: windows with more N than this fraction are redrawn (random) or skipped
+            (sequential).
         rc_aug: reverse-complement each random window with probability 1/2.
         seed: base seed.
         tokenizer: a ``DNATokenizer`` (default one if None).
     """
 
-    def __init__(self, fasta, seq_len: int, split: str = "train", records: dict | None = None,
-                 fractions: Sequence[float] = (0.8, 0.1, 0.1), bed=None, mode: str | None = None,
-                 num_samples: int | None = None, stride: int | None = None,
-                 max_windows: int | None = None, max_n_frac: float = 0.1, rc_aug: bool = False,
-                 seed: int = 0, tokenizer: DNATokenizer | None = None):
+    def __init__(
+        self,
+        fasta,
+        seq_len: int,
+        split: str = "train",
+        records: dict | None = None,
+        fractions: Sequence[float] = (0.8, 0.1, 0.1),
+        bed=None,
+        mode: str | None = None,
+        num_samples: int | None = None,
+        stride: int | None = None,
+        max_windows: int | None = None,
+        max_n_frac: float = 0.1,
+        rc_aug: bool = False,
+        seed: int = 0,
+        tokenizer: DNATokenizer | None = None,
+    ):
         self.fasta = fasta if isinstance(fasta, FastaFile) else FastaFile(fasta)
         self.tokenizer = tokenizer or DNATokenizer()
-        self.split, self.seed, self.epoch, self.rc_aug = split, int(seed), 0, rc_aug
+        self.split, self.seed, self.rc_aug = check_split(split), int(seed), rc_aug
         self.mode = mode or ("random" if split == "train" else "sequential")
         if self.mode not in ("random", "sequential"):
             raise ValueError(f"mode must be 'random' or 'sequential', got {self.mode!r}")
         regions = split_regions(self.fasta, split, records=records, fractions=fractions, bed=bed)
-        self.sampler = WindowSampler(self.fasta, regions, seq_len, self.tokenizer, max_n_frac,
-                                     what=f" (split {split!r})")
+        self.sampler = WindowSampler(
+            self.fasta, regions, seq_len, self.tokenizer, max_n_frac, what=f" (split {split!r})"
+        )
         self.seq_len = self.sampler.seq_len
         if self.mode == "random":
             self.num_samples = num_samples or max(1, self.sampler.total_bases // self.seq_len)
@@ -392,13 +453,6 @@ class GenomeWindows(Dataset):
     def regions(self) -> list[Region]:
         """The regions of this split that windows are drawn from."""
         return self.sampler.regions
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch; random windows change with it, sequential ones do not."""
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return self.num_samples
 
     def window(self, index: int) -> tuple[Region, str]:
         """(region, strand "+" or "-") of item ``index`` in the current epoch."""

@@ -9,26 +9,31 @@ import csv
 import hashlib
 import re
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import torch
 from Bio import SeqIO
-from torch.utils.data import Dataset
 
 from mamba_bio_audio.errors import DataError
 
-from .fasta import SPLITS, item_rng
+from .base import SplitDataset, check_split, class_names_for, item_rng
 from .tokenizers import DNATokenizer
 
-SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val",
-                 "test": "test"}
+SPLIT_ALIASES = {
+    "train": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "dev": "val",
+    "test": "test",
+}
 
 
 @dataclass
 class LabeledRecord:
-    """One sequence with its label, where it came from (for messages) and its split if the file has one."""
+    """One sequence, its label, where it came from (for messages), its split if the file has one."""
 
     name: str
     sequence: str
@@ -47,8 +52,10 @@ def _detect_format(path: Path) -> str:
         return "fasta"
     if name.endswith(".data"):
         return "uci"
-    raise DataError(f"{path}: cannot tell the format from the file name; pass format='csv', 'tsv', "
-                    f"'fasta' or 'uci'")
+    raise DataError(
+        f"{path}: cannot tell the format from the file name; pass format='csv', 'tsv', "
+        f"'fasta' or 'uci'"
+    )
 
 
 def _parse_split(value: str, where: str) -> str:
@@ -58,8 +65,13 @@ def _parse_split(value: str, where: str) -> str:
     return split
 
 
-def _read_table(path: Path, delimiter: str, sequence_column: str | None, label_column: str,
-                split_column: str | None) -> list[LabeledRecord]:
+def _read_table(
+    path: Path,
+    delimiter: str,
+    sequence_column: str | None,
+    label_column: str,
+    split_column: str | None,
+) -> list[LabeledRecord]:
     with open(path, newline="") as f:
         reader = csv.DictReader(f, delimiter=delimiter)
         columns = reader.fieldnames or []
@@ -68,8 +80,10 @@ def _read_table(path: Path, delimiter: str, sequence_column: str | None, label_c
         seq_col = sequence_column or next((c for c in ("seq", "sequence") if c in columns), "seq")
         missing = [c for c in (seq_col, label_column) if c not in columns]
         if missing:
-            raise DataError(f"{path}: no column {missing[0]!r}; the header has {columns} "
-                            f"(choose the columns with sequence_column= and label_column=)")
+            raise DataError(
+                f"{path}: no column {missing[0]!r}; the header has {columns} "
+                f"(choose the columns with sequence_column= and label_column=)"
+            )
         use_split = split_column is not None and split_column in columns
         records = []
         for row in reader:
@@ -100,7 +114,9 @@ def _read_fasta(path: Path) -> list[LabeledRecord]:
         elif len(words) >= 2:
             label = words[-1]
         else:
-            raise DataError(f"{where}: no label in the header; expected '>name label' or '>name label=X'")
+            raise DataError(
+                f"{where}: no label in the header; expected '>name label' or '>name label=X'"
+            )
         seq = str(rec.seq)
         if not seq:
             raise DataError(f"{where}: empty sequence")
@@ -120,7 +136,9 @@ def _read_uci(path: Path) -> list[LabeledRecord]:
             parts = re.split(r",\s*", line.strip())
             where = f"{path}, line {lineno}"
             if len(parts) != 3:
-                raise DataError(f"{where}: expected 'class, name, sequence', got {line.strip()[:60]!r}")
+                raise DataError(
+                    f"{where}: expected 'class, name, sequence', got {line.strip()[:60]!r}"
+                )
             label, name, seq = parts
             if not seq:
                 raise DataError(f"{where}: empty sequence")
@@ -128,8 +146,13 @@ def _read_uci(path: Path) -> list[LabeledRecord]:
     return records
 
 
-def read_labeled(path: str | Path, format: str | None = None, sequence_column: str | None = None,
-                 label_column: str = "label", split_column: str | None = "split") -> list[LabeledRecord]:
+def read_labeled(
+    path: str | Path,
+    format: str | None = None,
+    sequence_column: str | None = None,
+    label_column: str = "label",
+    split_column: str | None = "split",
+) -> list[LabeledRecord]:
     """Parse a labelled-sequence file.
 
     Args:
@@ -137,7 +160,8 @@ def read_labeled(path: str | Path, format: str | None = None, sequence_column: s
         format: "csv", "tsv", "fasta" or "uci" (default: from the file name).
         sequence_column: CSV/TSV column with the sequence (default "seq" or "sequence").
         label_column: CSV/TSV column with the label.
-        split_column: CSV/TSV column with the split, used when present (FASTA: ``split=X`` in headers).
+        split_column: CSV/TSV column with the split, used when present (FASTA: ``split=X`` in
+            headers).
     """
     path = Path(path)
     if not path.exists():
@@ -146,7 +170,9 @@ def read_labeled(path: str | Path, format: str | None = None, sequence_column: s
         raise DataError(f"{path}: the file is empty")
     format = format or _detect_format(path)
     if format in ("csv", "tsv"):
-        records = _read_table(path, "," if format == "csv" else "\t", sequence_column, label_column, split_column)
+        records = _read_table(
+            path, "," if format == "csv" else "\t", sequence_column, label_column, split_column
+        )
     elif format == "fasta":
         records = _read_fasta(path)
     elif format == "uci":
@@ -158,15 +184,9 @@ def read_labeled(path: str | Path, format: str | None = None, sequence_column: s
     return records
 
 
-def _sort_labels(labels) -> list[str]:
-    labels = set(labels)
-    if all(re.fullmatch(r"-?\d+", x) for x in labels):
-        return sorted(labels, key=int)
-    return sorted(labels)
-
-
-def assign_splits(keys: Sequence[str], labels: Sequence[str], fractions: Sequence[float],
-                  seed: int = 0) -> list[str]:
+def assign_splits(
+    keys: Sequence[str], labels: Sequence[str], fractions: Sequence[float], seed: int = 0
+) -> list[str]:
     """Deterministic stratified split.
 
     Within each label, the distinct keys are ordered by a hash of (seed, key) and cut by
@@ -190,11 +210,12 @@ def assign_splits(keys: Sequence[str], labels: Sequence[str], fractions: Sequenc
     return splits
 
 
-class LabeledSequences(Dataset):
+class LabeledSequences(SplitDataset):
     """Labelled DNA sequences, padded or cropped to ``seq_len``.
 
     Items: ``{"ids": LongTensor (seq_len,), "mask": BoolTensor (seq_len,), "label": int}``;
-    ``class_names[label]`` is the label as written in the file (sorted; numerically if all integers).
+    ``class_names[label]`` is the label as written in the file (sorted; numerically if all are
+    integers).
 
     The file's own split (CSV column ``split``, FASTA ``split=X``) is used when present; otherwise
     a deterministic stratified split by ``fractions`` (``assign_splits``). A label that appears in
@@ -213,14 +234,26 @@ class LabeledSequences(Dataset):
         tokenizer: a ``DNATokenizer``.
     """
 
-    def __init__(self, path: str | Path, split: str = "train", seq_len: int | None = None,
-                 format: str | None = None, sequence_column: str | None = None,
-                 label_column: str = "label", split_column: str | None = "split",
-                 fractions: Sequence[float] = (0.8, 0.1, 0.1), rc_aug: bool = False, seed: int = 0,
-                 tokenizer: DNATokenizer | None = None):
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        self.path, self.split, self.seed, self.epoch, self.rc_aug = Path(path), split, int(seed), 0, rc_aug
+    def __init__(
+        self,
+        path: str | Path,
+        split: str = "train",
+        seq_len: int | None = None,
+        format: str | None = None,
+        sequence_column: str | None = None,
+        label_column: str = "label",
+        split_column: str | None = "split",
+        fractions: Sequence[float] = (0.8, 0.1, 0.1),
+        rc_aug: bool = False,
+        seed: int = 0,
+        tokenizer: DNATokenizer | None = None,
+    ):
+        self.path, self.split, self.seed, self.rc_aug = (
+            Path(path),
+            check_split(split),
+            int(seed),
+            rc_aug,
+        )
         self.tokenizer = tokenizer or DNATokenizer()
         records = read_labeled(path, format, sequence_column, label_column, split_column)
         if all(r.split is not None for r in records):
@@ -229,22 +262,14 @@ class LabeledSequences(Dataset):
             r = next(r for r in records if r.split is None)
             raise DataError(f"{r.where}: no split given, but other rows of the file have one")
         else:
-            splits = assign_splits([r.sequence.upper() for r in records], [r.label for r in records],
-                                   fractions, seed)
-        by_split = {s: {r.label for r, rs in zip(records, splits) if rs == s} for s in SPLITS}
-        for s in ("val", "test"):
-            extra = by_split[s] - by_split["train"]
-            if extra:
-                raise DataError(f"{self.path}: split {s!r} has labels {sorted(extra)} that do not appear "
-                                f"in split 'train'; every class must have training examples")
-        self.class_names = _sort_labels(by_split["train"])
+            splits = assign_splits(
+                [r.sequence.upper() for r in records], [r.label for r in records], fractions, seed
+            )
+        self.class_names = class_names_for(self.path, [r.label for r in records], splits, split)
         label_id = {name: i for i, name in enumerate(self.class_names)}
         self.records = [r for r, s in zip(records, splits) if s == split]
         if not self.records:
             raise DataError(f"{self.path}: split {split!r} is empty")
-        missing = set(self.class_names) - by_split[split]
-        if missing:
-            warnings.warn(f"{self.path}: split {split!r} has no examples of {sorted(missing)}", stacklevel=2)
         self.seq_len = int(seq_len or max(len(r.sequence) for r in records))
         self.ids, self.labels, self.n_unknown = [], [], 0
         for r in self.records:
@@ -253,18 +278,14 @@ class LabeledSequences(Dataset):
             self.labels.append(label_id[r.label])
             self.n_unknown += unknown
         if self.n_unknown:
-            warnings.warn(f"{self.path}: {self.n_unknown} character(s) other than A, C, G, T, N (IUPAC "
-                          f"codes or others) in split {split!r} were read as N", stacklevel=2)
+            warnings.warn(
+                f"{self.path}: {self.n_unknown} character(s) other than A, C, G, T, N (IUPAC "
+                f"codes or others) in split {split!r} were read as N",
+                stacklevel=2,
+            )
 
     @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch (changes only the reverse-complement augmentation)."""
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
+    def num_samples(self) -> int:
         return len(self.records)
 
     def __getitem__(self, index: int) -> dict:
@@ -277,5 +298,4 @@ class LabeledSequences(Dataset):
     def iter_tokens(self, chunk_size: int | None = None) -> Iterator[tuple[int, torch.Tensor]]:
         """(item index, ids) of every sequence of the split, unpadded (``chunk_size`` is ignored:
         sequences are short)."""
-        for i, ids in enumerate(self.ids):
-            yield i, ids
+        yield from enumerate(self.ids)

@@ -5,23 +5,25 @@ from __future__ import annotations
 import math
 import re
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from mamba_bio_audio.errors import DataError
 
 from .audio import AUDIO_SUFFIXES, audio_info, file_peak, read_audio, read_window
-from .fasta import SPLITS, fraction_bounds, item_rng
-from .labeled import _sort_labels, assign_splits
+from .base import SplitDataset, check_split, class_names_for, item_rng
+from .fasta import fraction_bounds
+from .labeled import assign_splits
 from .tokenizers import MuLaw, pad_or_crop
 
 
-def find_audio_files(source: str | Path | Sequence[str | Path], recursive: bool = False) -> list[Path]:
+def find_audio_files(
+    source: str | Path | Sequence[str | Path], recursive: bool = False
+) -> list[Path]:
     """Audio files (WAV/FLAC/OGG/MP3/AIFF) of a folder, sorted, or the given list of paths."""
     if isinstance(source, (str, Path)):
         folder = Path(source)
@@ -49,7 +51,7 @@ class AudioRegion:
     peak: float
 
 
-class RecordingWindows(Dataset):
+class RecordingWindows(SplitDataset):
     """Windows of ``seq_len`` samples from long recordings, for autoregressive audio models.
 
     Files are read in blocks, never whole; each is mixed to mono, resampled to ``sample_rate`` if
@@ -74,18 +76,29 @@ class RecordingWindows(Dataset):
         skip_bad: skip files that cannot be used (warn and list them in ``skipped``).
     """
 
-    def __init__(self, source, seq_len: int, split: str = "train", split_by: str = "time",
-                 fractions: Sequence[float] = (0.8, 0.1, 0.1), sample_rate: int | None = None,
-                 mode: str | None = None, num_samples: int | None = None, stride: int | None = None,
-                 max_windows: int | None = None, scale: str | None = "peak", seed: int = 0,
-                 tokenizer=None, skip_bad: bool = False):
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    def __init__(
+        self,
+        source,
+        seq_len: int,
+        split: str = "train",
+        split_by: str = "time",
+        fractions: Sequence[float] = (0.8, 0.1, 0.1),
+        sample_rate: int | None = None,
+        mode: str | None = None,
+        num_samples: int | None = None,
+        stride: int | None = None,
+        max_windows: int | None = None,
+        scale: str | None = "peak",
+        seed: int = 0,
+        tokenizer=None,
+        skip_bad: bool = False,
+    ):
+        check_split(split)
         if split_by not in ("time", "file"):
             raise ValueError(f"split_by must be 'time' or 'file', got {split_by!r}")
         if scale not in ("peak", None):
             raise ValueError(f"scale must be 'peak' or None, got {scale!r}")
-        self.seq_len, self.split, self.seed, self.epoch = int(seq_len), split, int(seed), 0
+        self.seq_len, self.split, self.seed = int(seq_len), split, int(seed)
         self.tokenizer = tokenizer or MuLaw()
         self.scale = scale
         self.mode = mode or ("random" if split == "train" else "sequential")
@@ -93,8 +106,10 @@ class RecordingWindows(Dataset):
         if split_by == "file":
             a, b = fraction_bounds(len(files), split, fractions)
             if a == b:
-                raise DataError(f"{source}: split {split!r} gets no file out of {len(files)} when "
-                                f"splitting by file with fractions {tuple(fractions)}; use split_by='time'")
+                raise DataError(
+                    f"{source}: split {split!r} gets no file out of {len(files)} when "
+                    f"splitting by file with fractions {tuple(fractions)}; use split_by='time'"
+                )
             files = files[a:b]
         self.skipped: list[str] = []
         regions = []
@@ -108,11 +123,18 @@ class RecordingWindows(Dataset):
                 self.skipped.append(str(e))
                 continue
             self.sample_rate = sample_rate = sample_rate or info.samplerate
-            a, b = (0, info.frames) if split_by == "file" else fraction_bounds(info.frames, split, fractions)
+            a, b = (
+                (0, info.frames)
+                if split_by == "file"
+                else fraction_bounds(info.frames, split, fractions)
+            )
             regions.append(AudioRegion(path, a, b, info.samplerate, peak))
         if self.skipped:
-            warnings.warn(f"{source}: skipped {len(self.skipped)} of {len(files)} recordings that cannot "
-                          f"be used; first: {self.skipped[0]}", stacklevel=2)
+            warnings.warn(
+                f"{source}: skipped {len(self.skipped)} of {len(files)} recordings that cannot "
+                f"be used; first: {self.skipped[0]}",
+                stacklevel=2,
+            )
         if not regions:
             raise DataError(f"{source}: no usable recordings")
         self.sample_rate = sample_rate
@@ -120,12 +142,17 @@ class RecordingWindows(Dataset):
         short = [r for r in regions if r not in self.regions]
         if not self.regions:
             r = short[0]
-            raise DataError(f"{r.path}: the recording's {split} part is {(r.end - r.start) / r.rate:.2f} s "
-                            f"({r.end - r.start} samples at {r.rate} Hz), shorter than the window of "
-                            f"{self.seq_len} samples at {self.sample_rate} Hz, as is every other recording")
+            raise DataError(
+                f"{r.path}: the recording's {split} part is {(r.end - r.start) / r.rate:.2f} s "
+                f"({r.end - r.start} samples at {r.rate} Hz), shorter than the window of "
+                f"{self.seq_len} samples at {self.sample_rate} Hz, as is every other recording"
+            )
         if short:
-            warnings.warn(f"skipping {len(short)} recording(s) whose {split} part is shorter than the window "
-                          f"of {self.seq_len} samples (e.g. {short[0].path})", stacklevel=2)
+            warnings.warn(
+                f"skipping {len(short)} recording(s) whose {split} part is shorter than the window "
+                f"of {self.seq_len} samples (e.g. {short[0].path})",
+                stacklevel=2,
+            )
         self._cum = np.cumsum([r.end - r.start - self._src_len(r) + 1 for r in self.regions])
         if self.mode == "random":
             total = sum(round((r.end - r.start) * self.sample_rate / r.rate) for r in self.regions)
@@ -149,13 +176,6 @@ class RecordingWindows(Dataset):
             out = [out[i] for i in np.linspace(0, len(out) - 1, max_windows).round().astype(int)]
         return out
 
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch; random windows change with it, sequential ones do not."""
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return self.num_samples
-
     def window(self, index: int) -> tuple[Path, int, int]:
         """(file, first frame, frame after the last) of item ``index``, in the file's frames."""
         k, start = self._locate(index)
@@ -178,8 +198,11 @@ class RecordingWindows(Dataset):
     def __getitem__(self, index: int) -> dict:
         k, start = self._locate(index)
         wave = self._read(k, start, self.seq_len)
-        return {"ids": self.tokenizer.encode(wave), "mask": torch.ones(self.seq_len, dtype=torch.bool),
-                "waveform": wave}
+        return {
+            "ids": self.tokenizer.encode(wave),
+            "mask": torch.ones(self.seq_len, dtype=torch.bool),
+            "waveform": wave,
+        }
 
     def iter_tokens(self, chunk_size: int = 1 << 16) -> Iterator[tuple[int, torch.Tensor]]:
         """(recording index, ids) over each recording's part of the split, ``chunk_size`` samples
@@ -199,12 +222,14 @@ def fsdd_split(path: Path) -> str:
     split is indices 0-4; indices 5-9 are kept for validation here, 10-49 are train."""
     match = re.fullmatch(r".+_(\d+)", path.stem)
     if not match:
-        raise DataError(f"{path}: file name does not end in _<index> as FSDD's {{digit}}_{{speaker}}_{{index}}")
+        raise DataError(
+            f"{path}: file name does not end in _<index> as FSDD's {{digit}}_{{speaker}}_{{index}}"
+        )
     index = int(match.group(1))
     return "test" if index < 5 else "val" if index < 10 else "train"
 
 
-class LabeledClips(Dataset):
+class LabeledClips(SplitDataset):
     """Short labelled clips (e.g. spoken digits), padded or cropped to ``seq_len`` samples.
 
     Clips are read at construction and kept in memory (meant for clips of seconds). Each is mixed
@@ -228,32 +253,38 @@ class LabeledClips(Dataset):
         skip_bad: skip clips that cannot be used (warn and list them in ``skipped``).
     """
 
-    def __init__(self, folder: str | Path, split: str = "train", seq_len: int | None = None,
-                 sample_rate: int | None = None, label_from: str = "name",
-                 label_pattern: str = r"^([^_]+)_", split_by: str = "hash",
-                 fractions: Sequence[float] = (0.8, 0.1, 0.1), scale: str | None = "peak",
-                 pad_side: str = "right", seed: int = 0, tokenizer=None, skip_bad: bool = False):
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    def __init__(
+        self,
+        folder: str | Path,
+        split: str = "train",
+        seq_len: int | None = None,
+        sample_rate: int | None = None,
+        label_from: str = "name",
+        label_pattern: str = r"^([^_]+)_",
+        split_by: str = "hash",
+        fractions: Sequence[float] = (0.8, 0.1, 0.1),
+        scale: str | None = "peak",
+        pad_side: str = "right",
+        seed: int = 0,
+        tokenizer=None,
+        skip_bad: bool = False,
+    ):
+        check_split(split)
         if label_from not in ("name", "folder"):
             raise ValueError(f"label_from must be 'name' or 'folder', got {label_from!r}")
         if split_by not in ("hash", "fsdd"):
             raise ValueError(f"split_by must be 'hash' or 'fsdd', got {split_by!r}")
-        self.folder, self.split, self.seed, self.epoch = Path(folder), split, int(seed), 0
+        self.folder, self.split, self.seed = Path(folder), split, int(seed)
         self.tokenizer, self.pad_side, self.scale = tokenizer or MuLaw(), pad_side, scale
         files = find_audio_files(folder, recursive=True)
         labels = [self._label(p, label_from, label_pattern) for p in files]
         if split_by == "fsdd":
             splits = [fsdd_split(p) for p in files]
         else:
-            splits = assign_splits([str(p.relative_to(self.folder)) for p in files], labels, fractions, seed)
-        by_split = {s: {lab for lab, sp in zip(labels, splits) if sp == s} for s in SPLITS}
-        for s in ("val", "test"):
-            extra = by_split[s] - by_split["train"]
-            if extra:
-                raise DataError(f"{folder}: split {s!r} has labels {sorted(extra)} that do not appear in "
-                                f"split 'train'; every class must have training clips")
-        self.class_names = _sort_labels(by_split["train"])
+            splits = assign_splits(
+                [str(p.relative_to(self.folder)) for p in files], labels, fractions, seed
+            )
+        self.class_names = class_names_for(self.folder, labels, splits, split)
         label_id = {name: i for i, name in enumerate(self.class_names)}
         self.files, self.labels, self.waves, self.skipped = [], [], [], []
         for path, label, s in zip(files, labels, splits):
@@ -274,8 +305,11 @@ class LabeledClips(Dataset):
             self.labels.append(label_id[label])
             self.waves.append(wave / peak if scale == "peak" else wave)
         if self.skipped:
-            warnings.warn(f"{folder}: skipped {len(self.skipped)} clips of split {split!r} that cannot be "
-                          f"used; first: {self.skipped[0]}", stacklevel=2)
+            warnings.warn(
+                f"{folder}: skipped {len(self.skipped)} clips of split {split!r} that cannot be "
+                f"used; first: {self.skipped[0]}",
+                stacklevel=2,
+            )
         if not self.waves:
             raise DataError(f"{folder}: split {split!r} has no usable clips")
         self.sample_rate = sample_rate
@@ -286,23 +320,20 @@ class LabeledClips(Dataset):
             return path.parent.name
         match = re.search(pattern, path.stem)
         if not match:
-            raise DataError(f"{path}: cannot read a label from the file name with pattern {pattern!r}")
+            raise DataError(
+                f"{path}: cannot read a label from the file name with pattern {pattern!r}"
+            )
         return match.group(1)
 
     @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch (items do not depend on it; kept for a uniform interface)."""
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
+    def num_samples(self) -> int:
         return len(self.waves)
 
     def __getitem__(self, index: int) -> dict:
         wave = self.waves[index]
-        ids, mask = pad_or_crop(self.tokenizer.encode(wave), self.seq_len, self.tokenizer.pad_id, self.pad_side)
+        ids, mask = pad_or_crop(
+            self.tokenizer.encode(wave), self.seq_len, self.tokenizer.pad_id, self.pad_side
+        )
         wave, _ = pad_or_crop(wave, self.seq_len, 0.0, self.pad_side)
         return {"ids": ids, "mask": mask, "label": self.labels[index], "waveform": wave}
 

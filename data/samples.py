@@ -1,4 +1,4 @@
-"""Paths of the real data bundled with the package (see ``data/README.md`` for sources and licenses).
+"""Paths of the real data bundled with the package (``data/README.md``: sources and licenses).
 
 The files live in ``samples/`` beside this module, so they are found after ``pip install`` too.
 """
@@ -14,7 +14,22 @@ YEAST_FASTA = SAMPLES_DIR / "genomes" / "saccharomyces_cerevisiae_R64-1-1.fa.gz"
 """Yeast S288C R64-1-1: 16 chromosomes (I..XVI) and Mito, 12.2 Mb, BGZF-compressed FASTA."""
 
 YEAST_SPLITS = {
-    "train": ["I", "II", "III", "IV", "V", "VI", "VII", "VIII", "IX", "X", "XI", "XII", "XIII", "XIV"],
+    "train": [
+        "I",
+        "II",
+        "III",
+        "IV",
+        "V",
+        "VI",
+        "VII",
+        "VIII",
+        "IX",
+        "X",
+        "XI",
+        "XII",
+        "XIII",
+        "XIV",
+    ],
     "val": ["XV"],
     "test": ["XVI"],
 }

@@ -3,31 +3,33 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import torch
-from torch.utils.data import Dataset
 
 from mamba_bio_audio.errors import DataError
 
-from .fasta import FASTA_SUFFIXES, FastaFile, WindowSampler, fasta_stem, item_rng, split_regions
+from .base import SplitDataset, check_split, item_rng
+from .fasta import FASTA_SUFFIXES, FastaFile, WindowSampler, fasta_stem, split_regions
 from .tokenizers import DNATokenizer
 
 
 def find_fasta_files(folder: str | Path) -> list[Path]:
-    """FASTA files of a folder (``.fa``, ``.fasta``, ``.fna``, ``.fas``, each optionally ``.gz``), sorted."""
+    """FASTA files of a folder, sorted: ``.fa``, ``.fasta``, ``.fna``, ``.fas``, optionally ``.gz``."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: folder of FASTA files not found")
     suffixes = FASTA_SUFFIXES + tuple(s + ".gz" for s in FASTA_SUFFIXES)
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(suffixes))
     if not files:
-        raise DataError(f"{folder}: no FASTA files (expected names ending in {', '.join(suffixes)})")
+        raise DataError(
+            f"{folder}: no FASTA files (expected names ending in {', '.join(suffixes)})"
+        )
     return files
 
 
-class SpeciesWindows(Dataset):
+class SpeciesWindows(SplitDataset):
     """Windows of ``seq_len`` bases labelled with their species (= FASTA file stem, sorted).
 
     Every record of every genome is cut into train | val | test parts by ``fractions`` (the test
@@ -50,13 +52,23 @@ class SpeciesWindows(Dataset):
             instead of raising ``DataError``.
     """
 
-    def __init__(self, folder: str | Path, seq_len: int, split: str = "train",
-                 fractions: Sequence[float] = (0.8, 0.1, 0.1), mode: str | None = None,
-                 num_samples: int | None = None, max_windows_per_class: int | None = None,
-                 max_n_frac: float = 0.1, rc_aug: bool = False, seed: int = 0,
-                 tokenizer: DNATokenizer | None = None, skip_bad: bool = False):
+    def __init__(
+        self,
+        folder: str | Path,
+        seq_len: int,
+        split: str = "train",
+        fractions: Sequence[float] = (0.8, 0.1, 0.1),
+        mode: str | None = None,
+        num_samples: int | None = None,
+        max_windows_per_class: int | None = None,
+        max_n_frac: float = 0.1,
+        rc_aug: bool = False,
+        seed: int = 0,
+        tokenizer: DNATokenizer | None = None,
+        skip_bad: bool = False,
+    ):
         self.tokenizer = tokenizer or DNATokenizer()
-        self.split, self.seed, self.epoch, self.rc_aug = split, int(seed), 0, rc_aug
+        self.split, self.seed, self.rc_aug = check_split(split), int(seed), rc_aug
         self.mode = mode or ("random" if split == "train" else "sequential")
         if self.mode not in ("random", "sequential"):
             raise ValueError(f"mode must be 'random' or 'sequential', got {self.mode!r}")
@@ -64,15 +76,27 @@ class SpeciesWindows(Dataset):
         stems = [fasta_stem(f) for f in files]
         dupes = sorted({s for s in stems if stems.count(s) > 1})
         if dupes:
-            raise DataError(f"{folder}: several files for species {dupes} (e.g. both .fa and .fa.gz)")
+            raise DataError(
+                f"{folder}: several files for species {dupes} (e.g. both .fa and .fa.gz)"
+            )
         self.files, self.class_names, self.samplers, self.skipped = [], [], [], []
         for path, stem in zip(files, stems):
             try:
                 fasta = FastaFile(path)
                 regions = split_regions(fasta, split, fractions=fractions)
-                sampler = WindowSampler(fasta, regions, seq_len, self.tokenizer, max_n_frac,
-                                        what=f" (species {stem!r}, split {split!r})")
-                tiles = sampler.tiles(None, max_windows_per_class) if self.mode == "sequential" else None
+                sampler = WindowSampler(
+                    fasta,
+                    regions,
+                    seq_len,
+                    self.tokenizer,
+                    max_n_frac,
+                    what=f" (species {stem!r}, split {split!r})",
+                )
+                tiles = (
+                    sampler.tiles(None, max_windows_per_class)
+                    if self.mode == "sequential"
+                    else None
+                )
                 if tiles is None:
                     sampler.random_window(item_rng(self.seed, 0, 0))
             except DataError as e:
@@ -84,30 +108,27 @@ class SpeciesWindows(Dataset):
             self.class_names.append(stem)
             self.samplers.append((sampler, tiles))
         if self.skipped:
-            warnings.warn(f"{folder}: skipped {len(self.skipped)} of {len(files)} species files "
-                          f"that cannot be used; first: {self.skipped[0]}", stacklevel=2)
+            warnings.warn(
+                f"{folder}: skipped {len(self.skipped)} of {len(files)} species files "
+                f"that cannot be used; first: {self.skipped[0]}",
+                stacklevel=2,
+            )
         if len(self.class_names) < 2:
-            raise DataError(f"{folder}: species classification needs at least 2 usable FASTA files, "
-                            f"found {len(self.class_names)}")
+            raise DataError(
+                f"{folder}: species classification needs at least 2 usable FASTA files, "
+                f"found {len(self.class_names)}"
+            )
         self.seq_len = int(seq_len)
         if self.mode == "random":
             total = sum(s.total_bases for s, _ in self.samplers)
             self.num_samples = num_samples or max(len(self.class_names), total // self.seq_len)
         else:
-            self._index = [(label, k) for label, (_, tiles) in enumerate(self.samplers)
-                           for k in range(len(tiles))]
+            self._index = [
+                (label, k)
+                for label, (_, tiles) in enumerate(self.samplers)
+                for k in range(len(tiles))
+            ]
             self.num_samples = len(self._index)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch; random windows change with it, sequential ones do not."""
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return self.num_samples
 
     def window(self, index: int):
         """(label, region, strand) of item ``index`` in the current epoch."""
@@ -132,8 +153,9 @@ class SpeciesWindows(Dataset):
         label, _, _, ids = self._draw(index)
         return {"ids": ids, "mask": torch.ones(self.seq_len, dtype=torch.bool), "label": label}
 
-    def iter_tokens(self, chunk_size: int = 1 << 20, label: int | None = None
-                    ) -> Iterator[tuple[int, torch.Tensor]]:
+    def iter_tokens(
+        self, chunk_size: int = 1 << 20, label: int | None = None
+    ) -> Iterator[tuple[int, torch.Tensor]]:
         """Ids of the split's regions as (key, chunk), chunks with one key following on from
         each other; ``label`` restricts it to one species (e.g. for a per-class Markov model)."""
         offset = 0

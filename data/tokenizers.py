@@ -11,7 +11,7 @@ settings can be saved beside a model (``tokenizer_from_dict`` rebuilds any of th
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -99,7 +99,9 @@ class DNATokenizer:
         out = []
         for i in ids:
             if not 0 <= i < self.vocab_size:
-                raise ValueError(f"token id {i} is outside the vocabulary (0..{self.vocab_size - 1})")
+                raise ValueError(
+                    f"token id {i} is outside the vocabulary (0..{self.vocab_size - 1})"
+                )
             if i < len(SPECIAL_TOKENS) and skip_special_tokens:
                 continue
             out.append(self._id_to_str[i])
@@ -131,8 +133,16 @@ class DNATokenizer:
         encoded = [self.encode(s) for s in seqs]
         length = length if length is not None else max((len(e) for e in encoded), default=0)
         pairs = [self.pad(e, length) for e in encoded]
-        ids = torch.stack([p[0] for p in pairs]) if pairs else torch.zeros(0, length, dtype=torch.long)
-        mask = torch.stack([p[1] for p in pairs]) if pairs else torch.zeros(0, length, dtype=torch.bool)
+        ids = (
+            torch.stack([p[0] for p in pairs])
+            if pairs
+            else torch.zeros(0, length, dtype=torch.long)
+        )
+        mask = (
+            torch.stack([p[1] for p in pairs])
+            if pairs
+            else torch.zeros(0, length, dtype=torch.bool)
+        )
         return ids, mask
 
     def to_dict(self) -> dict:
@@ -145,14 +155,21 @@ class DNATokenizer:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "DNATokenizer":
+    def from_dict(cls, d: dict) -> DNATokenizer:
         if d.get("characters", NUCLEOTIDES) != NUCLEOTIDES:
-            raise ValueError(f"DNATokenizer only supports characters {NUCLEOTIDES!r}, got {d['characters']!r}")
-        return cls(padding_side=d.get("padding_side", "right"),
-                   add_special_tokens=d.get("add_special_tokens", False))
+            raise ValueError(
+                f"DNATokenizer only supports characters {NUCLEOTIDES!r}, got {d['characters']!r}"
+            )
+        return cls(
+            padding_side=d.get("padding_side", "right"),
+            add_special_tokens=d.get("add_special_tokens", False),
+        )
 
     def __repr__(self) -> str:
-        return f"DNATokenizer(padding_side={self.padding_side!r}, add_special_tokens={self.add_special_tokens})"
+        return (
+            f"DNATokenizer(padding_side={self.padding_side!r}, "
+            f"add_special_tokens={self.add_special_tokens})"
+        )
 
 
 def pad_or_crop(ids: torch.Tensor, length: int, pad_value, side: str = "right"):
@@ -163,14 +180,14 @@ def pad_or_crop(ids: torch.Tensor, length: int, pad_value, side: str = "right"):
     """
     n = ids.shape[0]
     if n >= length:
-        kept = ids[:length] if side == "right" else ids[n - length:]
+        kept = ids[:length] if side == "right" else ids[n - length :]
         return kept, torch.ones(length, dtype=torch.bool)
     fill = torch.full((length - n, *ids.shape[1:]), pad_value, dtype=ids.dtype)
     mask = torch.zeros(length, dtype=torch.bool)
     if side == "right":
         mask[:n] = True
         return torch.cat([ids, fill]), mask
-    mask[length - n:] = True
+    mask[length - n :] = True
     return torch.cat([fill, ids]), mask
 
 
@@ -229,7 +246,7 @@ class MuLaw:
         return {"type": self.type_name, "levels": self.levels, "scale": self.scale}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "MuLaw":
+    def from_dict(cls, d: dict) -> MuLaw:
         return cls(levels=d.get("levels", 256), scale=d.get("scale"))
 
     def __repr__(self) -> str:

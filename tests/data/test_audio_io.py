@@ -6,9 +6,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-
-from mamba_bio_audio.data import FSDD_DIR, LONG_AUDIO_DIR, audio_info, iter_blocks, read_audio, write_audio
+from mamba_bio_audio.data import (
+    FSDD_DIR,
+    LONG_AUDIO_DIR,
+    audio_info,
+    iter_blocks,
+    read_audio,
+    write_audio,
+)
 from mamba_bio_audio.data import audio as audio_module
+
 from mamba_bio_audio.errors import DataError
 
 

@@ -1,4 +1,4 @@
-"""The bundled real samples: present, complete, documented, small enough, and shipped in the wheel."""
+"""The bundled real samples: present, complete, documented, small enough, shipped in the wheel."""
 
 import re
 import subprocess
@@ -7,17 +7,47 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from mamba_bio_audio.data import (
+    FSDD_DIR,
+    LAMBDA_FASTA,
+    LONG_AUDIO_DIR,
+    SAMPLES_DIR,
+    SPECIES_DIR,
+    SPLICE_DATA,
+    YEAST_FASTA,
+    YEAST_SPLITS,
+    FastaFile,
+    sample_path,
+)
 
 from mamba_bio_audio import data
-from mamba_bio_audio.data import (FSDD_DIR, LAMBDA_FASTA, LONG_AUDIO_DIR, SAMPLES_DIR, SPECIES_DIR, SPLICE_DATA,
-                                  YEAST_FASTA, YEAST_SPLITS, FastaFile, sample_path)
 
-YEAST_LENGTHS = {"I": 230218, "II": 813184, "III": 316620, "IV": 1531933, "V": 576874, "VI": 270161,
-                 "VII": 1090940, "VIII": 562643, "IX": 439888, "X": 745751, "XI": 666816, "XII": 1078177,
-                 "XIII": 924431, "XIV": 784333, "XV": 1091291, "XVI": 948066, "Mito": 85779}
-SPECIES_LENGTHS = {"escherichia_coli_K12_MG1655": 4639675, "staphylococcus_aureus_N315": 2814816,
-                   "helicobacter_pylori_G27": 1652982, "vibrio_cholerae_O1_N16961": 4033464,
-                   "streptococcus_suis_SC84": 2095898}
+YEAST_LENGTHS = {
+    "I": 230218,
+    "II": 813184,
+    "III": 316620,
+    "IV": 1531933,
+    "V": 576874,
+    "VI": 270161,
+    "VII": 1090940,
+    "VIII": 562643,
+    "IX": 439888,
+    "X": 745751,
+    "XI": 666816,
+    "XII": 1078177,
+    "XIII": 924431,
+    "XIV": 784333,
+    "XV": 1091291,
+    "XVI": 948066,
+    "Mito": 85779,
+}
+SPECIES_LENGTHS = {
+    "escherichia_coli_K12_MG1655": 4639675,
+    "staphylococcus_aureus_N315": 2814816,
+    "helicobacter_pylori_G27": 1652982,
+    "vibrio_cholerae_O1_N16961": 4033464,
+    "streptococcus_suis_SC84": 2095898,
+}
 
 
 def bundled_files():
@@ -33,10 +63,15 @@ def test_samples_live_inside_the_package():
 
 def test_bundle_is_complete_and_under_40_mb():
     assert FastaFile(YEAST_FASTA).lengths == YEAST_LENGTHS
-    assert set(YEAST_SPLITS["train"]) | set(YEAST_SPLITS["val"]) | set(YEAST_SPLITS["test"]) == set(YEAST_LENGTHS) - {"Mito"}
-    species = {p.name[: -len(".fa.gz")]: sum(FastaFile(p).lengths.values()) for p in SPECIES_DIR.glob("*.fa.gz")}
+    assert set(YEAST_SPLITS["train"]) | set(YEAST_SPLITS["val"]) | set(YEAST_SPLITS["test"]) == set(
+        YEAST_LENGTHS
+    ) - {"Mito"}
+    species = {
+        p.name[: -len(".fa.gz")]: sum(FastaFile(p).lengths.values())
+        for p in SPECIES_DIR.glob("*.fa.gz")
+    }
     assert species == SPECIES_LENGTHS
-    assert sum(1 for line in open(SPLICE_DATA) if line.strip()) == 3190
+    assert sum(1 for line in SPLICE_DATA.read_text().splitlines() if line.strip()) == 3190
     assert len(list(FSDD_DIR.glob("*.flac"))) == 3000
     assert len(list(LONG_AUDIO_DIR.glob("*.flac"))) == 4
     total = sum(p.stat().st_size for p in bundled_files())
@@ -55,14 +90,24 @@ def test_every_bundled_file_is_documented():
 @pytest.mark.slow
 def test_wheel_ships_the_samples(tmp_path):
     root = SAMPLES_DIR.parents[1]
-    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(root)],
-                         capture_output=True, text=True, timeout=600)
-    if out.returncode and re.search(r"No matching distribution|Could not fetch|connection", out.stderr, re.I):
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(root)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if out.returncode and re.search(
+        r"No matching distribution|Could not fetch|connection", out.stderr, re.IGNORECASE
+    ):
         pytest.skip("pip cannot fetch the build backend (no network)")
     assert out.returncode == 0, out.stderr
     (wheel,) = tmp_path.glob("*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert sum(n.startswith("mamba_bio_audio/data/samples/audio/fsdd/") for n in names) == 3000
-    for rel in ("README.md", "samples/genomes/saccharomyces_cerevisiae_R64-1-1.fa.gz", "samples/labeled/uci_splice/splice.data"):
+    for rel in (
+        "README.md",
+        "samples/genomes/saccharomyces_cerevisiae_R64-1-1.fa.gz",
+        "samples/labeled/uci_splice/splice.data",
+    ):
         assert f"mamba_bio_audio/data/{rel}" in names
     assert not [n for n in names if n.endswith((".fai", ".gzi"))]

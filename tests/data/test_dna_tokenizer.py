@@ -7,11 +7,22 @@ import pytest
 import soundfile as sf
 import torch
 from Bio.Seq import Seq
-
 from mamba_bio_audio.data import FSDD_DIR, DNATokenizer, LinearQuantizer, MuLaw, tokenizer_from_dict
 
-HYENA_IDS = {"[CLS]": 0, "[SEP]": 1, "[BOS]": 2, "[MASK]": 3, "[PAD]": 4, "[RESERVED]": 5, "[UNK]": 6,
-             "A": 7, "C": 8, "G": 9, "T": 10, "N": 11}
+HYENA_IDS = {
+    "[CLS]": 0,
+    "[SEP]": 1,
+    "[BOS]": 2,
+    "[MASK]": 3,
+    "[PAD]": 4,
+    "[RESERVED]": 5,
+    "[UNK]": 6,
+    "A": 7,
+    "C": 8,
+    "G": 9,
+    "T": 10,
+    "N": 11,
+}
 
 
 def test_ids_match_hyenadna_character_tokenizer():
@@ -53,9 +64,13 @@ def test_reverse_complement_of_ids_matches_strings():
     rng = random.Random(1)
     tok = DNATokenizer()
     seq = "".join(rng.choice("ACGTN") for _ in range(1000))
-    assert torch.equal(tok.reverse_complement_ids(tok.encode(seq)), tok.encode(tok.reverse_complement(seq)))
+    assert torch.equal(
+        tok.reverse_complement_ids(tok.encode(seq)), tok.encode(tok.reverse_complement(seq))
+    )
     batch = torch.stack([tok.encode(seq[:50]), tok.encode(seq[50:100])])
-    assert torch.equal(tok.reverse_complement_ids(batch)[1], tok.encode(tok.reverse_complement(seq[50:100])))
+    assert torch.equal(
+        tok.reverse_complement_ids(batch)[1], tok.encode(tok.reverse_complement(seq[50:100]))
+    )
 
 
 @pytest.mark.parametrize("side", ["right", "left"])
@@ -74,8 +89,11 @@ def test_padding_side(side):
 
 
 def test_settings_round_trip():
-    for tok in (DNATokenizer(padding_side="left", add_special_tokens=True), MuLaw(256, scale="minmax"),
-                LinearQuantizer(16)):
+    for tok in (
+        DNATokenizer(padding_side="left", add_special_tokens=True),
+        MuLaw(256, scale="minmax"),
+        LinearQuantizer(16),
+    ):
         again = tokenizer_from_dict(tok.to_dict())
         assert type(again) is type(tok) and again.to_dict() == tok.to_dict()
     with pytest.raises(ValueError, match="unknown tokenizer"):

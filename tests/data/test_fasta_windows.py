@@ -1,15 +1,24 @@
 """Genome windows: FASTA/BGZF reading, splits, BED, reproducibility, index caching, bad files."""
 
 import gzip
+import os
 import random
+import time
 import warnings
 
 import pytest
 import torch
 from Bio import bgzf
-
-from mamba_bio_audio.data import LAMBDA_FASTA, YEAST_FASTA, YEAST_SPLITS, DNATokenizer, FastaFile, GenomeWindows
+from mamba_bio_audio.data import (
+    LAMBDA_FASTA,
+    YEAST_FASTA,
+    YEAST_SPLITS,
+    DNATokenizer,
+    FastaFile,
+    GenomeWindows,
+)
 from mamba_bio_audio.data import fasta as fasta_module
+
 from mamba_bio_audio.errors import DataError
 
 
@@ -19,8 +28,11 @@ def random_dna(n, seed=0, alphabet="ACGT"):
 
 
 def write_fasta(path, records, width=60, bgzip=False):
-    text = "".join(f">{name} description\n" + "".join(seq[i:i + width] + "\n" for i in range(0, len(seq), width))
-                   for name, seq in records.items())
+    text = "".join(
+        f">{name} description\n"
+        + "".join(seq[i : i + width] + "\n" for i in range(0, len(seq), width))
+        for name, seq in records.items()
+    )
     if bgzip:
         with bgzf.BgzfWriter(str(path), "wb") as f:
             f.write(text.encode())
@@ -52,7 +64,9 @@ def test_windows_are_reproducible_and_change_with_epoch(two_records):
     b = GenomeWindows(path, 100, "train", seed=3, num_samples=50)
     first = [a[i]["ids"] for i in range(50)]
     assert all(torch.equal(x, b[i]["ids"]) for i, x in enumerate(first))
-    assert all(torch.equal(x, a[i]["ids"]) for i, x in enumerate(first))  # order of access is irrelevant
+    assert all(
+        torch.equal(x, a[i]["ids"]) for i, x in enumerate(first)
+    )  # order of access is irrelevant
     b.set_epoch(1)
     assert sum(torch.equal(x, b[i]["ids"]) for i, x in enumerate(first)) < 5
     assert not torch.equal(GenomeWindows(path, 100, "train", seed=4)[0]["ids"], first[0])
@@ -63,13 +77,13 @@ def test_lower_case_windows_are_upper_cased(two_records):
     ds = GenomeWindows(path, 200, "train", records={"train": ["chr2"]}, num_samples=20)
     tok = DNATokenizer()
     for i in range(20):
-        region, strand = ds.window(i)
-        assert tok.decode(ds[i]["ids"]) == records["chr2"][region.start:region.end].upper()
+        region, _ = ds.window(i)
+        assert tok.decode(ds[i]["ids"]) == records["chr2"][region.start : region.end].upper()
         assert ds[i]["mask"].all() and ds[i]["ids"].shape == (200,)
 
 
 def test_fraction_splits_never_overlap(two_records):
-    path, records = two_records
+    path, _ = two_records
     bounds = {}
     for split in ("train", "val", "test"):
         ds = GenomeWindows(path, 50, split, mode="random", num_samples=300, seed=1)
@@ -86,7 +100,9 @@ def test_fraction_splits_never_overlap(two_records):
 
 def test_record_splits_on_the_bundled_yeast_genome():
     for split, names in YEAST_SPLITS.items():
-        ds = GenomeWindows(YEAST_FASTA, 1024, split, records=YEAST_SPLITS, mode="random", num_samples=100)
+        ds = GenomeWindows(
+            YEAST_FASTA, 1024, split, records=YEAST_SPLITS, mode="random", num_samples=100
+        )
         assert {ds.window(i)[0].name for i in range(100)} <= set(names)
         assert all(ds[i]["ids"].shape == (1024,) for i in range(10))
     val = GenomeWindows(YEAST_FASTA, 1024, "val", records=YEAST_SPLITS)
@@ -112,7 +128,7 @@ def test_reverse_complement_augmentation(two_records):
     strands = set()
     for i in range(60):
         region, strand = ds.window(i)
-        seq = records[region.name][region.start:region.end].upper()
+        seq = records[region.name][region.start : region.end].upper()
         expect = tok.reverse_complement(seq) if strand == "-" else seq
         assert tok.decode(ds[i]["ids"]) == expect
         strands.add(strand)
@@ -132,9 +148,13 @@ def test_iter_tokens_covers_the_split_in_order(two_records):
 def test_bed_intervals_with_and_without_split_column(two_records, tmp_path):
     path, _ = two_records
     bed = tmp_path / "regions.bed"
-    bed.write_text("# comment\nchr1\t0\t2000\ttrain\nchr1\t2000\t3000\tvalid\nchr2\t100\t3001\ttest\n")
+    bed.write_text(
+        "# comment\nchr1\t0\t2000\ttrain\nchr1\t2000\t3000\tvalid\nchr2\t100\t3001\ttest\n"
+    )
     ds = GenomeWindows(path, 100, "val", bed=bed, mode="random", num_samples=50)
-    assert all(ds.window(i)[0].name == "chr1" and 2000 <= ds.window(i)[0].start <= 2900 for i in range(50))
+    assert all(
+        ds.window(i)[0].name == "chr1" and 2000 <= ds.window(i)[0].start <= 2900 for i in range(50)
+    )
     plain = tmp_path / "plain.bed"
     plain.write_text("chr1 1000 2000\n")
     test = GenomeWindows(path, 50, "test", bed=plain)
@@ -167,7 +187,9 @@ def test_works_in_dataloader_workers(two_records):
     ds = GenomeWindows(path, 64, "train", num_samples=16)
     loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=2)
     batches = list(loader)
-    assert torch.equal(torch.cat([b["ids"] for b in batches]), torch.stack([ds[i]["ids"] for i in range(16)]))
+    assert torch.equal(
+        torch.cat([b["ids"] for b in batches]), torch.stack([ds[i]["ids"] for i in range(16)])
+    )
 
 
 def test_missing_empty_and_non_fasta_files(tmp_path):
@@ -190,7 +212,9 @@ def test_missing_empty_and_non_fasta_files(tmp_path):
 
 def test_record_shorter_than_the_window(tmp_path):
     path = write_fasta(tmp_path / "short.fa", {"tiny": random_dna(500)})
-    with pytest.raises(DataError, match=r"short.fa.*record 'tiny'.*shorter than the window of 1024"):
+    with pytest.raises(
+        DataError, match=r"short.fa.*record 'tiny'.*shorter than the window of 1024"
+    ):
         GenomeWindows(path, 1024, "train", records={"train": ["tiny"]})
     path = write_fasta(tmp_path / "mixed.fa", {"tiny": random_dna(500), "big": random_dna(4000, 1)})
     with pytest.warns(UserWarning, match="skipping 1 region"):
@@ -209,13 +233,17 @@ def test_file_of_only_n(tmp_path):
 def test_windows_with_many_n_are_redrawn(tmp_path):
     seq = random_dna(2000) + "N" * 2000
     path = write_fasta(tmp_path / "half.fa", {"x": seq})
-    ds = GenomeWindows(path, 100, "train", records={"train": ["x"]}, num_samples=100, max_n_frac=0.05)
+    ds = GenomeWindows(
+        path, 100, "train", records={"train": ["x"]}, num_samples=100, max_n_frac=0.05
+    )
     assert all((ds[i]["ids"] == 11).sum() <= 5 for i in range(100))
 
 
 def test_iupac_characters_in_windows_become_n(tmp_path):
     path = write_fasta(tmp_path / "iupac.fa", {"x": "ACGTRYKM" * 100})
-    ds = GenomeWindows(path, 8, "train", records={"train": ["x"]}, mode="sequential", max_n_frac=0.5)
+    ds = GenomeWindows(
+        path, 8, "train", records={"train": ["x"]}, mode="sequential", max_n_frac=0.5
+    )
     assert ds[0]["ids"].tolist() == [7, 8, 9, 10, 11, 11, 11, 11]
 
 
@@ -225,3 +253,13 @@ def test_lambda_sample_opens():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert ds[0]["ids"].shape == (1024,)
+
+
+def test_stale_index_is_rebuilt(tmp_path):
+    path = write_fasta(tmp_path / "g.fa", {"x": random_dna(500, 1)})
+    assert FastaFile(path).lengths == {"x": 500}
+    write_fasta(path, {"x": random_dna(800, 2), "y": random_dna(90, 3)}, width=70)
+    earlier = time.time() - 100  # the index predates the new FASTA
+    os.utime(str(path) + ".fai", (earlier, earlier))
+    fa = FastaFile(path)
+    assert fa.lengths == {"x": 800, "y": 90} and fa.fetch("y", 0, 90) == random_dna(90, 3)

@@ -4,8 +4,8 @@ import warnings
 
 import pytest
 import torch
-
 from mamba_bio_audio.data import SPLICE_DATA, DNATokenizer, LabeledSequences, read_labeled
+
 from mamba_bio_audio.errors import DataError
 
 
@@ -17,7 +17,9 @@ def test_uci_splice_split_is_stratified_deterministic_and_disjoint():
         val, test = LabeledSequences(SPLICE_DATA, "val"), LabeledSequences(SPLICE_DATA, "test")
     assert train.class_names == ["EI", "IE", "N"] and train.seq_len == 60
     assert len(train) + len(val) + len(test) == 3190
-    seqs = [{r.sequence for r in ds.records} for ds in (train, val, test)]  # the file has duplicates
+    seqs = [
+        {r.sequence for r in ds.records} for ds in (train, val, test)
+    ]  # the file has duplicates
     assert not (seqs[0] & seqs[1]) and not (seqs[0] & seqs[2]) and not (seqs[1] & seqs[2])
     for ds, share in ((train, 0.8), (test, 0.1)):
         counts = [sum(1 for lab in ds.labels if lab == k) for k in range(3)]
@@ -50,15 +52,22 @@ def test_csv_with_named_columns_padding_and_cropping(tmp_path):
     assert lengths <= {4, 8, 10} and 10 in lengths
     short = next(i for i in range(len(ds)) if len(ds.records[i].sequence) == 4)
     assert ds[short]["ids"].tolist() == [7, 8, 9, 10] + [4] * 6
-    left = LabeledSequences(path, "train", seq_len=10, label_column="target",
-                            tokenizer=DNATokenizer(padding_side="left"))
+    left = LabeledSequences(
+        path,
+        "train",
+        seq_len=10,
+        label_column="target",
+        tokenizer=DNATokenizer(padding_side="left"),
+    )
     assert left[short]["ids"].tolist() == [4] * 6 + [7, 8, 9, 10]
 
 
 def test_tsv_with_split_column_and_numeric_labels(tmp_path):
     path = tmp_path / "seqs.tsv"
-    lines = ["seq\tlabel\tsplit"] + [f"ACGTAC\t{k % 3 * 5}\t{s}" for k, s in
-                                     zip(range(12), ["train"] * 6 + ["valid"] * 3 + ["test"] * 3)]
+    lines = ["seq\tlabel\tsplit"] + [
+        f"ACGTAC\t{k % 3 * 5}\t{s}"
+        for k, s in zip(range(12), ["train"] * 6 + ["valid"] * 3 + ["test"] * 3)
+    ]
     path.write_text("\n".join(lines) + "\n")
     ds = LabeledSequences(path, "val")
     assert ds.class_names == ["0", "5", "10"] and len(ds) == 3
@@ -67,11 +76,17 @@ def test_tsv_with_split_column_and_numeric_labels(tmp_path):
 
 def test_fasta_with_labels_in_headers(tmp_path):
     path = tmp_path / "seqs.fa"
-    path.write_text("".join(f">s{k} some words {'pos' if k % 2 else 'neg'}\nACGTACGTAC\nGG\n" for k in range(20))
-                    + ">last label=pos\nAC\n")
+    path.write_text(
+        "".join(
+            f">s{k} some words {'pos' if k % 2 else 'neg'}\nACGTACGTAC\nGG\n" for k in range(20)
+        )
+        + ">last label=pos\nAC\n"
+    )
     ds = LabeledSequences(path, "train")
     records = read_labeled(path)
-    assert len(records) == 21 and records[0].sequence == "ACGTACGTACGG" and records[-1].label == "pos"
+    assert (
+        len(records) == 21 and records[0].sequence == "ACGTACGTACGG" and records[-1].label == "pos"
+    )
     assert ds.class_names == ["neg", "pos"] and ds.seq_len == 12
     bad = tmp_path / "nolabel.fa"
     bad.write_text(">s1 a\nACGT\n>s2\nACGT\n")
@@ -82,7 +97,9 @@ def test_fasta_with_labels_in_headers(tmp_path):
 def test_csv_without_the_named_columns(tmp_path):
     path = tmp_path / "cols.csv"
     path.write_text("dna,class\nACGT,1\n")
-    with pytest.raises(DataError, match=r"cols.csv: no column 'seq'; the header has \['dna', 'class'\]"):
+    with pytest.raises(
+        DataError, match=r"cols.csv: no column 'seq'; the header has \['dna', 'class'\]"
+    ):
         LabeledSequences(path)
     ds = LabeledSequences(path, sequence_column="dna", label_column="class", fractions=(1, 0, 0))
     assert len(ds) == 1
@@ -100,7 +117,9 @@ def test_csv_with_an_empty_sequence(tmp_path):
 def test_label_set_that_differs_between_splits(tmp_path):
     path = tmp_path / "drift.csv"
     path.write_text("seq,label,split\nACGT,a,train\nACGT,b,train\nACGA,c,test\nACGA,a,val\n")
-    with pytest.raises(DataError, match=r"drift.csv: split 'test' has labels \['c'\] that do not appear"):
+    with pytest.raises(
+        DataError, match=r"drift.csv: split 'test' has labels \['c'\] that do not appear"
+    ):
         LabeledSequences(path, "train")
     path.write_text("seq,label,split\nACGT,a,train\nACGT,b,train\nACGA,a,test\nACGA,a,val\n")
     with pytest.warns(UserWarning, match=r"split 'test' has no examples of \['b'\]"):

@@ -1,13 +1,18 @@
 """Recording windows (long recordings) and labelled clips (spoken digits)."""
 
-import warnings
-
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from mamba_bio_audio.data import (
+    FSDD_DIR,
+    LONG_AUDIO_DIR,
+    LabeledClips,
+    LinearQuantizer,
+    MuLaw,
+    RecordingWindows,
+)
 
-from mamba_bio_audio.data import FSDD_DIR, LONG_AUDIO_DIR, LabeledClips, LinearQuantizer, MuLaw, RecordingWindows
 from mamba_bio_audio.errors import DataError
 
 
@@ -18,13 +23,20 @@ def noise(path, seconds, rate=8000, amp=0.3, seed=0):
 
 
 def test_long_recordings_split_by_time_never_overlap():
-    ds = {s: RecordingWindows(LONG_AUDIO_DIR, 4096, s, mode="random", num_samples=60, seed=2)
-          for s in ("train", "val", "test")}
+    ds = {
+        s: RecordingWindows(LONG_AUDIO_DIR, 4096, s, mode="random", num_samples=60, seed=2)
+        for s in ("train", "val", "test")
+    }
     for split, lo, hi in (("train", 0.0, 0.8), ("val", 0.8, 0.9), ("test", 0.9, 1.0)):
         for i in range(60):
             path, start, end = ds[split].window(i)
             frames = sf.info(str(path)).frames
-            assert round(lo * frames) <= start and end <= round(hi * frames), (split, path, start, end)
+            assert round(lo * frames) <= start and end <= round(hi * frames), (
+                split,
+                path,
+                start,
+                end,
+            )
     item = ds["train"][0]
     assert item["ids"].shape == item["mask"].shape == item["waveform"].shape == (4096,)
     assert item["ids"].dtype == torch.long and 0 <= item["ids"].min() and item["ids"].max() < 256
@@ -41,7 +53,10 @@ def test_windows_are_peak_scaled_reproducible_and_sequential_for_eval():
     again.set_epoch(1)
     assert not torch.equal(train[3]["ids"], again[3]["ids"])
     test = RecordingWindows(LONG_AUDIO_DIR, 22050, "test")
-    held_out = [f - round(0.9 * f) for f in (sf.info(str(p)).frames for p in sorted(LONG_AUDIO_DIR.glob("*")))]
+    held_out = [
+        f - round(0.9 * f)
+        for f in (sf.info(str(p)).frames for p in sorted(LONG_AUDIO_DIR.glob("*")))
+    ]
     assert test.mode == "sequential" and len(test) == sum(n // 22050 for n in held_out) == 23
     assert [test.window(i)[1] for i in range(2)] == [test.window(0)[1], test.window(0)[1] + 22050]
 
@@ -51,15 +66,17 @@ def test_resampled_windows(tmp_path):
         ds = RecordingWindows(LONG_AUDIO_DIR, 16000, "val", sample_rate=16000, max_windows=3)
         item = ds[1]
     assert ds.sample_rate == 16000 and item["waveform"].shape == (16000,)
-    path, start, end = ds.window(1)
+    _, start, end = ds.window(1)
     assert end - start == 22050
 
 
 def test_split_by_file(tmp_path):
     for k in range(5):
         noise(tmp_path / f"r{k}.wav", 1.0, seed=k)
-    ds = {s: RecordingWindows(tmp_path, 1000, s, split_by="file", fractions=(0.6, 0.2, 0.2)) for s in
-          ("train", "val", "test")}
+    ds = {
+        s: RecordingWindows(tmp_path, 1000, s, split_by="file", fractions=(0.6, 0.2, 0.2))
+        for s in ("train", "val", "test")
+    }
     files = {s: {d.window(i)[0].name for i in range(len(d))} for s, d in ds.items()}
     assert files == {"train": {"r0.wav", "r1.wav", "r2.wav"}, "val": {"r3.wav"}, "test": {"r4.wav"}}
 
@@ -67,7 +84,9 @@ def test_split_by_file(tmp_path):
 def test_iter_tokens_covers_each_recording(tmp_path):
     noise(tmp_path / "a.wav", 0.5)
     x = sf.read(tmp_path / "a.wav", dtype="float32")[0]
-    ds = RecordingWindows(tmp_path, 100, "train", fractions=(1, 0, 0), tokenizer=LinearQuantizer(256), scale=None)
+    ds = RecordingWindows(
+        tmp_path, 100, "train", fractions=(1, 0, 0), tokenizer=LinearQuantizer(256), scale=None
+    )
     ids = torch.cat([chunk for _, chunk in ds.iter_tokens(chunk_size=777)])
     assert torch.equal(ids, LinearQuantizer(256).encode(torch.from_numpy(x)))
 
@@ -118,12 +137,19 @@ def test_clip_labels_from_folders_and_hash_split(tmp_path):
         (tmp_path / label).mkdir()
         for k in range(10):
             noise(tmp_path / label / f"{k}.wav", 0.05, seed=k)
-    splits = {s: LabeledClips(tmp_path, s, label_from="folder", seq_len=300) for s in ("train", "val", "test")}
+    splits = {
+        s: LabeledClips(tmp_path, s, label_from="folder", seq_len=300)
+        for s in ("train", "val", "test")
+    }
     assert splits["train"].class_names == ["cat", "dog"]
     assert [len(d) for d in splits.values()] == [16, 2, 2]
     names = [{str(p) for p in d.files} for d in splits.values()]
     assert not (names[0] & names[1] or names[0] & names[2] or names[1] & names[2])
-    assert all(d.files[i].parent.name == d.class_names[d.labels[i]] for d in splits.values() for i in range(len(d)))
+    assert all(
+        d.files[i].parent.name == d.class_names[d.labels[i]]
+        for d in splits.values()
+        for i in range(len(d))
+    )
     cropped = splits["train"][0]
     assert cropped["mask"].all() and cropped["ids"].shape == (300,)
 
@@ -131,7 +157,9 @@ def test_clip_labels_from_folders_and_hash_split(tmp_path):
 def test_clip_label_set_that_differs_between_splits(tmp_path):
     for name in ("a_x_1", "a_x_12", "b_x_13", "c_x_2"):
         noise(tmp_path / f"{name}.wav", 0.05)
-    with pytest.raises(DataError, match=r"split 'test' has labels \['c'\] that do not appear in split 'train'"):
+    with pytest.raises(
+        DataError, match=r"split 'test' has labels \['c'\] that do not appear in split 'train'"
+    ):
         LabeledClips(tmp_path, "train", split_by="fsdd")
 
 

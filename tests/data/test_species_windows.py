@@ -4,12 +4,17 @@ import shutil
 
 import pytest
 import torch
-
 from mamba_bio_audio.data import SPECIES_DIR, SpeciesWindows
+
 from mamba_bio_audio.errors import DataError
 
-SPECIES = ["escherichia_coli_K12_MG1655", "helicobacter_pylori_G27", "staphylococcus_aureus_N315",
-           "streptococcus_suis_SC84", "vibrio_cholerae_O1_N16961"]
+SPECIES = [
+    "escherichia_coli_K12_MG1655",
+    "helicobacter_pylori_G27",
+    "staphylococcus_aureus_N315",
+    "streptococcus_suis_SC84",
+    "vibrio_cholerae_O1_N16961",
+]
 
 
 def test_bundled_species_classes_balance_and_held_out_regions():
@@ -48,7 +53,9 @@ def test_reproducible_per_epoch():
 
 
 def write(path, seq, name="r"):
-    path.write_text(f">{name}\n" + "\n".join(seq[i:i + 60] for i in range(0, len(seq), 60)) + "\n")
+    path.write_text(
+        f">{name}\n" + "\n".join(seq[i : i + 60] for i in range(0, len(seq), 60)) + "\n"
+    )
 
 
 def test_bad_species_files_are_skipped_when_allowed(tmp_path):
