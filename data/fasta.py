@@ -110,27 +110,40 @@ class FastaFile:
             )
 
     def _index_location(self, compressed: bool) -> dict:
-        """Where the .fai/.gzi live; build them there (atomically) if they are missing."""
-        fai = Path(str(self.path) + ".fai")
-        if _is_writable(self.path.parent) or (fai.exists() and not compressed):
-            folder, base = self.path.parent, self.path.name
-        else:
+        """Where the .fai/.gzi live; (re)build them there if they are missing or stale.
+
+        Next to the FASTA when an up-to-date index is there or the folder is writable, otherwise
+        in ``cache_dir()``. Indexes are written under temporary names and renamed, so that
+        concurrent ranks never see half an index.
+        """
+
+        def paths(folder: Path, base: str) -> dict:
+            kwargs = {"indexname": str(folder / (base + ".fai"))}
+            if compressed:
+                kwargs["gzi_indexname"] = str(folder / (base + ".gzi"))
+            return kwargs
+
+        def fresh(kwargs: dict) -> bool:
+            mtime = self.path.stat().st_mtime
+            return all(
+                Path(p).exists() and Path(p).stat().st_mtime >= mtime for p in kwargs.values()
+            )
+
+        kwargs = paths(self.path.parent, self.path.name)
+        if not fresh(kwargs) and not _is_writable(self.path.parent):
             key = hashlib.sha1(str(self.path.resolve()).encode()).hexdigest()[:16]
-            folder, base = cache_dir() / "fasta_index", f"{key}_{self.path.name}"
+            folder = cache_dir() / "fasta_index"
             folder.mkdir(parents=True, exist_ok=True)
-        kwargs = {"indexname": str(folder / (base + ".fai"))}
-        if compressed:
-            kwargs["gzi_indexname"] = str(folder / (base + ".gzi"))
-        fasta_mtime = self.path.stat().st_mtime
-        if not all(
-            Path(p).exists() and Path(p).stat().st_mtime >= fasta_mtime for p in kwargs.values()
-        ):
-            # (Re)build under temporary names and rename, so that concurrent ranks never see half
-            # an index; an index older than the FASTA is stale and rebuilt.
+            kwargs = paths(folder, f"{key}_{self.path.name}")
+        if not fresh(kwargs):
             tmp = {k: f"{v}.tmp{os.getpid()}" for k, v in kwargs.items()}
-            self._pyfaidx(tmp).close()
-            for k in kwargs:
-                os.replace(tmp[k], kwargs[k])
+            try:
+                self._pyfaidx(tmp).close()
+                for k in kwargs:
+                    os.replace(tmp[k], kwargs[k])
+            finally:
+                for p in tmp.values():
+                    Path(p).unlink(missing_ok=True)
         return kwargs
 
     def _pyfaidx(self, index_kwargs: dict) -> pyfaidx.Fasta:

@@ -208,6 +208,7 @@ def test_missing_empty_and_non_fasta_files(tmp_path):
     (tmp_path / "ragged.fa").write_text(">x\nACGTACGT\nACG\nACGTACGT\n")
     with pytest.raises(DataError, match="ragged.fa: malformed FASTA"):
         GenomeWindows(tmp_path / "ragged.fa", 4)
+    assert not list(tmp_path.glob("*.tmp*"))  # no half-built index left behind
 
 
 def test_record_shorter_than_the_window(tmp_path):
