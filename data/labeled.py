@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import hashlib
 import re
 import warnings
@@ -72,7 +73,8 @@ def _read_table(
     label_column: str,
     split_column: str | None,
 ) -> list[LabeledRecord]:
-    with open(path, newline="") as f:
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rt", newline="") as f:
         reader = csv.DictReader(f, delimiter=delimiter)
         columns = reader.fieldnames or []
         if not columns:

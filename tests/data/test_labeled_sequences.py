@@ -1,5 +1,6 @@
 """Labelled sequences: UCI splice (bundled), CSV/TSV and FASTA files, splits and bad input."""
 
+import gzip
 import warnings
 
 import pytest
@@ -62,13 +63,19 @@ def test_csv_with_named_columns_padding_and_cropping(tmp_path):
     assert left[short]["ids"].tolist() == [4] * 6 + [7, 8, 9, 10]
 
 
-def test_tsv_with_split_column_and_numeric_labels(tmp_path):
-    path = tmp_path / "seqs.tsv"
+@pytest.mark.parametrize("name", ["seqs.tsv", "seqs.tsv.gz"])
+def test_tsv_with_split_column_and_numeric_labels(tmp_path, name):
+    path = tmp_path / name
     lines = ["seq\tlabel\tsplit"] + [
         f"ACGTAC\t{k % 3 * 5}\t{s}"
         for k, s in zip(range(12), ["train"] * 6 + ["valid"] * 3 + ["test"] * 3)
     ]
-    path.write_text("\n".join(lines) + "\n")
+    text = "\n".join(lines) + "\n"
+    if name.endswith(".gz"):
+        with gzip.open(path, "wt") as f:
+            f.write(text)
+    else:
+        path.write_text(text)
     ds = LabeledSequences(path, "val")
     assert ds.class_names == ["0", "5", "10"] and len(ds) == 3
     assert [ds[i]["label"] for i in range(3)] == [0, 1, 2]
