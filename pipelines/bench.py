@@ -5,6 +5,7 @@ import importlib
 BENCHMARKS = {
     "scan": "mamba_bio_audio.pipelines.bench_scan",
     "generate": "mamba_bio_audio.pipelines.bench_generate",
+    "gpu": "mamba_bio_audio.pipelines.bench_gpu",
 }
 
 

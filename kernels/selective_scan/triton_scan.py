@@ -24,10 +24,15 @@ import torch
 import triton
 import triton.language as tl
 
-# Elements of one (BLOCK_D, CHUNK, N) register tile; the launcher picks CHUNK to fit it.
-_FWD_TILE = 4096
-_BWD_TILE = 2048
 MAX_N = 256
+# Default tiles (tuned on an H100, docs/kernel_tuning_notes.md): CHUNK steps per chunk (shared by
+# forward and backward: the forward saves one state per chunk), channels per program, warps.
+CHUNK = 64
+FWD_BLOCK_D, FWD_WARPS = 4, 4
+FWD_VARIANT = "scan"  # "scan": associative scan over each chunk; "loop": one step at a time
+BWD_BLOCK_D, BWD_WARPS = 4, 4
+BWD_VARIANT = "scan"
+MAX_TILE = 8192  # most elements of one (BLOCK_D, CHUNK, BLOCK_N) register tile for large N
 
 
 def _empty(*shape, like, dtype=None):
@@ -79,6 +84,7 @@ def _scan_fwd_kernel(
     g = (pid_d * BLOCK_D) // dim_per_group
 
     A = tl.load(A_ptr + d[:, None] * N + n[None, :], mask=mask_dn, other=0.0).to(tl.float32)  # (BD, BN)
+    A2 = A * 1.4426950408889634  # exp(Δ A) = exp2(Δ A log2(e))
     if HAS_D:
         Dv = tl.load(D_ptr + d, mask=mask_d, other=0.0).to(tl.float32)
     if HAS_DELTA_BIAS:
@@ -108,7 +114,7 @@ def _scan_fwd_kernel(
         mask_tn = mask_t[:, None] & mask_n[None, :]
         Bt = tl.load(B_base + t[:, None] * s_B_l, mask=mask_tn, other=0.0).to(tl.float32)  # (T, BN)
         Ct = tl.load(C_base + t[:, None] * s_C_l, mask=mask_tn, other=0.0).to(tl.float32)  # (T, BN)
-        a = tl.exp(dt[:, :, None] * A[:, None, :])  # (BD, T, BN)
+        a = tl.exp2(dt[:, :, None] * A2[:, None, :])  # (BD, T, BN) exp(Δ A)
         if HAS_SEQ_IDX:
             s_cur = tl.load(seq_ptr + b * s_seq_b + t * s_seq_l, mask=mask_t, other=0)
             s_prev = tl.load(seq_ptr + b * s_seq_b + (t - 1) * s_seq_l, mask=mask_t & (t > 0), other=0)
@@ -128,6 +134,81 @@ def _scan_fwd_kernel(
         # padded steps have a = 1 and b = 0, so the last row of the tile is the state after step L-1
         h = tl.sum(tl.where((tt == CHUNK - 1)[None, :, None], hs, 0.0), axis=1)  # (BD, BN)
     tl.store(final_ptr + state_offs, h, mask=mask_dn)
+
+
+@triton.jit
+def _scan_fwd_loop_kernel(
+    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, delta_bias_ptr, init_ptr, seq_ptr,
+    y_ptr, states_ptr, final_ptr,
+    dim, L, N, dim_per_group, n_chunks,
+    s_u_b, s_u_d, s_u_l,
+    s_dt_b, s_dt_d, s_dt_l,
+    s_B_b, s_B_g, s_B_n, s_B_l,
+    s_C_b, s_C_g, s_C_n, s_C_l,
+    s_z_b, s_z_d, s_z_l,
+    s_seq_b, s_seq_l,
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_DELTA_BIAS: tl.constexpr,
+    DELTA_SOFTPLUS: tl.constexpr, HAS_INIT: tl.constexpr, HAS_SEQ_IDX: tl.constexpr,
+    WRITE_STATES: tl.constexpr,
+    BLOCK_D: tl.constexpr, CHUNK: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """The forward one step at a time (the "loop" variant): same contract as _scan_fwd_kernel."""
+    pid_d = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    d = pid_d.to(tl.int64) * BLOCK_D + tl.arange(0, BLOCK_D).to(tl.int64)  # (BD,)
+    n = tl.arange(0, BLOCK_N).to(tl.int64)  # (BN,)
+    mask_d = d < dim
+    mask_n = n < N
+    mask_dn = mask_d[:, None] & mask_n[None, :]
+    g = (pid_d * BLOCK_D) // dim_per_group
+
+    A2 = tl.load(A_ptr + d[:, None] * N + n[None, :], mask=mask_dn, other=0.0).to(tl.float32) * 1.4426950408889634
+    if HAS_D:
+        Dv = tl.load(D_ptr + d, mask=mask_d, other=0.0).to(tl.float32)
+    if HAS_DELTA_BIAS:
+        bias = tl.load(delta_bias_ptr + d, mask=mask_d, other=0.0).to(tl.float32)
+    state_offs = b * dim * N + d * N  # (BD,)
+    if HAS_INIT:
+        h = tl.load(init_ptr + state_offs[:, None] + n[None, :], mask=mask_dn, other=0.0).to(tl.float32)
+    else:
+        h = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
+    u_base = u_ptr + b * s_u_b + d * s_u_d
+    dt_base = delta_ptr + b * s_dt_b + d * s_dt_d
+    z_base = z_ptr + b * s_z_b + d * s_z_d
+    B_base = B_ptr + b * s_B_b + g * s_B_g + n * s_B_n
+    C_base = C_ptr + b * s_C_b + g * s_C_g + n * s_C_n
+    y_base = y_ptr + b * dim * L + d * L
+    for c in range(0, n_chunks):
+        if WRITE_STATES:
+            tl.store(states_ptr + (b * dim * n_chunks + d[:, None] * n_chunks + c) * N + n[None, :], h,
+                     mask=mask_dn)
+        for i in range(0, CHUNK):
+            t = c * CHUNK + i
+            m = mask_d & (t < L)
+            u = tl.load(u_base + t * s_u_l, mask=m, other=0.0).to(tl.float32)  # (BD,)
+            dt = tl.load(dt_base + t * s_dt_l, mask=m, other=0.0).to(tl.float32)
+            if HAS_DELTA_BIAS:
+                dt += bias
+            if DELTA_SOFTPLUS:
+                dt = tl.where(dt <= 20.0, tl.log(1.0 + tl.exp(dt)), dt)
+            dt = tl.where(m, dt, 0.0)
+            Bt = tl.load(B_base + t * s_B_l, mask=mask_n & (t < L), other=0.0).to(tl.float32)  # (BN,)
+            Ct = tl.load(C_base + t * s_C_l, mask=mask_n & (t < L), other=0.0).to(tl.float32)
+            a = tl.exp2(dt[:, None] * A2)  # (BD, BN)
+            if HAS_SEQ_IDX:
+                s_cur = tl.load(seq_ptr + b * s_seq_b + t * s_seq_l, mask=t < L, other=0)
+                s_prev = tl.load(seq_ptr + b * s_seq_b + (t - 1) * s_seq_l, mask=(t > 0) & (t < L),
+                                 other=0)
+                a = a * ((s_cur == s_prev) | (t == 0) | (t >= L)).to(tl.float32)
+            h = a * h + (dt * u)[:, None] * Bt[None, :]
+            y = tl.sum(h * Ct[None, :], axis=1)  # (BD,)
+            if HAS_D:
+                y += u * Dv
+            if HAS_Z:
+                z = tl.load(z_base + t * s_z_l, mask=m, other=0.0).to(tl.float32)
+                y *= z * tl.sigmoid(z)
+            tl.store(y_base + t, y, mask=m)
+    tl.store(final_ptr + state_offs[:, None] + n[None, :], h, mask=mask_dn)
 
 
 @triton.jit
@@ -160,6 +241,7 @@ def _scan_bwd_kernel(
     g = (pid_d * BLOCK_D) // dim_per_group
 
     A = tl.load(A_ptr + d[:, None] * N + n[None, :], mask=mask_dn, other=0.0).to(tl.float32)
+    A2 = A * 1.4426950408889634
     if HAS_D:
         Dv = tl.load(D_ptr + d, mask=mask_d, other=0.0).to(tl.float32)
     if HAS_DELTA_BIAS:
@@ -206,8 +288,8 @@ def _scan_bwd_kernel(
         Ct = tl.load(C_base + t[:, None] * s_C_l, mask=mask_tn, other=0.0).to(tl.float32)
         dout = tl.load(do_base + t[None, :] * s_do_l, mask=mask, other=0.0).to(tl.float32)
 
-        a = tl.exp(dt[:, :, None] * A[:, None, :])  # (BD, T, BN)
-        a_next = tl.exp(dt_next[:, :, None] * A[:, None, :])
+        a = tl.exp2(dt[:, :, None] * A2[:, None, :])  # (BD, T, BN) exp(Δ A)
+        a_next = tl.exp2(dt_next[:, :, None] * A2[:, None, :])
         if HAS_SEQ_IDX:
             s_cur = tl.load(seq_ptr + b * s_seq_b + t * s_seq_l, mask=mask_t, other=0)
             s_prev = tl.load(seq_ptr + b * s_seq_b + (t - 1) * s_seq_l, mask=mask_t & (t > 0), other=0)
@@ -278,6 +360,167 @@ def _scan_bwd_kernel(
         tl.store(dbias_ptr + b * dim + d, dbias_acc, mask=mask_d)
 
 
+@triton.jit
+def _step_inputs(u_base, dt_base, B_base, seq_base, t, m, mask_n, bias, A2, s_u_l, s_dt_l, s_B_l,
+                 s_seq_l, L, HAS_DELTA_BIAS: tl.constexpr, DELTA_SOFTPLUS: tl.constexpr,
+                 HAS_SEQ_IDX: tl.constexpr):
+    """Step t of the loop kernels: u, Δ (zero where masked), B_t and a_t = exp(Δ A) (0 at a reset)."""
+    u = tl.load(u_base + t * s_u_l, mask=m, other=0.0).to(tl.float32)  # (BD,)
+    raw = tl.load(dt_base + t * s_dt_l, mask=m, other=0.0).to(tl.float32)
+    if HAS_DELTA_BIAS:
+        raw += bias
+    dt = raw
+    if DELTA_SOFTPLUS:
+        dt = tl.where(raw <= 20.0, tl.log(1.0 + tl.exp(raw)), raw)
+    dt = tl.where(m, dt, 0.0)
+    Bt = tl.load(B_base + t * s_B_l, mask=mask_n & (t < L), other=0.0).to(tl.float32)  # (BN,)
+    a = tl.exp2(dt[:, None] * A2)  # (BD, BN)
+    if HAS_SEQ_IDX:
+        s_cur = tl.load(seq_base + t * s_seq_l, mask=t < L, other=0)
+        s_prev = tl.load(seq_base + (t - 1) * s_seq_l, mask=(t > 0) & (t < L), other=0)
+        a = a * ((s_cur == s_prev) | (t == 0) | (t >= L)).to(tl.float32)
+    return u, raw, dt, Bt, a
+
+
+@triton.jit
+def _scan_bwd_loop_kernel(
+    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, delta_bias_ptr, seq_ptr,
+    states_ptr, dout_ptr, dfinal_ptr, scratch_ptr,
+    du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dinit_ptr,
+    dim, L, N, dim_per_group, n_chunks,
+    s_u_b, s_u_d, s_u_l,
+    s_dt_b, s_dt_d, s_dt_l,
+    s_B_b, s_B_g, s_B_n, s_B_l,
+    s_C_b, s_C_g, s_C_n, s_C_l,
+    s_z_b, s_z_d, s_z_l,
+    s_seq_b, s_seq_l,
+    s_do_b, s_do_d, s_do_l,
+    s_dB_b, s_dB_blk, s_dB_n,
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_DELTA_BIAS: tl.constexpr,
+    DELTA_SOFTPLUS: tl.constexpr, HAS_INIT: tl.constexpr, HAS_SEQ_IDX: tl.constexpr,
+    HAS_DFINAL: tl.constexpr, DETERMINISTIC: tl.constexpr,
+    BLOCK_D: tl.constexpr, CHUNK: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """Backward one step at a time (the "loop" variant), same contract as _scan_bwd_kernel.
+
+    Per chunk (last first): rerun the chunk forward from its saved state, parking h_t in this
+    program's slice of `scratch` (CHUNK, BLOCK_D, BLOCK_N); then walk it backwards with the adjoint
+    g_t = a_{t+1} g_{t+1} + C_t dy_t in registers.
+    """
+    pid_d = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    d = pid_d.to(tl.int64) * BLOCK_D + tl.arange(0, BLOCK_D).to(tl.int64)
+    n = tl.arange(0, BLOCK_N).to(tl.int64)
+    mask_d = d < dim
+    mask_n = n < N
+    mask_dn = mask_d[:, None] & mask_n[None, :]
+    g_idx = (pid_d * BLOCK_D) // dim_per_group
+
+    A = tl.load(A_ptr + d[:, None] * N + n[None, :], mask=mask_dn, other=0.0).to(tl.float32)
+    A2 = A * 1.4426950408889634
+    if HAS_D:
+        Dv = tl.load(D_ptr + d, mask=mask_d, other=0.0).to(tl.float32)
+    if HAS_DELTA_BIAS:
+        bias = tl.load(delta_bias_ptr + d, mask=mask_d, other=0.0).to(tl.float32)
+    else:
+        bias = tl.zeros([BLOCK_D], dtype=tl.float32)
+    state_offs = b * dim * N + d[:, None] * N + n[None, :]
+    if HAS_DFINAL:
+        g = tl.load(dfinal_ptr + state_offs, mask=mask_dn, other=0.0).to(tl.float32)
+    else:
+        g = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
+    a_next = tl.full([BLOCK_D, BLOCK_N], 1.0, dtype=tl.float32)  # a_{t+1}; 1 after the last step
+    dA_acc = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
+    dD_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
+    dbias_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
+
+    u_base = u_ptr + b * s_u_b + d * s_u_d
+    dt_base = delta_ptr + b * s_dt_b + d * s_dt_d
+    z_base = z_ptr + b * s_z_b + d * s_z_d
+    do_base = dout_ptr + b * s_do_b + d * s_do_d
+    B_base = B_ptr + b * s_B_b + g_idx * s_B_g + n * s_B_n
+    C_base = C_ptr + b * s_C_b + g_idx * s_C_g + n * s_C_n
+    seq_base = seq_ptr + b * s_seq_b
+    io_base = b * dim * L + d * L
+    n_blocks = tl.num_programs(0)
+    scratch = (scratch_ptr + (b * n_blocks + pid_d) * CHUNK * BLOCK_D * BLOCK_N
+               + tl.arange(0, BLOCK_D)[:, None] * BLOCK_N + n[None, :])  # (BD, BN) at step 0
+    if DETERMINISTIC:
+        dB_base = dB_ptr + b * s_dB_b + pid_d * s_dB_blk + n * s_dB_n
+        dC_base = dC_ptr + b * s_dB_b + pid_d * s_dB_blk + n * s_dB_n
+    else:
+        dB_base = dB_ptr + b * s_dB_b + g_idx * s_dB_blk + n * s_dB_n
+        dC_base = dC_ptr + b * s_dB_b + g_idx * s_dB_blk + n * s_dB_n
+    for i in range(0, n_chunks):
+        c = n_chunks - 1 - i
+        h = tl.load(states_ptr + (b * dim * n_chunks + d[:, None] * n_chunks + c) * N + n[None, :],
+                    mask=mask_dn, other=0.0)
+        for j in range(0, CHUNK):
+            t = c * CHUNK + j
+            m = mask_d & (t < L)
+            u, raw, dt, Bt, a = _step_inputs(u_base, dt_base, B_base, seq_base, t, m, mask_n, bias, A2,
+                                             s_u_l, s_dt_l, s_B_l, s_seq_l, L, HAS_DELTA_BIAS,
+                                             DELTA_SOFTPLUS, HAS_SEQ_IDX)
+            h = a * h + (dt * u)[:, None] * Bt[None, :]
+            tl.store(scratch + j * BLOCK_D * BLOCK_N, h)
+        tl.debug_barrier()
+        for j in range(0, CHUNK):
+            jj = CHUNK - 1 - j
+            t = c * CHUNK + jj
+            m = mask_d & (t < L)
+            u, raw, dt, Bt, a = _step_inputs(u_base, dt_base, B_base, seq_base, t, m, mask_n, bias, A2,
+                                             s_u_l, s_dt_l, s_B_l, s_seq_l, L, HAS_DELTA_BIAS,
+                                             DELTA_SOFTPLUS, HAS_SEQ_IDX)
+            h = tl.load(scratch + jj * BLOCK_D * BLOCK_N)  # h_t
+            Ct = tl.load(C_base + t * s_C_l, mask=mask_n & (t < L), other=0.0).to(tl.float32)
+            dout = tl.load(do_base + t * s_do_l, mask=m, other=0.0).to(tl.float32)
+            if HAS_Z:
+                z = tl.load(z_base + t * s_z_l, mask=m, other=0.0).to(tl.float32)
+                sig = tl.sigmoid(z)
+                y = tl.sum(h * Ct[None, :], axis=1)
+                if HAS_D:
+                    y += u * Dv
+                tl.store(dz_ptr + io_base + t, dout * y * sig * (1.0 + z * (1.0 - sig)), mask=m)
+                dy = dout * z * sig
+            else:
+                dy = dout
+            x = dt * u
+            g = a_next * g + dy[:, None] * Ct[None, :]  # (BD, BN)
+            dx = tl.sum(g * Bt[None, :], axis=1)
+            gh = g * (h - x[:, None] * Bt[None, :])  # g_t a_t h_{t-1}
+            ddt = dx * u + tl.sum(gh * A, axis=1)
+            dA_acc += gh * dt[:, None]
+            du = dx * dt
+            if HAS_D:
+                du += dy * Dv
+                dD_acc += dy * u
+            tl.store(du_ptr + io_base + t, du, mask=m)
+            if DELTA_SOFTPLUS:
+                ddt = ddt * tl.sigmoid(raw)
+            ddt = tl.where(m, ddt, 0.0)
+            tl.store(ddelta_ptr + io_base + t, ddt, mask=m)
+            if HAS_DELTA_BIAS:
+                dbias_acc += ddt
+            dB_t = tl.sum(g * x[:, None], axis=0)  # (BN,)
+            dC_t = tl.sum(h * dy[:, None], axis=0)
+            mask_bn = mask_n & (t < L)
+            if DETERMINISTIC:
+                tl.store(dB_base + t, dB_t, mask=mask_bn)
+                tl.store(dC_base + t, dC_t, mask=mask_bn)
+            else:
+                tl.atomic_add(dB_base + t, dB_t, mask=mask_bn)
+                tl.atomic_add(dC_base + t, dC_t, mask=mask_bn)
+            a_next = a
+        tl.debug_barrier()
+    tl.store(dA_ptr + state_offs, dA_acc, mask=mask_dn)
+    if HAS_INIT:
+        tl.store(dinit_ptr + state_offs, a_next * g, mask=mask_dn)  # a_0 g_0
+    if HAS_D:
+        tl.store(dD_ptr + b * dim + d, dD_acc, mask=mask_d)
+    if HAS_DELTA_BIAS:
+        tl.store(dbias_ptr + b * dim + d, dbias_acc, mask=mask_d)
+
+
 def _pow2_divisor(x: int, cap: int) -> int:
     """Largest power of two <= cap that divides x."""
     p = 1
@@ -286,17 +529,21 @@ def _pow2_divisor(x: int, cap: int) -> int:
     return p
 
 
-def _config(dim, N, groups, tile, block_d, chunk):
-    """Pick (BLOCK_D, CHUNK, BLOCK_N): channel blocks never straddle a B/C group."""
+def _config(dim, N, groups, block_d, chunk, fit_chunk, tile_steps=None):
+    """Tile sizes (BLOCK_D, CHUNK, BLOCK_N); a channel block never straddles a B/C group.
+
+    Large N shrinks BLOCK_D, then (if fit_chunk) CHUNK, to keep the (BLOCK_D, tile_steps, BLOCK_N)
+    register tile within MAX_TILE; tile_steps defaults to CHUNK (1 for the step-by-step loop).
+    """
     block_n = max(triton.next_power_of_2(N), 2)
-    if block_d is None:
-        block_d = 4 if block_n <= 16 else 2
+    chunk = max(2, triton.next_power_of_2(chunk))
     block_d = triton.next_power_of_2(block_d)
+    while block_d > 1 and block_d * (tile_steps or chunk) * block_n > MAX_TILE:
+        block_d //= 2
+    while fit_chunk and chunk > 8 and block_d * chunk * block_n > MAX_TILE:
+        chunk //= 2
     if groups > 1:
         block_d = _pow2_divisor(dim // groups, block_d)
-    if chunk is None:
-        chunk = max(2, min(64, tile // (block_d * block_n)))
-    chunk = max(2, triton.next_power_of_2(chunk))
     return block_d, chunk, block_n
 
 
@@ -308,11 +555,13 @@ def _bc_strides(M):
 
 
 def _fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_softplus, write_states,
-         block_d=None, chunk=None, num_warps=4):
+         block_d=None, chunk=None, num_warps=None, variant=None):
     batch, dim, L = u.shape
     N = A.shape[1]
     groups = 1 if B.dim() == 3 else B.shape[1]
-    BD, T, BN = _config(dim, N, groups, _FWD_TILE, block_d, chunk)
+    loop = (variant or FWD_VARIANT) == "loop"
+    BD, T, BN = _config(dim, N, groups, block_d or FWD_BLOCK_D, chunk or CHUNK, chunk is None and not loop,
+                        1 if loop else None)
     n_chunks = triton.cdiv(L, T)
     A = A.contiguous()
     y = _empty(batch, dim, L, like=u)
@@ -321,7 +570,8 @@ def _fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_soft
     init = initial_state.contiguous() if initial_state is not None else None
     dummy = u
     grid = (triton.cdiv(dim, BD), batch)
-    _scan_fwd_kernel[grid](
+    kernel = _scan_fwd_loop_kernel if loop else _scan_fwd_kernel
+    kernel[grid](
         u, delta, A, B, C, D if D is not None else dummy, z if z is not None else dummy,
         delta_bias if delta_bias is not None else dummy, init if init is not None else dummy,
         seq_idx if seq_idx is not None else dummy,
@@ -332,18 +582,19 @@ def _fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_soft
         *(seq_idx.stride() if seq_idx is not None else (0, 0)),
         HAS_D=D is not None, HAS_Z=z is not None, HAS_DELTA_BIAS=delta_bias is not None,
         DELTA_SOFTPLUS=delta_softplus, HAS_INIT=init is not None, HAS_SEQ_IDX=seq_idx is not None,
-        WRITE_STATES=write_states, BLOCK_D=BD, CHUNK=T, BLOCK_N=BN, num_warps=num_warps,
+        WRITE_STATES=write_states, BLOCK_D=BD, CHUNK=T, BLOCK_N=BN, num_warps=num_warps or FWD_WARPS,
     )
     return y, final, states, T
 
 
 def _bwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_softplus, states,
-         chunk, dout, dfinal, deterministic, block_d=None, num_warps=4):
+         chunk, dout, dfinal, deterministic, block_d=None, num_warps=None, variant=None):
     batch, dim, L = u.shape
     N = A.shape[1]
     groups = 1 if B.dim() == 3 else B.shape[1]
-    BD, _, BN = _config(dim, N, groups, _BWD_TILE, block_d, chunk)
-    T = chunk  # must match the forward's chunk: states are saved per chunk
+    loop = (variant or BWD_VARIANT) == "loop"
+    BD, T, BN = _config(dim, N, groups, block_d or BWD_BLOCK_D, chunk, False,
+                        1 if loop else None)  # the forward's chunk
     n_chunks = states.shape[2]
     n_blocks = triton.cdiv(dim, BD)
     dev, f32 = u.device, torch.float32
@@ -363,10 +614,11 @@ def _bwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_soft
         dC = torch.zeros(batch, groups, N, L, device=dev, dtype=f32)
     dummy = u
     grid = (n_blocks, batch)
-    _scan_bwd_kernel[grid](
+    scratch = (torch.empty(batch * n_blocks * T * BD * BN, device=dev, dtype=f32),) if loop else ()
+    (_scan_bwd_loop_kernel if loop else _scan_bwd_kernel)[grid](
         u, delta, A, B, C, D if D is not None else dummy, z if z is not None else dummy,
         delta_bias if delta_bias is not None else dummy, seq_idx if seq_idx is not None else dummy,
-        states, dout, dfinal if dfinal is not None else dummy,
+        states, dout, dfinal if dfinal is not None else dummy, *scratch,
         du, ddelta, dz if dz is not None else dummy, dA_part, dB, dC,
         dD_part if dD_part is not None else dummy, dbias_part if dbias_part is not None else dummy,
         dinit if dinit is not None else dummy,
@@ -378,7 +630,7 @@ def _bwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_soft
         HAS_D=D is not None, HAS_Z=z is not None, HAS_DELTA_BIAS=delta_bias is not None,
         DELTA_SOFTPLUS=delta_softplus, HAS_INIT=initial_state is not None,
         HAS_SEQ_IDX=seq_idx is not None, HAS_DFINAL=dfinal is not None, DETERMINISTIC=deterministic,
-        BLOCK_D=BD, CHUNK=T, BLOCK_N=BN, num_warps=num_warps,
+        BLOCK_D=BD, CHUNK=T, BLOCK_N=BN, num_warps=num_warps or BWD_WARPS,
     )
     if deterministic:
         dB = dB.view(batch, groups, n_blocks // groups, N, L).sum(2)

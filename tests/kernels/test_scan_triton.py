@@ -155,6 +155,20 @@ def test_seq_idx_packing_equals_separate_scans():
     torch.testing.assert_close(grads["A"], dA, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("case", ["grouped_init", "packed"])
+def test_step_by_step_variants(monkeypatch, case):
+    """The "loop" kernels (one step at a time) agree with the reference like the scan kernels."""
+    monkeypatch.setattr(triton_scan, "FWD_VARIANT", "loop")
+    monkeypatch.setattr(triton_scan, "BWD_VARIANT", "loop")
+    if case == "grouped_init":
+        inputs = make_inputs(1, 4, 30, 5, groups=2, init=True)
+        check_against_reference(inputs, delta_softplus=True, chunk_size=16, block_d=4)
+    else:
+        inputs = make_inputs(1, 4, 40, 4, seed=4)
+        seq_idx = (torch.arange(40) // 13).to(torch.int32)[None].to(DEVICE)
+        check_against_reference(inputs, seq_idx=seq_idx, delta_softplus=True, chunk_size=8)
+
+
 def test_deterministic_mode_is_bitwise_reproducible_and_fast_mode_agrees():
     inputs = make_inputs(2, 8, 50, 4, groups=2)
     dy = torch.randn(2, 8, 50, generator=torch.Generator().manual_seed(5)).to(DEVICE)
