@@ -33,7 +33,8 @@ class SpeciesWindows(SplitDataset):
     """Windows of ``seq_len`` bases labelled with their species (= FASTA file stem, sorted).
 
     Every record of every genome is cut into train | val | test parts by ``fractions`` (the test
-    part is the end of each record), so no window of one split overlaps another split.
+    part is the end of each record), or, for the species named in ``records``, whole records
+    are held out; either way no window of one split overlaps another split.
     Random mode (default for train) is class-balanced: item i comes from class ``i % n_classes``.
     Sequential mode (default for val/test) tiles each species' part of the split.
 
@@ -44,6 +45,8 @@ class SpeciesWindows(SplitDataset):
         seq_len: window length in bases.
         split: "train", "val" or "test".
         fractions: train/val/test fractions of each record.
+        records: {species: {split: [record names]}} to split those species by record instead
+            (e.g. hold out V. cholerae's chromosome II); a species needs records in every split.
         mode: "random" or "sequential" (default: random for train, sequential otherwise).
         num_samples: items per epoch in random mode (default: split bases // seq_len).
         max_windows_per_class: in sequential mode, at most this many tiles per species.
@@ -58,6 +61,7 @@ class SpeciesWindows(SplitDataset):
         seq_len: int,
         split: str = "train",
         fractions: Sequence[float] = (0.8, 0.1, 0.1),
+        records: dict | None = None,
         mode: str | None = None,
         num_samples: int | None = None,
         max_windows_per_class: int | None = None,
@@ -79,11 +83,15 @@ class SpeciesWindows(SplitDataset):
             raise DataError(
                 f"{folder}: several files for species {dupes} (e.g. both .fa and .fa.gz)"
             )
+        unknown = sorted(set(records or {}) - set(stems))
+        if unknown:
+            raise DataError(f"{folder}: records= names species {unknown}, which have no FASTA file")
         self.files, self.class_names, self.samplers, self.skipped = [], [], [], []
         for path, stem in zip(files, stems):
             try:
                 fasta = FastaFile(path)
-                regions = split_regions(fasta, split, fractions=fractions)
+                by_record = (records or {}).get(stem)
+                regions = split_regions(fasta, split, records=by_record, fractions=fractions)
                 sampler = WindowSampler(
                     fasta,
                     regions,

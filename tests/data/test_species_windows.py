@@ -36,6 +36,22 @@ def test_bundled_species_classes_balance_and_held_out_regions():
     assert item["ids"].shape == item["mask"].shape == (1024,) and item["ids"].max() <= 11
 
 
+def test_held_out_chromosome_per_species():
+    vibrio = {
+        "vibrio_cholerae_O1_N16961": {
+            "train": ["gi|12057212|gb|AE003852.1|"],
+            "val": ["gi|12057213|gb|AE003853.1|"],
+            "test": ["gi|12057213|gb|AE003853.1|"],
+        }
+    }
+    for split in ("train", "test"):
+        ds = SpeciesWindows(SPECIES_DIR, 512, split, records=vibrio, mode="random", num_samples=50)
+        names = {ds.window(i)[1].name for i in range(50) if ds.window(i)[0] == 4}
+        assert names == set(vibrio["vibrio_cholerae_O1_N16961"][split])
+    with pytest.raises(DataError, match=r"names species \['vibrio'\]"):
+        SpeciesWindows(SPECIES_DIR, 512, records={"vibrio": {}})
+
+
 def test_lower_case_species_is_read():
     suis = SpeciesWindows(SPECIES_DIR, 256, "val", max_windows_per_class=3)
     label = suis.class_names.index("streptococcus_suis_SC84")
