@@ -6,7 +6,9 @@ import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 from mamba_bio_audio.data import (
     FSDD_DIR,
     LAMBDA_FASTA,
@@ -111,3 +113,18 @@ def test_wheel_ships_the_samples(tmp_path):
     ):
         assert f"mamba_bio_audio/data/{rel}" in names
     assert not [n for n in names if n.endswith((".fai", ".gzi"))]
+
+
+def test_build_helpers_are_lossless(tmp_path):
+    from mamba_bio_audio.data.build_samples import bgzip, wav_to_flac
+
+    (tmp_path / "g.fa").write_text(">x\nACGTNacgt\nAC\n")
+    bgzip(tmp_path / "g.fa", tmp_path / "g.fa.gz")
+    assert FastaFile(tmp_path / "g.fa.gz").fetch("x", 0, 11) == "ACGTNacgtAC"
+    samples = (np.sin(np.arange(4000) / 7) * 20000).astype(np.int16)
+    sf.write(tmp_path / "a.wav", samples, 8000, subtype="PCM_16")
+    wav_to_flac(tmp_path / "a.wav", tmp_path / "a.flac")
+    assert np.array_equal(sf.read(tmp_path / "a.flac", dtype="int16")[0], samples)
+    sf.write(tmp_path / "f.wav", samples / 32768, 8000, subtype="FLOAT")
+    with pytest.raises(ValueError, match="expected 16-bit PCM"):
+        wav_to_flac(tmp_path / "f.wav", tmp_path / "f.flac")
