@@ -240,7 +240,8 @@ def from_dict(cls, data: Mapping, where: str = "config"):
     if isinstance(data, cls):
         return data
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{where or 'config'}={data!r}: expected a mapping of {cls.__name__} fields")
+        raise ConfigError(f"{where or 'config'}={data!r}: expected a mapping of "
+                          f"{cls.__name__} fields")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls) if f.init]
     unknown = [k for k in data if k not in names]
@@ -320,5 +321,6 @@ def load_yaml(path_or_mapping) -> dict:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of keys to values, got {type(data).__name__}")
+        raise ConfigError(f"{path}: expected a mapping of keys to values, "
+                          f"got {type(data).__name__}")
     return data

@@ -6,7 +6,8 @@ steps are timed in blocks of one U-Net pooling window (so that the inner stages'
 counted), the blocks of all positions interleaved to share any drift of a busy machine. A step is
 `model.step` plus sampling. Reported: the median time per step over the blocks, its ratio to the
 first position (constant time means ~1), the size of the state, and the memory growth while
-stepping (CUDA: peak allocated; CPU: resident set growth).
+stepping (CUDA: peak allocated; CPU: resident set growth). On CUDA both modes are timed: eager
+`model.step` and its CUDA-graph replay (`generation.GraphedStep`, what `generate` uses there).
 
     mamba-bio-audio bench generate                      # both presets, 1K/16K/64K
     mamba-bio-audio bench generate --positions 1024 4096 --steps 128 --json out.json
@@ -14,6 +15,7 @@ stepping (CUDA: peak allocated; CPU: resident set growth).
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import platform
@@ -24,7 +26,7 @@ from pathlib import Path
 import torch
 
 from mamba_bio_audio import MambaConfig, MambaLM
-from mamba_bio_audio.generation import sample_next
+from mamba_bio_audio.generation import GraphedStep, sample_next
 
 MODELS = {"isotropic": "dna-small", "unet": "audio-unet"}
 
@@ -89,7 +91,7 @@ def prime(model, position: int, batch_size: int, chunk: int, generator) -> tuple
     return state, logits
 
 
-def bench_model(name: str, args, device) -> list:
+def bench_model(name: str, args, device, graph: bool) -> list:
     torch.manual_seed(args.seed)
     model = MambaLM(MambaConfig.preset(MODELS[name])).to(device).eval()
     P = model.config.pool_product
@@ -101,32 +103,37 @@ def bench_model(name: str, args, device) -> list:
     for position in args.positions:
         t0 = time.perf_counter()
         state, logits = prime(model, position, args.batch_size, args.prime_chunk, generator)
+        if graph:
+            step = GraphedStep(model, state, args.batch_size, position)
+        else:
+            step = functools.partial(model.step, state=state)
         for _ in range(args.warmup):
-            logits = model.step(sample_next(logits, generator=sampler), state)
+            logits = step(sample_next(logits, generator=sampler))
         sync(device)
-        runs.append(dict(position=position, state=state, logits=logits, times=[], grow=0,
-                         prime_s=time.perf_counter() - t0))
+        runs.append(dict(position=position, state=state, step=step, logits=logits, times=[],
+                         grow=0, prime_s=time.perf_counter() - t0))
     for _ in range(n_blocks):  # interleave positions block by block
         for run in runs:
-            state, logits = run["state"], run["logits"]
+            step, logits = run["step"], run["logits"]
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            mem0 = torch.cuda.memory_allocated(device) if device.type == "cuda" else resident_bytes()
+            cuda = device.type == "cuda"
+            mem0 = torch.cuda.memory_allocated(device) if cuda else resident_bytes()
             sync(device)
             t0 = time.perf_counter()
             for _ in range(block):
-                logits = model.step(sample_next(logits, generator=sampler), state)
+                logits = step(sample_next(logits, generator=sampler))
             sync(device)
             run["times"].append((time.perf_counter() - t0) / block)
-            mem1 = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
-                    else resident_bytes())
+            mem1 = torch.cuda.max_memory_allocated(device) if cuda else resident_bytes()
             run["grow"] = max(run["grow"], mem1 - mem0)
             run["logits"] = logits
     first = statistics.median(runs[0]["times"])
     rows = []
     for run in runs:
         ms = statistics.median(run["times"]) * 1e3
-        rows.append(dict(model=name, preset=MODELS[name], params=model.num_parameters(),
+        rows.append(dict(model=name, mode="graph" if graph else "eager", preset=MODELS[name],
+                         params=model.num_parameters(),
                          position=run["position"], ms_per_step=ms,
                          ratio_to_first=ms / (first * 1e3),
                          state_kib=state_bytes(run["state"]) / 1024,
@@ -143,17 +150,18 @@ def main(args) -> int:
     rows = []
     with torch.inference_mode():
         for name in args.models:
-            rows.extend(bench_model(name, args, device))
-    header = (f"{'model':<10} {'params':>8} {'position':>9} {'ms/step':>9} {'ratio':>6} "
-              f"{'state KiB':>10} {'mem growth KiB':>15} {'prime s':>8}")
+            for graph in ([False, True] if device.type == "cuda" else [False]):
+                rows.extend(bench_model(name, args, device, graph))
+    header = (f"{'model':<10} {'mode':<6} {'params':>8} {'position':>9} {'ms/step':>9} "
+              f"{'ratio':>6} {'state KiB':>10} {'mem growth KiB':>15} {'prime s':>8}")
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['model']:<10} {r['params'] / 1e6:>7.2f}M {r['position']:>9} "
+        print(f"{r['model']:<10} {r['mode']:<6} {r['params'] / 1e6:>7.2f}M {r['position']:>9} "
               f"{r['ms_per_step']:>9.3f} {r['ratio_to_first']:>6.2f} {r['state_kib']:>10.1f} "
               f"{r['step_mem_growth_kib']:>15.1f} {r['prime_s']:>8.1f}")
-    meta = dict(device=str(device), device_name=(torch.cuda.get_device_name(device)
-                                                  if device.type == "cuda" else platform.processor()),
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+    meta = dict(device=str(device), device_name=name,
                 torch=torch.__version__, threads=torch.get_num_threads(),
                 batch_size=args.batch_size)
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -64,6 +64,11 @@ class MambaBackbone(nn.Module):
         """One time step: ids (b,) -> (b, d_model); `state` is updated in place."""
         return self.norm_f(self.body.step(self.embedding(ids), state))
 
+    def set_position(self, state, position: int) -> None:
+        """Set the U-Net's step counters as after `position` steps (isotropic: nothing to do)."""
+        if isinstance(self.body, UNet):
+            self.body.set_position(state, position)
+
     def allocate_state(self, batch_size: int, device=None):
         """Zero recurrent state (fp32, constant size) for `batch_size` sequences."""
         if self.config.bidirectional:

@@ -92,7 +92,7 @@ class PretrainedModel(nn.Module):
             if isinstance(content, (dict, list)):
                 content = json.dumps(content, indent=2) + "\n"
             data = content.encode() if isinstance(content, str) else bytes(content)
-            _write_atomic(directory / name, lambda p: p.write_bytes(data))
+            _write_atomic(directory / name, lambda p, data=data: p.write_bytes(data))
         _write_atomic(directory / WEIGHTS_FILE,
                       lambda p: safetensors.torch.save_model(self, str(p), {"format": "pt"}))
         meta = {"model_type": self.model_type, "format_version": FORMAT_VERSION,

@@ -2,10 +2,10 @@
 
 One stage per pooling factor p, nested:
 
-    x = down(x)                        blocks at width d, length L
-    y = inner(pool(x))                 reshape (L/p, d*p) + Linear -> (L/p, d*expand); the next stage
-    x = x + unpool(y)                  Linear -> (L/p, d*p) + reshape -> (L, d), shifted by one pooled step
-    x = up(x)                          blocks at width d
+    x = down(x)          blocks at width d, length L
+    y = inner(pool(x))   pool: reshape (L/p, d*p) + Linear -> (L/p, d*expand); inner: next stage
+    x = x + unpool(y)    Linear -> (L/p, d*p) + reshape -> (L, d), shifted by one pooled step
+    x = up(x)            blocks at width d
 
 The shift keeps the model causal: outputs at positions [jp, jp + p) see pooled step j - 1, which
 summarises inputs before jp; the skip connection brings in the current position. The innermost
@@ -21,7 +21,6 @@ from typing import Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..modules.block import Stack
 
@@ -139,6 +138,16 @@ class UNet(nn.Module):
             state.up_buf.copy_(self.unpool.expand_one(y))
         state.pos += 1
         return out
+
+    def set_position(self, state: UNetState, position: int) -> None:
+        """Set the step counters of this and the deeper stages as after `position` steps.
+
+        The counters only say where each pooling window stands (the tensors are untouched);
+        replaying a CUDA graph captured at one phase of the cycle relies on this.
+        """
+        state.pos = position
+        if isinstance(self.inner, UNet):
+            self.inner.set_position(state.inner, position // self.pool_factor)
 
     def allocate_state(self, batch_size: int, device=None) -> UNetState:
         device = device or self.pool.linear.weight.device

@@ -4,11 +4,15 @@
     x = silu(causal depthwise conv1d(x))
     dt, B, C = x_proj(x)                      selection: functions of the input
     dt = dt_proj(dt)                          rank dt_rank -> d_inner; bias added inside the scan
-    y = selective_scan(x, dt, A, B, C, D, z)  h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t x_t ; y_t = C_t h_t + D x_t ; y *= silu(z)
+    y = selective_scan(x, dt, A, B, C, D, z)  A = -exp(A_log), (d_inner, d_state)
     out = out_proj(y)
 
+where Δ = softplus(dt + bias), h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t x_t and
+y_t = (C_t h_t + D x_t) * silu(z_t).
+
 `selective=False` is the LTI ablation (S4D-like): Δ, B, C are learned parameters that do not
-depend on the input. `bidirectional=True` adds a second SSM branch that runs on the reversed
+depend on the input (Δ one per channel; B, C of size d_state shared by the channels, as the
+selective B_t, C_t are). `bidirectional=True` adds a second SSM branch that runs on the reversed
 sequence; both branches share in_proj and out_proj and their outputs are added.
 
 Initialisation follows mamba_ssm: Δ bias = softplus⁻¹ of a log-uniform draw in [dt_min, dt_max]
@@ -61,7 +65,7 @@ class MixerState:
 
 
 def dt_bias_init(d_inner: int, dt_min: float, dt_max: float, dt_init_floor: float) -> torch.Tensor:
-    """Δ bias such that softplus(bias) is log-uniform in [dt_min, dt_max] (floored). Shape (d_inner,)."""
+    """Δ bias with softplus(bias) log-uniform in [dt_min, dt_max] (floored). Shape (d_inner,)."""
     dt = torch.exp(torch.rand(d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
     dt = dt.clamp(min=dt_init_floor)
     return dt + torch.log(-torch.expm1(-dt))  # inverse of softplus
@@ -152,7 +156,8 @@ class SelectiveSSM(nn.Module):
         # fresh compact tensors: views would keep the whole sequence's buffers alive
         state.ssm = final.float().clone(memory_format=torch.contiguous_format)
         if L > 0:
-            state.conv = x_pad[:, :, -self.d_conv:].float().clone(memory_format=torch.contiguous_format)
+            conv = x_pad[:, :, -self.d_conv:].float()  # (b, d, k)
+            state.conv = conv.clone(memory_format=torch.contiguous_format)
         return y
 
     def step(self, x: torch.Tensor, z: torch.Tensor, state: MixerState) -> torch.Tensor:
@@ -193,7 +198,9 @@ class Mamba(nn.Module):
         dt_rank = math.ceil(d_model / 16) if config.dt_rank == "auto" else config.dt_rank
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=config.bias)
         self.ssm = SelectiveSSM(config, self.d_inner, dt_rank)
-        self.ssm_reverse = SelectiveSSM(config, self.d_inner, dt_rank) if config.bidirectional else None
+        self.ssm_reverse = None
+        if config.bidirectional:
+            self.ssm_reverse = SelectiveSSM(config, self.d_inner, dt_rank)
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=config.bias)
 
     def forward(self, u: torch.Tensor, state: MixerState = None,
@@ -213,7 +220,8 @@ class Mamba(nn.Module):
         y = self.ssm(x, z, state)
         if self.ssm_reverse is not None:
             if state is not None:
-                raise ValueError("a bidirectional mixer has no recurrent state; call it without state")
+                raise ValueError("a bidirectional mixer has no recurrent state; "
+                                 "call it without state")
             if reverse_index is None:
                 y = y + self.ssm_reverse(x.flip(-1), z.flip(-1)).flip(-1)
             else:
@@ -223,7 +231,7 @@ class Mamba(nn.Module):
         return self.out_proj(y.transpose(1, 2))  # (b, l, d_model)
 
     def step(self, u: torch.Tensor, state: MixerState) -> torch.Tensor:
-        """Recurrent mode for one time step. u: (b, d_model) -> (b, d_model); state updated in place."""
+        """Recurrent mode, one time step: u (b, d_model) -> (b, d_model); state updated in place."""
         if self.ssm_reverse is not None:
             raise ValueError("a bidirectional mixer cannot run step by step (it reads the future)")
         x, z = self.in_proj(u).chunk(2, dim=-1)  # (b, d_inner) each

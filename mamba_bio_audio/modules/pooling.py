@@ -12,7 +12,8 @@ def masked_pool(h: torch.Tensor, mask: torch.Tensor = None, mode: str = "mean") 
     Args:
         h: (b, l, d) hidden states.
         mask: (b, l) bool, True at real tokens (left or right padding both work); None = all real.
-        mode: "mean", "last" (the last real position: what a causal model has read in full) or "max".
+        mode: "mean", "max" or "last" (the last real position: what a causal model has read in
+            full).
     Returns:
         (b, d)
     """
