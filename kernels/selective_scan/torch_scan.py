@@ -1,8 +1,8 @@
 """The selective scan in PyTorch for the CPU: chunked, vectorised, memory-lean (backend "torch").
 
 The sequence is cut into chunks of T positions. Every loop below runs over the T positions of a
-chunk and handles all chunks (and batch, channels, state) at once, so a scan of length L costs a
-few times T Python steps whatever L is, plus one short pass over the chunk boundaries:
+chunk and handles many chunks (and the batch, channels and state) at once, so a scan of length L
+costs L / n Python steps for groups of n chunks, plus one short pass over the chunk boundaries:
 
 1. local pass: scan each chunk from a zero state, giving each chunk's end state E_c;
 2. boundary pass: H_{c+1} = decay_c * H_c + E_c, with decay_c = exp(A * sum of Δ over chunk c),
@@ -12,215 +12,211 @@ few times T Python steps whatever L is, plus one short pass over the chunk bound
 No quotient of cumulative products is ever formed: every factor is an exp(Δ A) <= 1 (for A <= 0)
 applied step by step, exactly as in the plain loop, so nothing overflows or underflows at any L.
 
-The autograd Function saves the inputs and the chunk-start states H (batch, dim, L / T, N) only.
+Memory: chunks are processed in groups of n, chosen so that one step's (batch, n, N, dim) slab
+has about `SLAB_ELEMENTS` elements; the group's inputs are copied into time-major slabs (entry
+[t] is position t of every chunk of the group, contiguous) and its outputs written back. The
+autograd Function saves the inputs and the chunk-start states H (batch, dim, L / T, N) only.
 Backward reruns the chunks: a reverse local pass gives each chunk's outgoing adjoint, a reverse
-boundary pass gives the adjoint entering every chunk, and then, one group of chunks at a time,
-the chunk's states are recomputed from H_c and a reverse scan turns them into the gradients. The
-largest temporary is one group's states, bounded by `BACKWARD_BUDGET` elements, so training
-memory grows as O(batch * dim * L) and never holds the (batch, dim, L, N) state.
-The math is written out in README.md next to this file.
-"""
+boundary pass gives the adjoint entering every chunk, and then, group by group, the states of
+the group are recomputed from H and a reverse scan turns them into the gradients. The largest
+temporary is one group's states, T slabs, so training memory grows as O(batch * dim * L * N / T)
+plus a constant, and never holds the (batch, dim, L, N) state. The math is in README.md.
 
-from dataclasses import dataclass
+Layout: states are (batch, G, chunks, N, dg) with the channels of a group (dg = dim / G)
+innermost, so that the elementwise steps run over long contiguous rows.
+"""
 
 import torch
 import torch.nn.functional as F
 
-CHUNK_SIZE = 64
-"""Default chunk length T: the Python loops have T steps; the boundary pass has L / T steps."""
+CHUNK_SIZE = 32
+"""Default chunk length T: backward keeps T slabs of states; the boundary pass has L / T steps."""
 
-BACKWARD_BUDGET = 1 << 22
-"""Most elements of the per-group state buffer (T, batch, dim, chunks, N) held in backward."""
+SLAB_ELEMENTS = 1 << 18
+"""Target size of one step's state slab (batch * chunks * N * dim elements) in a group."""
+
+LOG2E = 1.4426950408889634
 
 
-@dataclass
-class _Chunked:
-    """The inputs, discretised and laid out time-major by chunk: entry [t] is position t of
-    every chunk, contiguous, so each loop step reads one slab.
+class _Scan:
+    """One call's shapes and inputs, and the time-major slabs of groups of chunks.
 
-    Shapes: T chunk length, nc number of chunks, dim = G * dg (G groups of B/C).
+    A slab of a (batch, dim, L) tensor for chunks c0:c1 is (T, batch, G, c1 - c0, dg): entry
+    [t, ..., k, :] is position (c0 + k) * T + t. Positions past L are zero (Δ = 0 there, so the
+    padding leaves the state unchanged).
     """
 
-    ct: torch.dtype  # compute dtype: float64 for float64 inputs, float32 otherwise
-    length: int  # L, before padding to nc * T
-    T: int
-    nc: int
-    G: int
-    dg: int
-    N: int
-    A: torch.Tensor  # (G, dg, 1, N)
-    dt: torch.Tensor  # (b, d, L), after delta_bias and softplus
-    dtT: torch.Tensor  # (T, b, G, dg, nc); zero on the padding, so padding leaves the state alone
-    dtuT: torch.Tensor  # (T, b, G, dg, nc), Δ * u
-    BT: torch.Tensor  # (T, b, G, 1, nc, N)
-    CT: torch.Tensor  # (T, b, G, 1, nc, N)
-    keepT: torch.Tensor | None  # (T, b, 1, 1, nc, 1): 0 where seq_idx changes (state reset), else 1
+    def __init__(self, u, delta, A, B, C, delta_bias, delta_softplus, seq_idx, chunk_size):
+        self.ct = torch.float64 if u.dtype == torch.float64 else torch.float32
+        self.batch, self.dim, self.length = u.shape
+        if B.dim() == 3:
+            B, C = B.unsqueeze(1), C.unsqueeze(1)  # (b, 1, N, L)
+        self.G, self.N = B.shape[1], B.shape[2]
+        self.dg = self.dim // self.G
+        self.T = max(1, min(chunk_size, self.length))
+        self.nc = -(-self.length // self.T)
+        self.per_group = max(1, SLAB_ELEMENTS // (self.batch * self.dim * self.N))
+        self.A = A.to(self.ct).view(self.G, self.dg, self.N).transpose(1, 2)[:, None]  # (G, 1, N, dg)
+        self.A2 = self.A * LOG2E  # exp(Δ A) = exp2(Δ A2), which is faster on CPUs
+        self.u, self.delta, self.B, self.C = u, delta, B, C
+        self.delta_bias = None if delta_bias is None else delta_bias.to(self.ct).view(self.G, 1, self.dg)
+        self.delta_softplus = delta_softplus
+        self.reset = None
+        if seq_idx is not None:  # (b, 1, L): 1 where the state restarts, else 0
+            self.reset = torch.zeros(self.batch, 1, self.length, dtype=self.ct, device=u.device)
+            self.reset[:, 0, 1:] = (seq_idx[:, 1:] != seq_idx[:, :-1]).to(self.ct)
 
-    def to_chunks(self, x: torch.Tensor) -> torch.Tensor:
-        """(b, d, L) -> (T, b, G, dg, nc), zero-padded."""
-        b = x.shape[0]
-        x = F.pad(x, (0, self.nc * self.T - self.length))
-        return x.view(b, self.G, self.dg, self.nc, self.T).permute(4, 0, 1, 2, 3).contiguous()
+    def groups(self, first: int = 0, last: int | None = None):
+        """(c0, c1) ranges of at most `per_group` chunks covering chunks first:last."""
+        last = self.nc if last is None else last
+        for c0 in range(first, last, self.per_group):
+            yield c0, min(last, c0 + self.per_group)
 
-    def from_chunks(self, xT: torch.Tensor) -> torch.Tensor:
-        """(T, b, G, dg, nc) -> (b, d, L)."""
-        b = xT.shape[1]
-        return xT.permute(1, 2, 3, 4, 0).reshape(b, self.G * self.dg, -1)[..., : self.length]
+    def _split(self, c0, c1):
+        p0, p1 = c0 * self.T, min(c1 * self.T, self.length)
+        full, rest = divmod(p1 - p0, self.T)
+        return p0, full, rest
 
-    def bc_to_chunks(self, M: torch.Tensor) -> torch.Tensor:
-        """B or C (b, G, N, L) -> (T, b, G, 1, nc, N), zero-padded."""
-        b = M.shape[0]
-        M = F.pad(M.to(self.ct), (0, self.nc * self.T - self.length))
-        M = M.view(b, self.G, self.N, self.nc, self.T).permute(4, 0, 1, 3, 2).contiguous()
-        return M.unsqueeze(3)
-
-    def bc_from_chunks(self, MT: torch.Tensor) -> torch.Tensor:
-        """(T, b, G, nc, N) -> (b, G, N, L)."""
-        b = MT.shape[1]
-        return MT.permute(1, 2, 4, 3, 0).reshape(b, self.G, self.N, -1)[..., : self.length]
-
-    def step_decay(self, t: int, c0: int, c1: int, out: torch.Tensor) -> torch.Tensor:
-        """exp(Δ_t A), times the reset mask, for chunks c0:c1 -> out (b, G, dg, c1 - c0, N)."""
-        torch.mul(self.dtT[t, ..., c0:c1, None], self.A, out=out)
-        out.exp_()
-        if self.keepT is not None:
-            out.mul_(self.keepT[t, ..., c0:c1, :])
+    def load(self, x: torch.Tensor, c0: int, c1: int, groups: int | None = None) -> torch.Tensor:
+        """Slab of x (b, rows, L) for chunks c0:c1 -> (T, b, groups, c1 - c0, rows / groups) in
+        the compute dtype; groups defaults to G."""
+        b, T, G = x.shape[0], self.T, self.G if groups is None else groups
+        per = x.shape[1] // G
+        p0, full, rest = self._split(c0, c1)
+        fill = torch.zeros if rest else torch.empty
+        out = fill(T, b, G, c1 - c0, per, dtype=self.ct, device=x.device)
+        if full:
+            xs = x[..., p0:p0 + full * T].reshape(b, G, per, full, T)
+            out[:, :, :, :full].copy_(xs.permute(4, 0, 1, 3, 2))
+        if rest:
+            xs = x[..., p0 + full * T:p0 + full * T + rest].reshape(b, G, per, rest)
+            out[:rest, :, :, full].copy_(xs.permute(3, 0, 1, 2))
         return out
 
-    def chunk_decay(self, c0: int, c1: int) -> torch.Tensor:
-        """Product of the step decays over whole chunks c0:c1 -> (b, G, dg, c1 - c0, N)."""
-        decay = torch.exp(self.dtT[..., c0:c1].sum(0)[..., None] * self.A)
-        if self.keepT is not None:
-            decay = decay * self.keepT[..., c0:c1, :].prod(0)
-        return decay
+    def store(self, out: torch.Tensor, slab: torch.Tensor, c0: int, c1: int) -> None:
+        """Write a slab (T, b, G, c1 - c0, per) back into out (b, G * per, L), padding dropped."""
+        b, T, G, per = out.shape[0], self.T, self.G, slab.shape[-1]
+        p0, full, rest = self._split(c0, c1)
+        if full:
+            out[..., p0:p0 + full * T].view(b, G, per, full, T).copy_(
+                slab[:, :, :, :full].permute(1, 2, 4, 3, 0))
+        if rest:
+            out[..., p0 + full * T:p0 + full * T + rest].view(b, G, per, rest).copy_(
+                slab[:rest, :, :, full].permute(1, 2, 3, 0))
+
+    def zero_padding(self, slab: torch.Tensor, c0: int, c1: int) -> None:
+        """Set the positions past L of a (T, b, G, n, ...) slab to zero."""
+        _, full, rest = self._split(c0, c1)
+        if rest:
+            slab[rest:, :, :, full] = 0
+
+    def slab(self, c0: int, c1: int, grad: bool = False) -> dict:
+        """The group's discretised inputs, time-major.
+
+        Returns a dict with dt, dtu (T, b, G, n, dg); B, C (T, b, G, n, N, 1); keep
+        (T, b, 1, n, 1, 1) or None; u; with grad=True and softplus, dsp = dΔ/d(delta + bias).
+        """
+        g = {}
+        dt = self.load(self.delta, c0, c1)
+        if self.delta_bias is not None:
+            dt += self.delta_bias
+        if self.delta_softplus:
+            if grad:
+                g["dsp"] = torch.sigmoid(dt)
+            dt = F.softplus(dt)
+        self.zero_padding(dt, c0, c1)  # the bias and softplus made it nonzero
+        g["u"] = self.load(self.u, c0, c1)
+        g["dt"], g["dtu"] = dt, dt * g["u"]
+        g["B"] = self.load(self.B.flatten(1, 2), c0, c1)[..., None]
+        g["C"] = self.load(self.C.flatten(1, 2), c0, c1)[..., None]
+        g["keep"] = None
+        if self.reset is not None:
+            g["keep"] = 1 - self.load(self.reset, c0, c1, groups=1)[..., None]
+        return g
+
+    def step_decay(self, g: dict, t: int, out: torch.Tensor) -> torch.Tensor:
+        """exp(Δ_t A), times the reset mask -> out (b, G, n, N, dg)."""
+        torch.mul(g["dt"][t, :, :, :, None], self.A2, out=out).exp2_()
+        if g["keep"] is not None:
+            out.mul_(g["keep"][t])
+        return out
+
+    def chunk_decay(self, dtsum: torch.Tensor, keepall: torch.Tensor | None, c: int) -> torch.Tensor:
+        """Product of the step decays over chunk c -> (b, G, N, dg)."""
+        decay = torch.exp2(dtsum[:, :, c, None, :] * self.A2[:, 0])
+        return decay if keepall is None else decay.mul_(keepall[:, :, c])
+
+    def chunk_sums(self, g: dict, c0: int, dtsum, keepall) -> None:
+        """Record the group's per-chunk sums of Δ and products of the reset mask."""
+        dtsum[:, :, c0:c0 + g["dt"].shape[3]] = g["dt"].sum(0)
+        if keepall is not None:
+            keepall[:, :, c0:c0 + g["dt"].shape[3]] = g["keep"].prod(0)
+
+    def new_state(self, n: int, fill=torch.empty) -> torch.Tensor:
+        """A (b, G, n, N, dg) state tensor for n chunks."""
+        return fill(self.batch, self.G, n, self.N, self.dg, dtype=self.ct, device=self.u.device)
+
+    def chunk_tables(self):
+        """Per-chunk Δ sums (b, G, nc, dg) and reset products (b, 1, nc, 1, 1) or None."""
+        dtsum = torch.empty(self.batch, self.G, self.nc, self.dg, dtype=self.ct, device=self.u.device)
+        keepall = None if self.reset is None else torch.empty(
+            self.batch, 1, self.nc, 1, 1, dtype=self.ct, device=self.u.device)
+        return dtsum, keepall
 
 
-def _chunk(u, delta, A, B, C, delta_bias, delta_softplus, seq_idx, chunk_size) -> _Chunked:
-    ct = torch.float64 if u.dtype == torch.float64 else torch.float32
-    batch, dim, length = u.shape
-    if B.dim() == 3:
-        B, C = B.unsqueeze(1), C.unsqueeze(1)  # (b, 1, N, L)
-    G, N = B.shape[1], B.shape[2]
-    T = max(1, min(chunk_size, length))
-    nc = -(-length // T)
-    dt = delta.to(ct)
-    if delta_bias is not None:
-        dt = dt + delta_bias.to(ct)[:, None]
-    if delta_softplus:
-        dt = F.softplus(dt)
-    p = _Chunked(ct=ct, length=length, T=T, nc=nc, G=G, dg=dim // G, N=N,
-                 A=A.to(ct).view(G, dim // G, 1, N), dt=dt, dtT=None, dtuT=None, BT=None,
-                 CT=None, keepT=None)
-    p.dtT = p.to_chunks(dt)
-    p.dtuT = p.to_chunks(dt * u.to(ct))
-    p.BT = p.bc_to_chunks(B)
-    p.CT = p.bc_to_chunks(C)
-    if seq_idx is not None:
-        keep = torch.ones(batch, nc * T, dtype=ct, device=u.device)
-        keep[:, 1:length] = (seq_idx[:, 1:] == seq_idx[:, :-1]).to(ct)
-        p.keepT = keep.view(batch, nc, T).permute(2, 0, 1).contiguous()[:, :, None, None, :, None]
-    return p
-
-
-def _local_end_states(p: _Chunked, c0: int, c1: int) -> torch.Tensor:
-    """Scan chunks c0:c1 from a zero state; return their end states (b, G, dg, c1 - c0, N)."""
-    batch = p.dtT.shape[1]
-    h = torch.zeros(batch, p.G, p.dg, c1 - c0, p.N, dtype=p.ct, device=p.dtT.device)
-    a = torch.empty_like(h)
-    for t in range(p.T):
-        h.mul_(p.step_decay(t, c0, c1, a)).addcmul_(p.dtuT[t, ..., c0:c1, None],
-                                                    p.BT[t, ..., c0:c1, :])
-    return h
-
-
-def _forward(p: _Chunked, initial_state: torch.Tensor | None):
-    """Return the SSM output yT (T, b, G, dg, nc), the chunk-start states H (b, G, dg, nc, N)
-    and the final state (b, G, dg, N)."""
-    batch = p.dtT.shape[1]
-    H = torch.zeros(batch, p.G, p.dg, p.nc, p.N, dtype=p.ct, device=p.dtT.device)
+def _forward(s: _Scan, initial_state, D, z):
+    """Return y = (C·h + D u) * silu(z) (b, d, L) in u's dtype, the chunk-start states
+    H (b, G, nc, N, dg) and the final state (b, G, N, dg)."""
+    H = s.new_state(s.nc, torch.zeros)
     if initial_state is not None:
-        H[:, :, :, 0] = initial_state.to(p.ct).reshape(batch, p.G, p.dg, p.N)
-    if p.nc > 1:
-        E = _local_end_states(p, 0, p.nc - 1)
-        decay = p.chunk_decay(0, p.nc - 1)
-        for c in range(1, p.nc):
-            torch.addcmul(E[:, :, :, c - 1], decay[:, :, :, c - 1], H[:, :, :, c - 1],
-                          out=H[:, :, :, c])
-    h = H.clone()
-    a = torch.empty_like(h)
-    prod = torch.empty_like(h)
-    yT = torch.empty(p.T, batch, p.G, p.dg, p.nc, dtype=p.ct, device=h.device)
-    for t in range(p.T):
-        h.mul_(p.step_decay(t, 0, p.nc, a)).addcmul_(p.dtuT[t, ..., None], p.BT[t])
-        torch.sum(torch.mul(h, p.CT[t], out=prod), dim=-1, out=yT[t])
-    return yT, H, h[:, :, :, -1]
+        H[:, :, 0] = initial_state.to(s.ct).reshape(s.batch, s.G, s.dg, s.N).transpose(2, 3)
+    if s.nc > 1:
+        dtsum, keepall = s.chunk_tables()
+        for c0, c1 in s.groups(0, s.nc - 1):  # 1. local end states, into H[c + 1]
+            g = s.slab(c0, c1)
+            h, a = s.new_state(c1 - c0, torch.zeros), s.new_state(c1 - c0)
+            for t in range(s.T):
+                h.mul_(s.step_decay(g, t, a)).addcmul_(g["dtu"][t, :, :, :, None], g["B"][t])
+            H[:, :, c0 + 1:c1 + 1] = h
+            s.chunk_sums(g, c0, dtsum, keepall)
+        for c in range(1, s.nc):  # 2. boundaries: H[c] = E[c - 1] + decay[c - 1] H[c - 1]
+            H[:, :, c].addcmul_(s.chunk_decay(dtsum, keepall, c - 1), H[:, :, c - 1])
+    y = torch.empty(s.batch, s.dim, s.length, dtype=s.u.dtype, device=s.u.device)
+    for c0, c1 in s.groups():  # 3. outputs
+        g = s.slab(c0, c1)
+        h, a, tmp = H[:, :, c0:c1].clone(), s.new_state(c1 - c0), s.new_state(c1 - c0)
+        y_g = torch.empty_like(g["dt"])
+        for t in range(s.T):
+            h.mul_(s.step_decay(g, t, a)).addcmul_(g["dtu"][t, :, :, :, None], g["B"][t])
+            torch.sum(torch.mul(h, g["C"][t], out=tmp), dim=-2, out=y_g[t])
+        if D is not None:
+            y_g.addcmul_(g["u"], D.to(s.ct).view(s.G, 1, s.dg))
+        if z is not None:
+            y_g.mul_(F.silu(s.load(z, c0, c1)))
+        s.store(y, y_g, c0, c1)
+    return y, H, h[:, :, -1]
 
 
-def _backward(p: _Chunked, H: torch.Tensor, dyT: torch.Tensor, dfinal: torch.Tensor | None,
-              need_y: bool):
-    """Gradients of the chunked scan.
+def _incoming_adjoints(s: _Scan, dy_of, dfinal: torch.Tensor | None) -> torch.Tensor:
+    """The adjoint of the state at the end of each chunk, coming from its right (b, G, nc, N, dg).
 
-    Args:
-        p: the chunked inputs.  H: chunk-start states (b, G, dg, nc, N).
-        dyT: gradient of the SSM output C·h (T, b, G, dg, nc).
-        dfinal: gradient of the final state (b, d, N) or None.
-        need_y: also return the SSM output yT (for the gradient of the silu(z) gate).
-    Returns:
-        ddtT, ddtuT (T, b, G, dg, nc); dBT, dCT (T, b, G, nc, N); dA (G, dg, N);
-        d initial state (b, G, dg, N); yT (T, b, G, dg, nc) or None.
+    `dy_of(c0, c1)` gives the slab of the gradient of C·h for chunks c0:c1.
     """
-    batch, dev, ct = p.dtT.shape[1], p.dtT.device, p.ct
-    T, nc, G, dg, N = p.T, p.nc, p.G, p.dg, p.N
-
-    # Adjoint entering each chunk from its right, Lam (b, G, dg, nc, N).
-    Lam = torch.zeros(batch, G, dg, nc, N, dtype=ct, device=dev)
+    Lam = s.new_state(s.nc, torch.zeros)
     if dfinal is not None:
-        Lam[:, :, :, -1] = dfinal.to(ct).reshape(batch, G, dg, N)
-    if nc > 1:
-        mu = torch.zeros(batch, G, dg, nc - 1, N, dtype=ct, device=dev)  # chunks 1..nc-1
-        a = torch.empty_like(mu)
-        for t in reversed(range(T)):
-            mu.addcmul_(p.CT[t, ..., 1:, :], dyT[t, ..., 1:, None]).mul_(p.step_decay(t, 1, nc, a))
-        decay = p.chunk_decay(1, nc)
-        for c in range(nc - 1, 0, -1):
-            torch.addcmul(mu[:, :, :, c - 1], decay[:, :, :, c - 1], Lam[:, :, :, c],
-                          out=Lam[:, :, :, c - 1])
-
-    ddtT = torch.empty(T, batch, G, dg, nc, dtype=ct, device=dev)
-    ddtuT = torch.empty_like(ddtT)
-    dBT = torch.empty(T, batch, G, nc, N, dtype=ct, device=dev)
-    dCT = torch.empty_like(dBT)
-    dA = torch.zeros(G, dg, N, dtype=ct, device=dev)
-    yT = torch.empty_like(ddtT) if need_y else None
-    per_group = max(1, BACKWARD_BUDGET // (T * batch * G * dg * N))
-    dinit = None
-    for c0 in range(0, nc, per_group):
-        c1 = min(nc, c0 + per_group)
-        h0 = H[:, :, :, c0:c1]  # (b, G, dg, n, N)
-        hs = torch.empty((T,) + h0.shape, dtype=ct, device=dev)  # h_t of every position
-        a = torch.empty_like(h0)
-        h = h0
-        for t in range(T):
-            h = torch.addcmul(h * p.step_decay(t, c0, c1, a), p.dtuT[t, ..., c0:c1, None],
-                              p.BT[t, ..., c0:c1, :], out=hs[t])
-        CT, BT, dtuT, dyT_g = (p.CT[..., c0:c1, :], p.BT[..., c0:c1, :], p.dtuT[..., c0:c1],
-                               dyT[..., c0:c1])
-        dCT[..., c0:c1, :] = (hs * dyT_g[..., None]).sum(3)
-        if need_y:
-            yT[..., c0:c1] = (hs * CT).sum(-1)
-        lam = Lam[:, :, :, c0:c1].clone()
-        for t in reversed(range(T)):
-            lam.addcmul_(CT[t], dyT_g[t, ..., None])
-            ddtuT[t, ..., c0:c1] = (lam * BT[t]).sum(-1)
-            dBT[t, ..., c0:c1, :] = (lam * dtuT[t, ..., None]).sum(2)
-            p.step_decay(t, c0, c1, a)
-            torch.mul(lam * a, hs[t - 1] if t > 0 else h0, out=hs[t])  # w_t; h_t is used up
-            lam.mul_(a)
-        if c0 == 0:
-            dinit = lam[:, :, :, 0]
-        ddtT[..., c0:c1] = (hs * p.A).sum(-1)
-        dA += torch.einsum("tbgdcn,tbgdc->gdn", hs, p.dtT[..., c0:c1])
-    return ddtT, ddtuT, dBT, dCT, dA, dinit, yT
+        Lam[:, :, -1] = dfinal.to(s.ct).reshape(s.batch, s.G, s.dg, s.N).transpose(2, 3)
+    if s.nc > 1:
+        dtsum, keepall = s.chunk_tables()
+        for c0, c1 in s.groups(1, s.nc):  # reverse local pass: what chunk c sends to chunk c - 1
+            g, dy = s.slab(c0, c1), dy_of(c0, c1)
+            lam, a = s.new_state(c1 - c0, torch.zeros), s.new_state(c1 - c0)
+            for t in reversed(range(s.T)):
+                lam.addcmul_(g["C"][t], dy[t, :, :, :, None]).mul_(s.step_decay(g, t, a))
+            Lam[:, :, c0 - 1:c1 - 1] = lam
+            s.chunk_sums(g, c0, dtsum, keepall)
+        for c in range(s.nc - 1, 0, -1):  # reverse boundary pass
+            Lam[:, :, c - 1].addcmul_(s.chunk_decay(dtsum, keepall, c), Lam[:, :, c])
+    return Lam
 
 
 class SelectiveScanFn(torch.autograd.Function):
@@ -230,55 +226,102 @@ class SelectiveScanFn(torch.autograd.Function):
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_softplus,
                 chunk_size):
         ctx.set_materialize_grads(False)
-        p = _chunk(u, delta, A, B, C, delta_bias, delta_softplus, seq_idx, chunk_size)
-        yT, H, final = _forward(p, initial_state)
-        y = p.from_chunks(yT)  # (b, d, L)
-        if D is not None:
-            y = y + u.to(p.ct) * D.to(p.ct)[:, None]
-        if z is not None:
-            y = y * F.silu(z.to(p.ct))
+        s = _Scan(u, delta, A, B, C, delta_bias, delta_softplus, seq_idx, chunk_size)
+        y, H, final = _forward(s, initial_state, D, z)
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, seq_idx, H)
         ctx.delta_softplus, ctx.chunk_size = delta_softplus, chunk_size
-        ctx.has_initial_state = initial_state is not None
         ctx.initial_dtype = initial_state.dtype if initial_state is not None else None
-        batch, dim, _ = u.shape
-        return y.to(u.dtype), final.reshape(batch, dim, p.N)
+        final = final.transpose(2, 3).reshape(s.batch, s.dim, s.N).contiguous()
+        return y, final
 
     @staticmethod
     def backward(ctx, dout, dfinal):
         u, delta, A, B, C, D, z, delta_bias, seq_idx, H = ctx.saved_tensors
-        p = _chunk(u, delta, A, B, C, delta_bias, ctx.delta_softplus, seq_idx, ctx.chunk_size)
-        ct = p.ct
-        u32 = u.to(ct)
-        dout = dout.to(ct) if dout is not None else torch.zeros_like(u32)
-        dy = dout * F.silu(z.to(ct)) if z is not None else dout  # gradient of C·h + D u
-        ddtT, ddtuT, dBT, dCT, dA, dinit, yT = _backward(
-            p, H, p.to_chunks(dy), dfinal, need_y=z is not None and ctx.needs_input_grad[6])
-        ddtu = p.from_chunks(ddtuT)  # (b, d, L)
-        ddt = p.from_chunks(ddtT) + ddtu * u32
-        du = ddtu * p.dt
-        dD = dz = ddelta_bias = None
-        if D is not None:
-            du = du + dy * D.to(ct)[:, None]
-            dD = (dy * u32).sum((0, 2)).to(D.dtype)
-        if yT is not None:
-            y = p.from_chunks(yT)
+        s = _Scan(u, delta, A, B, C, delta_bias, ctx.delta_softplus, seq_idx, ctx.chunk_size)
+        ct, T, G, N, dg = s.ct, s.T, s.G, s.N, s.dg
+        dev = u.device
+        need_dz = z is not None and ctx.needs_input_grad[6]
+        Dg = None if D is None else D.to(ct).view(G, 1, dg)
+
+        def dy_of(c0, c1):
+            """Slab of the gradient of C·h + D u for chunks c0:c1 (zero where dout is None)."""
+            if dout is None:
+                return torch.zeros(T, s.batch, G, c1 - c0, dg, dtype=ct, device=dev)
+            dy = s.load(dout, c0, c1)
+            return dy if z is None else dy.mul_(F.silu(s.load(z, c0, c1)))
+
+        Lam = _incoming_adjoints(s, dy_of, dfinal)
+        du = torch.empty(s.batch, s.dim, s.length, dtype=u.dtype, device=dev)
+        ddelta = torch.empty(s.batch, s.dim, s.length, dtype=delta.dtype, device=dev)
+        dz = torch.empty(s.batch, s.dim, s.length, dtype=z.dtype, device=dev) if need_dz else None
+        dB = torch.empty(s.batch, G * N, s.length, dtype=ct, device=dev)
+        dC = torch.empty_like(dB)
+        dA = torch.zeros(G, N, dg, dtype=ct, device=dev)
+        dD = torch.zeros(G, dg, dtype=ct, device=dev) if D is not None else None
+        dbias = torch.zeros(G, dg, dtype=ct, device=dev) if delta_bias is not None else None
+        dinit = None
+        for c0, c1 in s.groups():
+            g, dy, n = s.slab(c0, c1, grad=True), dy_of(c0, c1), c1 - c0
+            h0 = H[:, :, c0:c1]  # (b, G, n, N, dg): the state before each chunk
+            hs = torch.empty((T,) + h0.shape, dtype=ct, device=dev)  # the state after each step
+            a, tmp, dAg = s.new_state(n), s.new_state(n), s.new_state(n, torch.zeros)
+            ddt_g, ddtu_g = torch.empty_like(g["dt"]), torch.empty_like(g["dt"])
+            dB_g = torch.empty(T, s.batch, G, n, N, dtype=ct, device=dev)
+            dC_g = torch.empty_like(dB_g)
+            y_g = torch.empty_like(g["dt"]) if need_dz else None
+            prev = h0
+            for t in range(T):
+                prev = torch.mul(s.step_decay(g, t, a), prev, out=hs[t])
+                prev.addcmul_(g["dtu"][t, :, :, :, None], g["B"][t])
+                torch.sum(torch.mul(prev, dy[t, :, :, :, None], out=tmp), dim=-1, out=dC_g[t])
+                if need_dz:
+                    torch.sum(torch.mul(prev, g["C"][t], out=tmp), dim=-2, out=y_g[t])
+            lam = Lam[:, :, c0:c1].clone()  # adjoint of the state, from the chunk's end backwards
+            for t in reversed(range(T)):
+                lam.addcmul_(g["C"][t], dy[t, :, :, :, None])  # adjoint of h_t
+                torch.sum(torch.mul(lam, g["B"][t], out=tmp), dim=-2, out=ddtu_g[t])
+                torch.sum(torch.mul(lam, g["dtu"][t, :, :, :, None], out=tmp), dim=-1, out=dB_g[t])
+                lam.mul_(s.step_decay(g, t, a))  # adjoint of h_{t-1}
+                w = torch.mul(lam, hs[t - 1] if t > 0 else h0, out=tmp)  # λ_t exp(Δ_t A) h_{t-1}
+                dAg.addcmul_(w, g["dt"][t, :, :, :, None])
+                torch.sum(w.mul_(s.A), dim=-2, out=ddt_g[t])
+            del hs
+            if c0 == 0:
+                dinit = lam[:, :, 0].clone()
+            dA += dAg.sum((0, 2))
+            s.store(dB, dB_g, c0, c1)
+            s.store(dC, dC_g, c0, c1)
+            ddt_g.addcmul_(ddtu_g, g["u"])  # Δ u
+            du_g = ddtu_g.mul_(g["dt"])
             if D is not None:
-                y = y + u32 * D.to(ct)[:, None]
-            sz = torch.sigmoid(z.to(ct))
-            dz = (dout * y * sz * (1 + z.to(ct) * (1 - sz))).to(z.dtype)
-        if ctx.delta_softplus:
-            pre = delta.to(ct) + (delta_bias.to(ct)[:, None] if delta_bias is not None else 0)
-            ddt = ddt * torch.sigmoid(pre)
-        if delta_bias is not None:
-            ddelta_bias = ddt.sum((0, 2)).to(delta_bias.dtype)
-        dB, dC = p.bc_from_chunks(dBT), p.bc_from_chunks(dCT)
+                du_g.addcmul_(dy, Dg)
+                dD += (dy * g["u"]).sum((0, 1, 3))
+            if need_dz:
+                if D is not None:
+                    y_g.addcmul_(g["u"], Dg)
+                zg = s.load(z, c0, c1)
+                sz = torch.sigmoid(zg)
+                dz_g = y_g.mul_(s.load(dout, c0, c1)).mul_(sz).mul_(zg.mul_(1 - sz).add_(1))
+                s.store(dz, dz_g, c0, c1)  # dout * y * silu'(z), silu'(z) = σ(z)(1 + z(1 - σ(z)))
+            if ctx.delta_softplus:
+                ddt_g.mul_(g["dsp"])
+            if delta_bias is not None:
+                s.zero_padding(ddt_g, c0, c1)
+                dbias += ddt_g.sum((0, 1, 3))
+            s.store(du, du_g, c0, c1)
+            s.store(ddelta, ddt_g, c0, c1)
+        ddelta_bias = dbias.reshape(s.dim).to(delta_bias.dtype) if delta_bias is not None else None
+        dB, dC = dB.view(s.batch, G, N, s.length), dC.view(s.batch, G, N, s.length)
         if B.dim() == 3:
             dB, dC = dB.squeeze(1), dC.squeeze(1)
-        batch, dim, _ = u.shape
-        dinit = dinit.reshape(batch, dim, p.N).to(ctx.initial_dtype) if ctx.has_initial_state else None
-        return (du.to(u.dtype), ddt.to(delta.dtype), dA.reshape(dim, p.N).to(A.dtype),
-                dB.to(B.dtype), dC.to(C.dtype), dD, dz, ddelta_bias, dinit, None, None, None)
+        if ctx.initial_dtype is not None:
+            dinit = dinit.transpose(2, 3).reshape(s.batch, s.dim, N).to(ctx.initial_dtype)
+        else:
+            dinit = None
+        dA = dA.transpose(1, 2).reshape(s.dim, N).to(A.dtype)
+        dD = dD.reshape(s.dim).to(D.dtype) if D is not None else None
+        return (du, ddelta, dA, dB.to(B.dtype), dC.to(C.dtype), dD, dz, ddelta_bias, dinit,
+                None, None, None)
 
 
 def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
@@ -297,7 +340,7 @@ def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
         initial_state: (batch, dim, N) or None (zeros); differentiable.
         return_final_state: also return the state after the last position.
         seq_idx: (batch, L) integer or None; the state restarts from zero wherever it changes.
-        chunk_size: chunk length T; the loops take T steps, the boundary pass L / T.
+        chunk_size: chunk length T; backward keeps T state slabs, the boundary pass has L / T steps.
     Returns:
         y (batch, dim, L) in u's dtype, and the final state (batch, dim, N) (float32, or float64
         for float64 inputs) if asked. The final state is differentiable.
