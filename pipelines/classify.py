@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import sys
 import time
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import numpy as np
 
 from .run_config import add_run_arguments, resolve_run, save_run_config, write_summary
 from .tasks import classification_datasets, classifier_loss, predict_proba, save_tokenizer
-from .trainer import Trainer, is_main_process
+from .trainer import Trainer, is_main_process, log
 
 
 def add_arguments(parser) -> None:
@@ -160,8 +159,3 @@ def report(s: dict, run_dir) -> str:
                      f"macro F1 {b['macro_f1']:.4f}  MCC {b['mcc']:.4f}")
     lines.append(f"  summary: {run_dir}/summary.json")
     return "\n".join(lines)
-
-
-def log(msg: str) -> None:
-    if is_main_process():
-        print(msg, file=sys.stderr, flush=True)

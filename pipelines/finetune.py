@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 import time
 
 from mamba_bio_audio.errors import UserError
@@ -24,7 +23,7 @@ from mamba_bio_audio.errors import UserError
 from .run_config import (add_run_arguments, resolve_run, save_run_config, write_atomic,
                          write_summary)
 from .tasks import bits, lm_datasets, lm_loss, load_data_config, save_tokenizer
-from .trainer import Trainer, is_main_process
+from .trainer import Trainer, is_main_process, log
 
 
 def add_arguments(parser) -> None:
@@ -100,8 +99,3 @@ def main(args) -> int:
           f"  held-out bits/sample: before {before['test']:.4f}  after {after['test']:.4f}\n"
           f"  summary: {run_dir}/summary.json")
     return 0
-
-
-def log(msg: str) -> None:
-    if is_main_process():
-        print(msg, file=sys.stderr, flush=True)

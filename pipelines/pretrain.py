@@ -12,12 +12,11 @@ with test bits per token against order-k Markov baselines fitted on the training
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 
 from .run_config import add_run_arguments, resolve_run, save_run_config, write_summary
 from .tasks import bits, lm_datasets, lm_loss, save_tokenizer
-from .trainer import Trainer, is_main_process
+from .trainer import Trainer, is_main_process, log
 
 
 def add_arguments(parser) -> None:
@@ -98,8 +97,3 @@ def report(s: dict, run_dir) -> str:
                      f"{b['markov_best_test_bits_per_token']:.4f}")
     lines.append(f"  summary: {run_dir}/summary.json")
     return "\n".join(lines)
-
-
-def log(msg: str) -> None:
-    if is_main_process():
-        print(msg, file=sys.stderr, flush=True)

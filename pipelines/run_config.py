@@ -53,7 +53,10 @@ class DataConfig:
         junctions), digits (spoken digits, FSDD layout `{digit}_{speaker}_{index}.wav|flac`).
     seq_len: window length in tokens (bases or audio samples).
     splits: genome: chromosome names per split {train: [...], val: [...], test: [...]};
-        empty = the bundled yeast splits or, for another FASTA, the last two records held out.
+        empty = the bundled yeast splits or, for another FASTA, the end of every record
+        (val_fraction, test_fraction) held out.
+    bed: genome: a BED file of intervals to sample (with a 4th column train/val/test, as
+        HyenaDNA's sequences.bed); overrides `splits`.
     train_items / val_items / test_items: windows drawn per epoch (for window datasets).
     sample_rate: audio is resampled to this rate. mu_law_levels: audio vocabulary size.
     rc_augment: DNA classification: random reverse complement of training windows.
@@ -67,6 +70,7 @@ class DataConfig:
     path: Optional[str] = None
     seq_len: int = 1024
     splits: dict = field(default_factory=dict)
+    bed: Optional[str] = None
     train_items: int = 4096
     val_items: int = 512
     test_items: int = 1024

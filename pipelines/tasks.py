@@ -144,23 +144,34 @@ def genome_splits(fasta, splits: dict) -> dict | None:
     return None
 
 
-def staged_genome_windows(*args, **kwargs):
-    """GenomeWindows (random mode) whose window length can change: `set_seq_len(L)` for the
-    trainer's sequence-length warm-up stages. Build it at the longest stage's length (regions
-    shorter than that are left out of every stage)."""
-    from mamba_bio_audio.data.fasta import GenomeWindows, WindowSampler
+def _staged(cls):
+    """A subclass of a window dataset (random mode) whose window length can change between the
+    trainer's sequence-length warm-up stages (`set_seq_len(L)`, L <= the length it was built with;
+    regions too short for that longest length are left out of every stage)."""
+    from mamba_bio_audio.data.fasta import WindowSampler
 
-    class StagedGenomeWindows(GenomeWindows):
-        def set_seq_len(self, seq_len: int) -> None:
-            base = self.__dict__.setdefault("_base_sampler", self.sampler)
-            if seq_len > base.seq_len:
-                raise ConfigError(f"train.seq_len_stages: {seq_len} is longer than data.seq_len="
-                                  f"{base.seq_len}, the longest window")
-            self.sampler = WindowSampler(self.fasta, base.regions, seq_len, self.tokenizer,
-                                         base.max_n_frac, what=f" (split {self.split!r})")
-            self.seq_len = int(seq_len)
+    def resample_windows(sampler, seq_len, what):
+        return WindowSampler(sampler.fasta, sampler.regions, seq_len, sampler.tokenizer,
+                             sampler.max_n_frac, what=what)
 
-    return StagedGenomeWindows(*args, **kwargs)
+    def set_seq_len(self, seq_len: int) -> None:
+        longest = self.__dict__.setdefault("_longest", self.seq_len)
+        if seq_len > longest:
+            raise ConfigError(f"train.seq_len_stages: {seq_len} is longer than data.seq_len="
+                              f"{longest}, the longest window")
+        what = f" (split {self.split!r})"
+        if hasattr(self, "samplers"):  # species: one sampler per class
+            base = self.__dict__.setdefault("_base", list(self.samplers))
+            self.samplers = [(resample_windows(s, seq_len, what), t) for s, t in base]
+        elif hasattr(self, "sampler"):  # one genome
+            base = self.__dict__.setdefault("_base", self.sampler)
+            self.sampler = resample_windows(base, seq_len, what)
+        self.seq_len = int(seq_len)
+        if hasattr(self, "_cum") and hasattr(self, "_src_len"):  # recordings
+            self._cum = np.cumsum([r.end - r.start - self._src_len(r) + 1 for r in self.regions])
+
+    return type(f"Staged{cls.__name__}", (cls,), {"set_seq_len": set_seq_len,
+                                                  "__doc__": cls.__doc__})
 
 
 def lm_datasets(d) -> LMData:
@@ -169,10 +180,11 @@ def lm_datasets(d) -> LMData:
         from mamba_bio_audio.data.fasta import GenomeWindows
 
         fasta = Path(d.path) if d.path else mdata.YEAST_FASTA
-        records = genome_splits(fasta, d.splits)
+        records = None if d.bed else genome_splits(fasta, d.splits)
         tok = mdata.DNATokenizer()
-        common = dict(records=records, seed=d.seed, tokenizer=tok)
-        train = staged_genome_windows(fasta, d.seq_len, "train", num_samples=d.train_items,
+        frac = (1 - d.val_fraction - d.test_fraction, d.val_fraction, d.test_fraction)
+        common = dict(records=records, fractions=frac, bed=d.bed, seed=d.seed, tokenizer=tok)
+        train = _staged(GenomeWindows)(fasta, d.seq_len, "train", num_samples=d.train_items,
                               rc_aug=d.rc_augment, **common)
         val = GenomeWindows(train.fasta, d.seq_len, "val", max_windows=d.val_items, **common)
         test = GenomeWindows(train.fasta, d.seq_len, "test", max_windows=d.test_items, **common)
@@ -210,7 +222,8 @@ def _recording_datasets(d) -> LMData:
     frac = (1 - d.val_fraction - d.test_fraction, d.val_fraction, d.test_fraction)
     common = dict(split_by=split_by, fractions=frac, sample_rate=d.sample_rate, seed=d.seed,
                   tokenizer=tok)
-    train = RecordingWindows(source, d.seq_len, "train", num_samples=d.train_items, **common)
+    train = _staged(RecordingWindows)(source, d.seq_len, "train", num_samples=d.train_items,
+                                      **common)
     val = RecordingWindows(source, d.seq_len, "val", max_windows=d.val_items, **common)
     test = RecordingWindows(source, d.seq_len, "test", max_windows=d.test_items, **common)
 
@@ -230,7 +243,7 @@ def classification_datasets(d) -> ClassData:
         folder = Path(d.path) if d.path else mdata.SPECIES_DIR
         frac = (1 - d.val_fraction - d.test_fraction, d.val_fraction, d.test_fraction)
         common = dict(fractions=frac, seed=d.seed, tokenizer=tok)
-        train = SpeciesWindows(folder, d.seq_len, "train", num_samples=d.train_items,
+        train = _staged(SpeciesWindows)(folder, d.seq_len, "train", num_samples=d.train_items,
                                rc_aug=d.rc_augment, **common)
         n = train.num_classes
         val = SpeciesWindows(folder, d.seq_len, "val", max_windows_per_class=max(1, d.val_items // n),

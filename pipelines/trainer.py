@@ -47,7 +47,10 @@ from tqdm.auto import tqdm
 
 from mamba_bio_audio.errors import CheckpointError, ConfigError, UserError
 
+from .checkpoint import atomic_save_dir, check_checkpoint
+
 TRAINER_STATE = "trainer_state.pt"
+MAX_SKIPPED_IN_A_ROW = 10  # train.skip_nonfinite: more non-finite batches in a row stop the run
 
 
 @dataclass
@@ -59,6 +62,8 @@ class TrainConfig:
     from `start_step` on, the training windows have length `seq_len` (sequence-length warm-up; the
     dataset must provide `set_seq_len`). `precision`: "auto" (bf16 autocast on CUDA, fp32 on CPU),
     "bf16" or "fp32". `eval_batches` <= 0 evaluates the whole validation set.
+    `skip_nonfinite`: a step whose loss or gradient norm is NaN/inf is skipped (no update; at most
+    `MAX_SKIPPED_IN_A_ROW` in a row) instead of stopping the run with TrainingDiverged.
     """
 
     steps: int = 200
@@ -82,7 +87,7 @@ class TrainConfig:
     seed: int = 0
     precision: str = "auto"
     device: str = "auto"
-    num_workers: int = 0
+    skip_nonfinite: bool = False
     progress: bool = True
 
     def validate(self) -> None:
@@ -94,6 +99,7 @@ class TrainConfig:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ConfigError(f"train.precision must be auto, bf16 or fp32, got {self.precision!r}")
+        resolve_device(self.device)
         if self.best_mode not in ("min", "max"):
             raise ConfigError(f"train.best_mode must be min or max, got {self.best_mode!r}")
         last = -1
@@ -153,9 +159,13 @@ def resolve_device(name: str = "auto") -> torch.device:
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         return torch.device("cpu")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError as err:
         raise ConfigError(f"train.device: {err}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} was asked for, but no CUDA GPU is available here; "
+                          "use train.device=cpu (or auto)")
+    return device
 
 
 def setup_distributed(device: torch.device) -> tuple[int, int]:
@@ -175,6 +185,12 @@ def setup_distributed(device: torch.device) -> tuple[int, int]:
 
 def is_main_process() -> bool:
     return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def log(msg: str) -> None:
+    """Print a progress message to stderr, on rank 0 only."""
+    if is_main_process():
+        print(msg, file=sys.stderr, flush=True)
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -234,29 +250,6 @@ def move_to(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, (list, tuple)):
         return type(batch)(move_to(v, device) for v in batch)
     return batch
-
-
-def atomic_save_dir(final: Path, write: Callable[[Path], None]) -> None:
-    """Write a directory through `write(tmp_dir)` then swap it into place.
-
-    The previous version is moved to `<final>.old` during the swap, so there is a complete
-    checkpoint on disk at every moment (`find_checkpoint` falls back to it).
-    """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    try:
-        write(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = final.with_name(final.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def find_checkpoint(path: str | Path) -> Path:
@@ -393,6 +386,8 @@ class Trainer:
         self.tokens_seen = 0
         self.best_value: float | None = None
         self.history: list[dict] = []
+        self.skipped_steps = 0
+        self.skipped_in_a_row = 0
         self._tb = None
 
     def autocast(self):
@@ -482,13 +477,19 @@ class Trainer:
                     weight_sum += out.weight
                     self.tokens_seen += out.tokens * self.world
                     window_tok += out.tokens * self.world
+                if self.world > 1:  # the mean over every rank's items, as one process logs it
+                    sums = torch.tensor([loss_sum, weight_sum], dtype=torch.float64,
+                                        device=self.device if self.device.type == "cuda" else "cpu")
+                    dist.all_reduce(sums)
+                    loss_sum, weight_sum = sums.tolist()
                 loss = loss_sum / max(weight_sum, 1e-12)
-                if not math.isfinite(loss):
-                    raise TrainingDiverged(
-                        f"the training loss became {loss} at step {self.step + 1}; lower train.lr "
-                        f"(now {cfg.lr}) or train.grad_clip, or resume from an earlier checkpoint")
                 grad_norm = torch.nn.utils.clip_grad_norm_(
                     self.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+                if not (math.isfinite(loss) and math.isfinite(float(grad_norm))):
+                    self.optimizer.zero_grad(set_to_none=True)
+                    self._on_nonfinite(loss, float(grad_norm))  # raises unless skipping
+                    continue
+                self.skipped_in_a_row = 0
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 lr = self.scheduler.get_last_lr()[0]
@@ -564,6 +565,41 @@ class Trainer:
             self.best_value = value
             self.save_checkpoint(self.out_dir / "checkpoints" / "best")
 
+    def _on_nonfinite(self, loss: float, grad_norm: float) -> None:
+        """A NaN/inf loss or gradient norm: skip the batch (train.skip_nonfinite) or stop."""
+        what, value = (("loss", loss) if not math.isfinite(loss) else ("gradient norm", grad_norm))
+        step = self.step + 1
+        if self.cfg.skip_nonfinite and self.skipped_in_a_row < MAX_SKIPPED_IN_A_ROW:
+            self.skipped_steps += 1
+            self.skipped_in_a_row += 1
+            log(f"warning: the training {what} is {value} at step {step}; batch skipped, no update "
+                f"(train.skip_nonfinite=true; {self.skipped_steps} skipped so far)")
+            return
+        lr = self.scheduler.get_last_lr()[0]
+        precision = "bf16 autocast" if self.amp_dtype is not None else "fp32"
+        repeated = (f" for {MAX_SKIPPED_IN_A_ROW + 1} batches in a row"
+                    if self.cfg.skip_nonfinite else "")
+        raise TrainingDiverged(
+            f"the training {what} became {value} at step {step}{repeated} (lr {lr:.3g}, "
+            f"precision {precision}); {self._last_good_checkpoint()}. Lower train.lr (now "
+            f"{self.cfg.lr:g}) or train.grad_clip, try train.precision=fp32, and resume with "
+            f"--resume {self.out_dir}; or set train.skip_nonfinite=true to skip such batches")
+
+    def _last_good_checkpoint(self) -> str:
+        """Where the newest checkpoint on disk is, and its step (for the divergence message)."""
+        found = []
+        for name in ("last", "best"):
+            folder = self.out_dir / "checkpoints" / name
+            if (folder / TRAINER_STATE).is_file():
+                try:
+                    found.append((check_checkpoint(folder)["step"], folder))
+                except CheckpointError:
+                    continue
+        if not found:
+            return ("there is no checkpoint yet (train.save_every=N writes one every N steps)")
+        step, folder = max(found, key=lambda t: t[0])
+        return f"the last good checkpoint is {folder} (step {step})"
+
     def _on_interrupt(self, signum: int) -> None:
         name = signal.Signals(signum).name
         if self.rank == 0:
@@ -599,8 +635,7 @@ class Trainer:
         from safetensors.torch import load_model  # handles tied weights (stored once)
 
         weights = path / "model.safetensors"
-        if not weights.is_file():
-            raise CheckpointError(f"--resume {path}: model.safetensors is missing")
+        state = check_checkpoint(path)  # CheckpointError naming a missing or unreadable file
         try:
             missing, unexpected = map(sorted, load_model(self.raw_model, weights, strict=False))
         except RuntimeError as err:
@@ -609,7 +644,6 @@ class Trainer:
         if missing or unexpected:
             raise CheckpointError(f"--resume {path}: the weights do not fit this model "
                                   f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-        state = torch.load(path / TRAINER_STATE, map_location="cpu", weights_only=False)
         if state.get("world_size", 1) != self.world:
             raise CheckpointError(f"--resume {path}: saved with {state['world_size']} ranks, "
                                   f"resumed with {self.world}; the data order would differ")
