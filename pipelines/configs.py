@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
-from .run_config import builtin_configs, config_path, first_comment, load_run_config
+from mamba_bio_audio.config import load_yaml
+
+from .run_config import RUN_COMMANDS, builtin_configs, config_path, first_comment, load_run_config
 
 
 def add_arguments(parser) -> None:
@@ -19,8 +21,13 @@ def main(args) -> int:
         return 0
     rows = []
     for name, path in builtin_configs().items():
-        cfg = load_run_config(path)  # every built-in config must load
-        rows.append((name, cfg.command, cfg.data.kind, first_comment(path)))
+        raw = load_yaml(path)
+        command = str(raw.get("command", "?"))
+        if command in RUN_COMMANDS:
+            kind = load_run_config(path).data.kind  # every built-in config must load
+        else:  # another command's own schema (e.g. synthetic)
+            kind = str(raw.get("task", raw.get("data", {}).get("kind", "")))
+        rows.append((name, command, kind, first_comment(path)))
     widths = [max(len(r[i]) for r in rows + [("name", "command", "data", "")]) for i in range(3)]
     print(f"{'name':<{widths[0]}}  {'command':<{widths[1]}}  {'data':<{widths[2]}}  run it with")
     for name, command, kind, comment in rows:

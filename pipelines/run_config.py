@@ -41,6 +41,7 @@ DEFAULT_CONFIGS = {
     "finetune": "finetune_audio",
 }
 
+RUN_COMMANDS = ("pretrain", "classify", "finetune")  # the commands whose configs are RunConfigs
 DATA_KINDS = ("genome", "audio", "species", "labeled", "splice", "digits", "recordings")
 
 
