@@ -47,11 +47,21 @@ def main(argv=None) -> int:
     try:
         return int(module.main(args) or 0)
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(str(err))}", file=sys.stderr)
         return 2
+    except OSError as err:  # the file system said no: read-only folder, disk full, permissions
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"error: {where}{err.strerror or one_line(str(err))} (cannot read or write this "
+              "path; check the path, its permissions and the free disk space)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def one_line(message: str) -> str:
+    """Join a multi-line message into one line (the CLI prints errors as a single line)."""
+    return "; ".join(part.strip() for part in message.splitlines() if part.strip())
 
 
 if __name__ == "__main__":

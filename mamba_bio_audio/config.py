@@ -317,7 +317,10 @@ def load_yaml(path_or_mapping) -> dict:
     try:
         data = yaml.safe_load(_read_text(path))
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML{where} ({problem})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

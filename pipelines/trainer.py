@@ -30,10 +30,8 @@ import dataclasses
 import math
 import os
 import random
-import shutil
 import signal
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -639,8 +637,10 @@ class Trainer:
         try:
             missing, unexpected = map(sorted, load_model(self.raw_model, weights, strict=False))
         except RuntimeError as err:
-            raise CheckpointError(f"--resume {path}: the weights do not fit this model "
-                                  f"({str(err).splitlines()[0]})") from None
+            lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+            detail = next((ln for ln in lines if "mismatch" in ln), lines[0] if lines else "")
+            raise CheckpointError(f"--resume {path}: the weights do not fit this model; was it "
+                                  f"trained with other model.* settings? ({detail})") from None
         if missing or unexpected:
             raise CheckpointError(f"--resume {path}: the weights do not fit this model "
                                   f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
