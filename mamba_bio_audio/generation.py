@@ -96,7 +96,7 @@ def _check(name, value, ok, expected):
 @torch.inference_mode()
 def generate(model, prompt_ids, max_new_tokens: int, temperature: float = 1.0, top_k: int = 0,
              top_p: float = 1.0, seed: int = None, callback=None,
-             cuda_graph: bool = None) -> torch.Tensor:
+             cuda_graph: bool = False) -> torch.Tensor:
     """Continue `prompt_ids` by `max_new_tokens` sampled tokens.
 
     Args:
@@ -107,7 +107,7 @@ def generate(model, prompt_ids, max_new_tokens: int, temperature: float = 1.0, t
         seed: makes the draws reproducible (None: the global RNG).
         callback: called as callback(tokens (b,), index) after each new token, for streaming long
             outputs (e.g. writing audio blocks as they come).
-        cuda_graph: replay the steps from CUDA graphs (`GraphedStep`); None: on CUDA devices.
+        cuda_graph: replay the steps from CUDA graphs (`GraphedStep`; CUDA devices only).
     Returns:
         (b, L0 + max_new_tokens) int64: the prompt followed by the new tokens ((L0 + n,) for a
         1-D prompt).
@@ -122,6 +122,8 @@ def generate(model, prompt_ids, max_new_tokens: int, temperature: float = 1.0, t
     _check("temperature", temperature, temperature >= 0, "a number >= 0 (0 = greedy)")
     _check("top_k", top_k, top_k >= 0, "an integer >= 0 (0 = off)")
     _check("top_p", top_p, 0 < top_p <= 1, "a number in (0, 1] (1 = off)")
+    _check("cuda_graph", cuda_graph, not cuda_graph or device.type == "cuda",
+           "False for a model that is not on a CUDA device")
     vocab = model.config.vocab_size
     _check("prompt_ids", "values", bool(((prompt >= 0) & (prompt < vocab)).all()),
            f"token ids in [0, {vocab})")
@@ -140,7 +142,7 @@ def generate(model, prompt_ids, max_new_tokens: int, temperature: float = 1.0, t
     for t in range(n_parallel, L0):
         logits = model.step(prompt[:, t], state)
     step = functools.partial(model.step, state=state)
-    if (device.type == "cuda" if cuda_graph is None else cuda_graph) and max_new_tokens > 1:
+    if cuda_graph and max_new_tokens > 1:
         step = GraphedStep(model, state, b, L0)
     for i in range(max_new_tokens):
         token = sample_next(logits, temperature, top_k, top_p, generator)  # (b,)

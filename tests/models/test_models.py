@@ -105,6 +105,8 @@ def test_generate_sampling_is_seeded_and_checked():
         model.generate(torch.zeros(1, 0, dtype=torch.long), 3)
     with pytest.raises(ValueError, match=r"token ids in \[0, 12\)"):
         model.generate(torch.tensor([12]), 3)
+    with pytest.raises(ValueError, match="cuda_graph=True: expected False for a model that is not"):
+        model.generate(prompt, 3, cuda_graph=True)
 
 
 @pytest.mark.parametrize("name", ["isotropic", "unet"])
