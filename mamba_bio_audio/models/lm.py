@@ -51,7 +51,7 @@ class MambaLM(PretrainedModel):
 
     def generate(self, prompt_ids, max_new_tokens: int, temperature: float = 1.0, top_k: int = 0,
                  top_p: float = 1.0, seed: int = None, callback=None,
-                 cuda_graph: bool = False) -> torch.Tensor:
+                 cuda_graph: bool = None) -> torch.Tensor:
         """Sample a continuation; see `mamba_bio_audio.generation.generate`."""
         return generation.generate(self, prompt_ids, max_new_tokens, temperature, top_k, top_p,
                                    seed, callback, cuda_graph)
