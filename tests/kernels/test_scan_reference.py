@@ -11,13 +11,7 @@ from mamba_bio_audio.kernels.selective_scan.naive import selective_scan_ref
 f64 = dict(dtype=torch.float64)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: intra-op threads only add synchronisation (badly so on a shared CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def inputs(batch=2, dim=3, L=5, N=4, groups=0, seed=0):

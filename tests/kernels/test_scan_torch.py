@@ -16,13 +16,7 @@ TOL = {torch.float64: (1e-10, 1e-10), torch.float32: (6e-4, 2e-3), torch.bfloat1
 GRAD_FACTOR = 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: intra-op threads only add synchronisation (badly so on a shared CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(autouse=True)
