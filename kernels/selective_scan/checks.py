@@ -15,7 +15,7 @@ _FLOAT_NAMES = "float16, bfloat16, float32 or float64"
 
 
 def _shape(t: torch.Tensor) -> str:
-    return f"({', '.join(str(s) for s in t.shape)})"
+    return str(tuple(t.shape))
 
 
 def _tensor(name: str, t, ndim: int | tuple[int, ...], floating: bool = True) -> None:
@@ -32,8 +32,7 @@ def _tensor(name: str, t, ndim: int | tuple[int, ...], floating: bool = True) ->
 
 def _expect_shape(name: str, t: torch.Tensor, expected: tuple[int, ...], meaning: str) -> None:
     if tuple(t.shape) != expected:
-        want = "(" + ", ".join(str(s) for s in expected) + ")"
-        raise ValueError(f"{name} must have shape {meaning} = {want}, got {_shape(t)}")
+        raise ValueError(f"{name} must have shape {meaning} = {tuple(expected)}, got {_shape(t)}")
 
 
 def _same_device(named: dict) -> None:
