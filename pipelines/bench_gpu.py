@@ -28,8 +28,11 @@ def add_arguments(p):
     p.add_argument("--long-length", type=int, default=1 << 20, help="forward-only length at batch 1")
     p.add_argument("--torch-max-length", type=int, default=16384, help="longest L for the PyTorch scan")
     p.add_argument("--tune", action="store_true", help="sweep tile configs first and use the best")
-    p.add_argument("--parts", default="floors,scan,long,decode,models",
-                   help="comma list of: floors,scan,long,decode,models")
+    p.add_argument("--parts", default="scan,long,decode,models",
+                   help="comma list of: scan,long,decode,models")
+    p.add_argument("--models", default="dna-small,audio-unet", help="model presets to time")
+    p.add_argument("--model-lengths", default="1024,16384,131072", help="training lengths")
+    p.add_argument("--budget-s", type=float, default=1e9, help="skip parts that start after this")
 
 
 def _bench(fn, sets, rep=200):
@@ -176,49 +179,48 @@ def run_long(args, fl):
     return row
 
 
-def tune(args):
-    """Sweep (CHUNK, BLOCK_D, num_warps) for forward and backward at L=4096; set the best as defaults."""
+FWD_SWEEP = {"scan": [(2, 1), (4, 1), (4, 2), (8, 2)],
+             "loop": [(bd, w) for bd in (4, 8, 16, 32, 64) for w in (1, 2, 4) if bd * 16 >= 32 * w]}
+BWD_SWEEP = {"scan": [(4, 2), (8, 2), (4, 4), (8, 4)],
+             "loop": [(bd, w) for bd in (8, 16, 32, 64) for w in (1, 2, 4) if bd * 16 >= 32 * w]}
+
+
+def tune(args, chunks=(32, 64)):
+    """Sweep kernel variant, BLOCK_D and num_warps for forward and backward at each CHUNK (L=4096),
+    pick the CHUNK with the fastest best-forward + best-backward, and make those the defaults."""
     from mamba_bio_audio.kernels.selective_scan import triton_scan as ts
     B, D, N, L = args.batch, args.dim, args.state, 4096
     x = scan_inputs(B, D, L, N, False)
     args_ = (x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"], None, None, True)
+    dy = torch.randn_like(x["u"])
     results, best = [], None
-    for T in (16, 32, 64, 128):
-        fwd_best = bwd_best = None
-        for bd in (1, 2, 4, 8, 16):
-            for w in (1, 2, 4, 8):
-                if not 512 <= bd * T * 16 <= 16384 or w * 32 > bd * T * 16 // 4:
-                    continue
-                try:
-                    ms = _bench(lambda _: ts._fwd(*args_, False, bd, T, w), [None], rep=50)
-                except Exception as e:  # noqa: BLE001  (a config that does not compile is skipped)
-                    ms = float("inf")
-                    print(f"fwd T={T} bd={bd} w={w}: {type(e).__name__}")
-                results.append(dict(kind="fwd", T=T, bd=bd, w=w, ms=ms))
-                fwd_best = min(fwd_best or (ms, bd, w), (ms, bd, w))
-        _, _, states, _ = ts._fwd(*args_, True, fwd_best[1], T, fwd_best[2])
-        dy = torch.randn_like(x["u"])
-        for bd in (2, 4, 8, 16, 32):
-            for w in (2, 4, 8):
-                if not 1024 <= bd * T * 16 <= 16384 or w * 32 > bd * T * 16 // 4:
-                    continue
-                try:
-                    ms = _bench(lambda _: ts._bwd(*args_[:10], True, states, T, dy, None, True, bd, w),
-                                [None], rep=50)
-                except Exception as e:  # noqa: BLE001
-                    ms = float("inf")
-                    print(f"bwd T={T} bd={bd} w={w}: {type(e).__name__}")
-                results.append(dict(kind="bwd", T=T, bd=bd, w=w, ms=ms))
-                bwd_best = min(bwd_best or (ms, bd, w), (ms, bd, w))
-        total = fwd_best[0] + bwd_best[0]
-        print(f"T={T}: fwd best {fwd_best}, bwd best {bwd_best}, sum {total:.3f} ms", flush=True)
-        if best is None or total < best[0]:
-            best = (total, T, fwd_best, bwd_best)
-    _, T, (_, fbd, fw), (_, bbd, bw) = best
-    ts.CHUNK, ts.FWD_BLOCK_D, ts.FWD_WARPS, ts.BWD_BLOCK_D, ts.BWD_WARPS = T, fbd, fw, bbd, bw
-    print(f"chosen: CHUNK={T} FWD_BLOCK_D={fbd} FWD_WARPS={fw} BWD_BLOCK_D={bbd} BWD_WARPS={bw}")
-    return dict(sweep=results, chosen=dict(CHUNK=T, FWD_BLOCK_D=fbd, FWD_WARPS=fw, BWD_BLOCK_D=bbd,
-                                           BWD_WARPS=bw))
+
+    def timed(kind, fn, **cfg):
+        try:
+            ms = _bench(lambda _: fn(), [None], rep=40)
+        except Exception as e:  # noqa: BLE001  (a config that fails to compile is recorded and skipped)
+            ms = float("inf")
+            print(f"{kind} {cfg}: {type(e).__name__}: {str(e)[:200]}")
+        results.append(dict(kind=kind, ms=ms, **cfg))
+        return ms
+
+    for T in chunks:
+        fwd = min((timed("fwd", lambda: ts._fwd(*args_, False, bd, T, w, var), T=T, variant=var, bd=bd, w=w),
+                   var, bd, w) for var, cfgs in FWD_SWEEP.items() for bd, w in cfgs)
+        _, _, states, _ = ts._fwd(*args_, True, 16, T, 1, "loop")
+        bwd = min((timed("bwd", lambda: ts._bwd(*args_[:10], True, states, T, dy, None, True, bd, w, var),
+                         T=T, variant=var, bd=bd, w=w), var, bd, w)
+                  for var, cfgs in BWD_SWEEP.items() for bd, w in cfgs)
+        print(f"CHUNK={T}: best fwd {fwd}, best bwd {bwd}, sum {fwd[0] + bwd[0]:.3f} ms", flush=True)
+        if best is None or fwd[0] + bwd[0] < best[0]:
+            best = (fwd[0] + bwd[0], T, fwd, bwd)
+    _, T, (_, fv, fbd, fw), (_, bv, bbd, bw) = best
+    chosen = dict(CHUNK=T, FWD_VARIANT=fv, FWD_BLOCK_D=fbd, FWD_WARPS=fw, BWD_VARIANT=bv, BWD_BLOCK_D=bbd,
+                  BWD_WARPS=bw)
+    for k, v in chosen.items():
+        setattr(ts, k, v)
+    print(f"chosen: {chosen}", flush=True)
+    return dict(sweep=results, chosen=chosen)
 
 
 def run_decode(args):
@@ -242,7 +244,7 @@ def run_models(args):
     """Model decode steps (flat in position) and bf16 training throughput at several lengths."""
     from mamba_bio_audio import MambaConfig, MambaLM
     out = dict(step=[], train=[])
-    for preset in ("dna-small", "audio-unet"):
+    for preset in args.models.split(","):
         cfg = MambaConfig.preset(preset)
         model = MambaLM(cfg).cuda()
         n_params = sum(p.numel() for p in model.parameters())
@@ -265,7 +267,7 @@ def run_models(args):
                   + ", ".join(f"{t:.0f}" for t in times), flush=True)
         model.train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        for L in (1024, 16384, 131072):
+        for L in [int(v) for v in args.model_lengths.split(",")]:
             ids = torch.randint(0, cfg.vocab_size, (1, L + 1), device="cuda")
             torch.cuda.reset_peak_memory_stats()
 
@@ -302,8 +304,13 @@ def main(args) -> int:
     steps = [("tune", lambda: tune(args) if args.tune else None),
              ("scan", lambda: run_scan_rows(args, fl, {"torch"})), ("long", lambda: run_long(args, fl)),
              ("decode", lambda: run_decode(args)), ("models", lambda: run_models(args))]
+    t_start = time.monotonic()
     for name, fn in steps:
         if name not in parts and name != "tune":
+            continue
+        if time.monotonic() - t_start > args.budget_s:
+            print(f"{name}: skipped (over --budget-s)")
+            res[name] = dict(error="skipped: time budget")
             continue
         try:
             res[name] = fn()

@@ -25,13 +25,15 @@ import triton
 import triton.language as tl
 
 MAX_N = 256
-# Default tiles (tuned on an H100, docs/kernel_tuning_notes.md): CHUNK steps per chunk (shared by
-# forward and backward: the forward saves one state per chunk), channels per program, warps.
-CHUNK = 64
-FWD_BLOCK_D, FWD_WARPS = 4, 4
-FWD_VARIANT = "scan"  # "scan": associative scan over each chunk; "loop": one step at a time
-BWD_BLOCK_D, BWD_WARPS = 4, 4
-BWD_VARIANT = "scan"
+# Default tiles, from the sweep on an H100 (docs/kernel_tuning_notes.md): CHUNK steps per chunk
+# (shared by forward and backward: the forward saves one state per chunk), the kernel variant
+# ("loop": one step at a time, state in registers; "scan": tl.associative_scan over each chunk),
+# channels per program and warps per program.
+CHUNK = 32
+FWD_VARIANT, FWD_BLOCK_D, FWD_WARPS = "loop", 16, 1
+BWD_VARIANT, BWD_BLOCK_D, BWD_WARPS = "loop", 32, 1
+PROGRAMS_PER_SM = 4  # below this many programs per SM, BLOCK_D halves (down to 2) to fill the GPU
+PARTIALS_BUDGET = 2 << 30  # most bytes of deterministic dB/dC partials that a smaller BLOCK_D may cost
 MAX_TILE = 8192  # most elements of one (BLOCK_D, CHUNK, BLOCK_N) register tile for large N
 
 
@@ -547,6 +549,19 @@ def _config(dim, N, groups, block_d, chunk, fit_chunk, tile_steps=None):
     return block_d, chunk, block_n
 
 
+def _fill_gpu(block_d, batch, dim, device, partial_bytes=None):
+    """Halve BLOCK_D while fewer than PROGRAMS_PER_SM programs per SM would run (small batch x dim,
+    e.g. batch 1), as long as the deterministic partials (bytes per channel block) stay in budget."""
+    if device.type != "cuda":
+        return block_d
+    target = PROGRAMS_PER_SM * torch.cuda.get_device_properties(device).multi_processor_count
+    while block_d > 2 and batch * triton.cdiv(dim, block_d) < target:
+        if partial_bytes and batch * triton.cdiv(dim, block_d // 2) * partial_bytes > PARTIALS_BUDGET:
+            break
+        block_d //= 2
+    return block_d
+
+
 def _bc_strides(M):
     """(batch, G, N, L) strides of B or C, with G = 1 (stride 0) for (batch, N, L)."""
     if M.dim() == 3:
@@ -560,6 +575,8 @@ def _fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_soft
     N = A.shape[1]
     groups = 1 if B.dim() == 3 else B.shape[1]
     loop = (variant or FWD_VARIANT) == "loop"
+    if block_d is None and loop:
+        block_d = _fill_gpu(FWD_BLOCK_D, batch, dim, u.device)
     BD, T, BN = _config(dim, N, groups, block_d or FWD_BLOCK_D, chunk or CHUNK, chunk is None and not loop,
                         1 if loop else None)
     n_chunks = triton.cdiv(L, T)
@@ -593,6 +610,8 @@ def _bwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_soft
     N = A.shape[1]
     groups = 1 if B.dim() == 3 else B.shape[1]
     loop = (variant or BWD_VARIANT) == "loop"
+    if block_d is None and loop:
+        block_d = _fill_gpu(BWD_BLOCK_D, batch, dim, u.device, 2 * N * L * 4 if deterministic else None)
     BD, T, BN = _config(dim, N, groups, block_d or BWD_BLOCK_D, chunk, False,
                         1 if loop else None)  # the forward's chunk
     n_chunks = states.shape[2]

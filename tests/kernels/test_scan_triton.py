@@ -105,14 +105,17 @@ def test_matches_reference(L, options):
     check_against_reference(inputs, delta_softplus=softplus, chunk_size=16)
 
 
-def test_long_sequence_many_chunks():
+def test_long_sequence_many_chunks(monkeypatch):
+    if DEVICE == "cpu":  # the interpreter runs the step-by-step kernels ~10x slower than the scan ones
+        monkeypatch.setattr(triton_scan, "FWD_VARIANT", "scan")
+        monkeypatch.setattr(triton_scan, "BWD_VARIANT", "scan")
     inputs = make_inputs(1, 4, 1000, 4, init=True)
     check_against_reference(inputs, delta_softplus=True, chunk_size=32)
 
 
 def test_grouped_bc_odd_state_size_and_initial_state():
-    """Grouped B/C (G=2), N=5 (padded to 8 inside), dim not a multiple of the channel block."""
-    inputs = make_inputs(2, 6, 45, 5, groups=2, init=True)
+    """Grouped B/C (G=2), N=5 (padded to 8 inside)."""
+    inputs = make_inputs(2, 4, 45, 5, groups=2, init=True)
     check_against_reference(inputs, delta_softplus=True, chunk_size=8, block_d=4)
 
 
@@ -123,7 +126,7 @@ def test_partial_channel_block_and_no_final_gradient():
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_inputs(dtype):
-    inputs = make_inputs(2, 4, 40, 4, dtype=dtype, init=True)
+    inputs = make_inputs(1, 4, 40, 4, dtype=dtype, init=True)
     check_against_reference(inputs, dtype=dtype, delta_softplus=True, chunk_size=8)
 
 
@@ -156,10 +159,10 @@ def test_seq_idx_packing_equals_separate_scans():
 
 
 @pytest.mark.parametrize("case", ["grouped_init", "packed"])
-def test_step_by_step_variants(monkeypatch, case):
-    """The "loop" kernels (one step at a time) agree with the reference like the scan kernels."""
-    monkeypatch.setattr(triton_scan, "FWD_VARIANT", "loop")
-    monkeypatch.setattr(triton_scan, "BWD_VARIANT", "loop")
+def test_chunk_scan_variants(monkeypatch, case):
+    """The "scan" kernels (associative scan over each chunk) agree with the reference too."""
+    monkeypatch.setattr(triton_scan, "FWD_VARIANT", "scan")
+    monkeypatch.setattr(triton_scan, "BWD_VARIANT", "scan")
     if case == "grouped_init":
         inputs = make_inputs(1, 4, 30, 5, groups=2, init=True)
         check_against_reference(inputs, delta_softplus=True, chunk_size=16, block_d=4)
@@ -170,8 +173,8 @@ def test_step_by_step_variants(monkeypatch, case):
 
 
 def test_deterministic_mode_is_bitwise_reproducible_and_fast_mode_agrees():
-    inputs = make_inputs(2, 8, 50, 4, groups=2)
-    dy = torch.randn(2, 8, 50, generator=torch.Generator().manual_seed(5)).to(DEVICE)
+    inputs = make_inputs(1, 4, 30, 4, groups=2)
+    dy = torch.randn(1, 4, 30, generator=torch.Generator().manual_seed(5)).to(DEVICE)
     kw = dict(delta_softplus=True, chunk_size=16, block_d=2)
     _, _, g1 = run(selective_scan_triton, inputs, dy, None, deterministic=True, **kw)
     _, _, g2 = run(selective_scan_triton, inputs, dy, None, deterministic=True, **kw)
@@ -202,7 +205,7 @@ def test_state_size_over_maximum_is_refused():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("L", [1, 511, 4096])
 def test_gpu_dtypes_and_default_tiles(dtype, L):
-    inputs = make_inputs(2, 64, L, 16, dtype=dtype, init=True, seed=L)
+    inputs = make_inputs(2, 32, L, 16, dtype=dtype, init=True, seed=L)
     check_against_reference(inputs, dtype=dtype, delta_softplus=True)
 
 
@@ -210,7 +213,7 @@ def test_gpu_dtypes_and_default_tiles(dtype, L):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_gpu_grouped_packed_fast_mode(dtype):
-    L = 3000
+    L = 2000
     inputs = make_inputs(2, 32, L, 16, groups=4, dtype=dtype, init=True)
     seq_idx = (torch.arange(L) // 700).to(torch.int32)[None].repeat(2, 1).to(DEVICE)
     check_against_reference(inputs, dtype=dtype, seq_idx=seq_idx, delta_softplus=True,
