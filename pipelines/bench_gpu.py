@@ -235,8 +235,20 @@ def run_decode(args):
         A, Dv, bias = -torch.rand(D, N, device="cuda") - 0.5, torch.randn(D, device="cuda"), torch.randn(D, device="cuda")
         ms = _bench(lambda s: selective_state_update_triton(st, s["x"], s["dt"], A, s["B"], s["C"], Dv,
                                                             s["z"], bias, True), sets)
-        out.append(dict(op="selective_state_update", batch=batch, dim=D, N=N, us_per_step=ms * 1e3))
-        print(f"decode kernel batch {batch}: {ms * 1e3:.2f} us/step")
+        s0 = sets[0]
+        step = lambda: selective_state_update_triton(st, s0["x"], s0["dt"], A, s0["B"], s0["C"], Dv,  # noqa: E731
+                                                     s0["z"], bias, True)
+        step()
+        graph, stream = torch.cuda.CUDAGraph(), torch.cuda.Stream()
+        with torch.cuda.stream(stream):
+            step()
+            with torch.cuda.graph(graph, stream=stream):
+                for _ in range(100):
+                    step()
+        ms_graph = _bench(lambda _: graph.replay(), [None]) / 100
+        out.append(dict(op="selective_state_update", batch=batch, dim=D, N=N, us_per_step=ms * 1e3,
+                        us_per_step_cuda_graph=ms_graph * 1e3))
+        print(f"decode kernel batch {batch}: {ms * 1e3:.2f} us/step eager, {ms_graph * 1e3:.2f} us/step in a CUDA graph")
     return out
 
 
