@@ -31,7 +31,7 @@ import yaml
 from mamba_bio_audio.config import MambaConfig, apply_overrides, from_dict, load_yaml, to_dict
 from mamba_bio_audio.errors import ConfigError
 
-from .trainer import TrainConfig, find_checkpoint
+from .trainer import TrainConfig, find_checkpoint, seed_everything
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -186,7 +186,8 @@ def resolve_run(args: argparse.Namespace, command: str) -> tuple[RunConfig, Path
     """(config, run folder, checkpoint to resume or None) from the parsed common arguments.
 
     With --resume and no --config, the run's own saved config.yaml is used, so that the resumed
-    run is the same run; overrides still apply on top.
+    run is the same run; overrides still apply on top. Seeds the RNGs with `train.seed`, so that
+    the model built next has the same initial weights in every run and on every rank.
     """
     resume_ckpt = None
     if args.resume:
@@ -198,6 +199,7 @@ def resolve_run(args: argparse.Namespace, command: str) -> tuple[RunConfig, Path
         run_dir = Path(args.out) if args.out else default_run_dir(command)
         source = args.config or args.default_config
     cfg = load_run_config(source, args.overrides, command)
+    seed_everything(cfg.train.seed)  # the model's initial weights: the same on every rank and run
     return cfg, run_dir, resume_ckpt
 
 

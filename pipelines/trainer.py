@@ -182,7 +182,10 @@ def setup_distributed(device: torch.device) -> tuple[int, int]:
 
 
 def is_main_process() -> bool:
-    return not dist.is_initialized() or dist.get_rank() == 0
+    """Rank 0, or not distributed (torchrun's RANK counts before the process group exists)."""
+    if dist.is_initialized():
+        return dist.get_rank() == 0
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def log(msg: str) -> None:

@@ -19,10 +19,9 @@ import time
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from mamba_bio_audio.pipelines.checkpoint import check_checkpoint
 from mamba_bio_audio.pipelines.trainer import find_checkpoint, read_metrics
+from safetensors.torch import load_file
 
 pytestmark = pytest.mark.slow
 
