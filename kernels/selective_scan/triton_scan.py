@@ -1,21 +1,24 @@
 """Fused Triton selective scan (Mamba-1 / S6): forward and backward with recomputation.
 
 Layout, as in mamba_ssm's ``ops/triton`` and fla's ``ops/<op>/``: ``@triton.jit`` kernels ->
-Python launchers -> ``SelectiveScanTriton`` (autograd) -> ``selective_scan_triton``.
+Python launchers (``_fwd``, ``_bwd``) -> ``SelectiveScanTriton`` (autograd) ->
+``selective_scan_triton``.
 
-Algorithm. One program owns (one batch row, a block of BLOCK_D channels) and marches along L in
-chunks of CHUNK steps, carrying the (BLOCK_D, N) fp32 state in registers. Inside a chunk the
-recurrence h_t = a_t h_{t-1} + b_t (a_t = exp(Δ_t A), b_t = Δ_t u_t B_t) is solved for all
-(channel, step, state) at once by ``tl.associative_scan`` over (a, b) pairs, so the exps and the
-scan run fully in parallel and all loads are contiguous (BLOCK_D, CHUNK) tiles. The forward writes
-y, the final state, and (for backward) the state entering each chunk, (batch, dim, n_chunks, N):
-never a (batch, dim, L, N) tensor.
+One program owns (one batch row, a block of BLOCK_D channels) and marches along L in chunks of
+CHUNK steps, carrying the (BLOCK_D, N) fp32 state in registers. The forward writes y, the final
+state and, for backward, the state entering each chunk, (batch, dim, n_chunks, N): never a
+(batch, dim, L, N) tensor. Two kernel variants of each direction exist (FWD_VARIANT, BWD_VARIANT):
 
-Backward recomputes each chunk's states from its saved boundary state (last chunk first), then
-solves the adjoint g_t = C_t dy_t + a_{t+1} g_{t+1} with a reverse associative scan and forms all
-gradients from (h_t, g_t) in registers, using a_t h_{t-1} = h_t - b_t so that no shifted copy of h
-is needed. The gradient arriving through the returned final state seeds g_{L-1}.
+- "loop" (the default; fastest on an H100, docs/kernel_tuning_notes.md): one time step per loop
+  iteration, h = exp(Δ_t A) h + Δ_t u_t B_t, y_t = C_t h + D u_t, gated by silu(z_t). Backward
+  reruns a chunk forward from its saved state into a per-program scratch (CHUNK, BLOCK_D, N),
+  then walks it backwards with the adjoint g_t = exp(Δ_{t+1} A) g_{t+1} + C_t dy_t in registers.
+- "scan": the chunk's recurrence h_t = a_t h_{t-1} + b_t is solved for all (channel, step,
+  state) at once with ``tl.associative_scan`` over (a, b) pairs on a (BLOCK_D, CHUNK, N) tile;
+  backward recomputes the chunk the same way and solves the adjoint with a reverse scan.
 
+Both form every gradient from (h_t, g_t), using a_t h_{t-1} = h_t - b_t so that no shifted copy of
+h is needed; the gradient arriving through the returned final state seeds g_{L-1}.
 seq_idx (batch, L): a_t is multiplied by [seq_idx_t == seq_idx_{t-1}], so the state restarts from
 zero where the index changes, in forward and backward alike.
 """
