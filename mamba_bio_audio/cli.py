@@ -43,7 +43,10 @@ def main(argv=None) -> int:
     module = importlib.import_module(f"mamba_bio_audio.pipelines.{COMMANDS[name][0]}")
     parser = argparse.ArgumentParser(prog=f"mamba-bio-audio {name}", description=COMMANDS[name][1])
     module.add_arguments(parser)
-    args = parser.parse_args(argv[1:])
+    try:  # options and positionals in any order ("pretrain --no-baselines model.d_model=64")
+        args = parser.parse_intermixed_args(argv[1:])
+    except TypeError:  # commands with sub-commands (bench) cannot be parsed intermixed
+        args = parser.parse_args(argv[1:])
     try:
         return int(module.main(args) or 0)
     except UserError as err:

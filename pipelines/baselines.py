@@ -157,11 +157,15 @@ def _logistic_regression(x_train, y_train, x_test, seed: int = 0) -> np.ndarray:
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
 
     clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0,
                                                              random_state=seed))
-    clf.fit(x_train, y_train)
-    return clf.predict(x_test)
+    # One BLAS thread: these problems are small, and spinning BLAS threads on a busy CPU made
+    # the fit 200x slower (13 s instead of 0.06 s, measured on 2 shared cores).
+    with threadpool_limits(1):
+        clf.fit(x_train, y_train)
+        return clf.predict(x_test)
 
 
 def kmer_logistic_regression(train_seqs, train_labels, test_seqs, test_labels, n_classes: int,

@@ -95,6 +95,7 @@ def main(args) -> int:
         summary["files"] = write_audio_outputs(out.cpu(), tok, rate, out_dir)
     else:
         summary["files"] = [write_fasta(generated, tok, out_dir / "generated.fa")]
+        summary["special_tokens_written_as_N"] = int((generated < tok.vocab["A"]).sum())
     write_summary(out_dir, summary)
     rate_key = "samples_per_second" if is_audio else "tokens_per_second"
     print(f"generate finished: {args.n * new:,} tokens in {wall:.1f} s ({summary[rate_key]:,.0f}/s); "
@@ -139,9 +140,12 @@ def dna_prompt(args, tok) -> torch.Tensor:
 
 
 def write_fasta(ids: torch.Tensor, tok, path: Path) -> str:
+    """One record per sample; sampled special tokens (the vocabulary has [PAD], [CLS], ...) are
+    written as N, so that every record has the asked length."""
     lines = []
+    n_id, first = tok.vocab["N"], tok.vocab["A"]  # ids A..N are the nucleotides
     for i, row in enumerate(ids):
-        seq = tok.decode(row)
+        seq = tok.decode(torch.where(row >= first, row, torch.full_like(row, n_id)))
         lines.append(f">generated_{i} length={len(seq)}")
         lines += [seq[j:j + 80] for j in range(0, len(seq), 80)]
     write_atomic(path, "\n".join(lines) + "\n")

@@ -4,7 +4,7 @@
     mamba-bio-audio predict --model DIR seqs.csv clip1.wav clip2.flac --out pred.csv
 
 FASTA (plain or gzip): windows of the model's length over every record (`--stride`, default the
-window length; the last, shorter window is padded), one row per window with record, start, end.
+window length; a last window ends at the record's end), one row per window with record, start, end.
 CSV: one row per line, the sequence read from column `sequence` (`--column`). Audio: one row per
 clip when it fits the model's length, else one per window. Every row carries the predicted label
 and each class's probability (`p_<class>`).
@@ -58,13 +58,14 @@ def kind_of(path: Path) -> str:
 
 
 def windows(n: int, seq_len: int, stride: int) -> list[tuple[int, int]]:
-    """[start, end) windows covering 0..n: every `stride`, the last one possibly shorter."""
+    """[start, end) windows of `seq_len` every `stride`, plus one ending at n when the last
+    stride leaves the end uncovered; a sequence shorter than `seq_len` is one (padded) window."""
     if n <= seq_len:
         return [(0, n)]
     starts = list(range(0, n - seq_len + 1, stride))
     if starts[-1] + seq_len < n:
-        starts.append(starts[-1] + stride)
-    return [(s, min(s + seq_len, n)) for s in starts]
+        starts.append(n - seq_len)
+    return [(s, s + seq_len) for s in starts]
 
 
 def fasta_items(path: Path, tok, seq_len: int, stride: int):
