@@ -478,11 +478,13 @@ class Trainer:
                     weight_sum += out.weight
                     self.tokens_seen += out.tokens * self.world
                     window_tok += out.tokens * self.world
-                if self.world > 1:  # the mean over every rank's items, as one process logs it
-                    sums = torch.tensor([loss_sum, weight_sum], dtype=torch.float64,
+                stop = signals.caught is not None
+                if self.world > 1:  # the mean over every rank's items, as one process logs it;
+                    # a signal any rank caught stops every rank after this same step
+                    sums = torch.tensor([loss_sum, weight_sum, float(stop)], dtype=torch.float64,
                                         device=self.device if self.device.type == "cuda" else "cpu")
                     dist.all_reduce(sums)
-                    loss_sum, weight_sum = sums.tolist()
+                    loss_sum, weight_sum, stop = *sums[:2].tolist(), bool(sums[2] > 0)
                 loss = loss_sum / max(weight_sum, 1e-12)
                 grad_norm = torch.nn.utils.clip_grad_norm_(
                     self.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
@@ -518,9 +520,9 @@ class Trainer:
                     self._log(row)
                 if main and cfg.save_every > 0 and self.step % cfg.save_every == 0:
                     self.save_checkpoint(self.out_dir / "checkpoints" / "last")
-                if signals.caught is not None:
+                if stop or (self.world == 1 and signals.caught is not None):
                     bar.close()
-                    self._on_interrupt(signals.caught)
+                    self._on_interrupt(signals.caught or signal.SIGTERM)
         bar.close()
         wall = time.perf_counter() - start_time
         if main:

@@ -3,8 +3,9 @@
 - the losses equal those of one process with the same global batch (within fp32 rounding);
 - only rank 0 writes (Python audit events of every rank, see rank_probe.py);
 - the ranks fetch disjoint windows, and together the very windows the single process fetched;
-- a torchrun job killed (SIGKILL to the whole process group) resumes under torchrun and ends
-  with the weights of the uninterrupted torchrun job.
+- a torchrun job stopped by SIGTERM (all ranks after the same step), then killed by SIGKILL
+  (torchrun and its ranks), resumes under torchrun each time and ends with the weights of the
+  uninterrupted torchrun job.
 
     pytest -m slow tests/pipelines/test_distributed.py
 """
@@ -29,11 +30,11 @@ from safetensors.torch import load_file
 pytestmark = pytest.mark.slow
 
 PROBE = Path(__file__).with_name("rank_probe.py")
-STEPS = 16
+STEPS = 20
 GLOBAL_BATCH = 8
 ARGS = ["--no-baselines", "model.d_model=16", "model.n_layer=2", "model.d_state=4",
         "data.seq_len=64", "data.train_items=512", "data.val_items=8", "data.test_items=8",
-        f"train.steps={STEPS}", "train.eval_every=8", "train.log_every=1",
+        f"train.steps={STEPS}", "train.eval_every=10", "train.log_every=1",
         "train.warmup_steps=4", "train.save_every=1", "train.progress=false"]
 TORCHRUN = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
 
@@ -143,31 +144,46 @@ def test_ranks_see_disjoint_shards_of_the_same_data(runs):
         assert a and b and not a & b, split
 
 
-def test_torchrun_job_killed_then_resumed_under_torchrun(runs, tmp_path):
-    run = tmp_path / "killed"
-    proc = launch(2, run, tmp_path / "probe_a")
+def wait_for_step(proc, run: Path, at_least: int) -> int:
+    """Poll checkpoints/last until it holds step >= at_least (the job must still be running)."""
     deadline = time.monotonic() + 240
-    step = None
     while time.monotonic() < deadline and proc.poll() is None:
         last = run / "checkpoints" / "last"
-        if (last / "trainer_state.pt").is_file():
-            try:
-                step = check_checkpoint(last)["step"]
-            except Exception:  # noqa: BLE001 (being replaced at this instant: retry)
-                step = None
-            if step is not None and step >= STEPS // 3:
-                break
+        try:
+            step = check_checkpoint(last)["step"]
+        except Exception:  # noqa: BLE001 (none yet, or being swapped at this instant: retry)
+            step = -1
+        if step >= at_least:
+            return step
         time.sleep(0.1)
-    assert proc.poll() is None, "the job ended before it could be killed"
+    raise AssertionError(f"the job ended (exit {proc.poll()}) before step {at_least}")
+
+
+def test_torchrun_job_stopped_killed_and_resumed_under_torchrun(runs, tmp_path):
+    """SIGTERM to torchrun: every rank stops after the same step and rank 0 saves it. Resumed
+    under torchrun, then SIGKILLed (torchrun and both ranks), then resumed to the end: the
+    weights and losses equal the uninterrupted torchrun job's, bit for bit."""
+    run = tmp_path / "stopped"
+    proc = launch(2, run, tmp_path / "probe_a")
+    wait_for_step(proc, run, 3)
+    proc.send_signal(signal.SIGTERM)  # torchrun forwards it to the ranks
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    stopped = check_checkpoint(run / "checkpoints" / "last")["step"]
+    assert f"SIGTERM: saved a checkpoint at step {stopped}" in out, out[-3000:]
+    assert 3 <= stopped < STEPS
+
+    proc = launch(2, run, tmp_path / "probe_b", "--resume", str(run))
+    wait_for_step(proc, run, stopped + 3)
     tree = [proc.pid, *descendants(proc.pid)]
     assert len(tree) >= 3, tree  # torchrun and its two ranks
     for pid in tree:  # torchrun and both ranks at once (ranks run in sessions of their own)
         os.kill(pid, signal.SIGKILL)
     proc.communicate()
     wait_gone(tree)
-    step = check_checkpoint(run / "checkpoints" / "last")["step"]
-    assert 0 < step < STEPS
-    finish(launch(2, run, tmp_path / "probe_b", "--resume", str(run)))
+    killed = check_checkpoint(run / "checkpoints" / "last")["step"]
+    assert stopped < killed < STEPS
+    finish(launch(2, run, tmp_path / "probe_c", "--resume", str(run)))
 
     got = load_file(run / "checkpoints" / "last" / "model.safetensors")
     want = load_file(runs / "two" / "checkpoints" / "last" / "model.safetensors")
