@@ -115,14 +115,17 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor, state: UNetState = None) -> torch.Tensor:
         """Parallel mode. With `state`, start from it and leave it at the end of x."""
-        x = self.down(x, state and state.down)  # (b, L, d)
-        y = self.inner(self.pool(x), state and state.inner)  # (b, L/p, d * expand)
-        carry_in = state.up_buf if state is not None and state.pos > 0 else None
-        up, carry = self.unpool(y, carry_in)  # (b, L, d)
-        x = self.up(x + up, state and state.up)
-        if state is not None:
-            state.up_buf = carry.float()
-            state.pos += x.shape[1]
+        if state is None:
+            x = self.down(x)  # (b, L, d)
+            up, _ = self.unpool(self.inner(self.pool(x)))  # (b, L, d)
+            return self.up(x + up)
+        x = self.down(x, state.down)
+        y = self.inner(self.pool(x), state.inner)  # (b, L/p, d * expand)
+        up, carry = self.unpool(y, state.up_buf if state.pos > 0 else None)
+        x = self.up(x + up, state.up)
+        # a compact copy: the view would keep the whole up-sampled sequence alive
+        state.up_buf = carry.float().clone(memory_format=torch.contiguous_format)
+        state.pos += x.shape[1]
         return x
 
     def step(self, x: torch.Tensor, state: UNetState) -> torch.Tensor:

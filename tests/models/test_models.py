@@ -51,6 +51,18 @@ def test_chunked_forward_with_state(name):
         b = torch.stack([model.step(ids[:, t], state) for t in range(12, 18)], dim=1)
         c = model(ids[:, 18:], state)
     torch.testing.assert_close(torch.cat([a, b, c], 1), full, rtol=1e-4, atol=1e-5)
+    for t in state_tensors(state):  # compact copies, no views into the sequence's activations
+        assert t.dtype == torch.float32 and t.untyped_storage().nbytes() == t.numel() * 4
+
+
+def state_tensors(state):
+    if isinstance(state, torch.Tensor):
+        return [state]
+    if isinstance(state, list):
+        return [t for s in state for t in state_tensors(s)]
+    if isinstance(state, int):  # a U-Net step counter
+        return []
+    return [t for v in vars(state).values() for t in state_tensors(v)]
 
 
 @pytest.mark.parametrize("name", ["isotropic", "unet"])
