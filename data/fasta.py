@@ -179,7 +179,14 @@ class FastaFile:
                 f"{self.path}: interval {name}:{start}-{end} is outside the record "
                 f"(length {self.lengths[name]})"
             )
-        return self._open()[name][start:end]
+        try:
+            return self._open()[name][start:end]
+        except ValueError:
+            # pyfaidx cannot seek to a position that starts a BGZF block of exactly 64 KiB
+            # ("Require 0 <= within_block_offset < 2**16"); read one base earlier instead.
+            if start == 0:
+                raise
+            return self._open()[name][start - 1:end][1:]
 
     def __getstate__(self):
         state = self.__dict__.copy()
