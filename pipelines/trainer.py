@@ -60,6 +60,8 @@ class TrainConfig:
     from `start_step` on, the training windows have length `seq_len` (sequence-length warm-up; the
     dataset must provide `set_seq_len`). `precision`: "auto" (bf16 autocast on CUDA, fp32 on CPU),
     "bf16" or "fp32". `eval_batches` <= 0 evaluates the whole validation set.
+    `save_every`: write `checkpoints/last` every N steps (0: at every evaluation, every
+    `eval_every` steps), besides the end of training and SIGINT/SIGTERM.
     `skip_nonfinite`: a step whose loss or gradient norm is NaN/inf is skipped (no update; at most
     `MAX_SKIPPED_IN_A_ROW` in a row) instead of stopping the run with TrainingDiverged.
     """
@@ -518,7 +520,8 @@ class Trainer:
                         self._maybe_save_best(val)
                 if row is not None and main:
                     self._log(row)
-                if main and cfg.save_every > 0 and self.step % cfg.save_every == 0:
+                every = cfg.save_every if cfg.save_every > 0 else cfg.eval_every
+                if main and every > 0 and self.step % every == 0:
                     self.save_checkpoint(self.out_dir / "checkpoints" / "last")
                 if stop or (self.world == 1 and signals.caught is not None):
                     bar.close()
