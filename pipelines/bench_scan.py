@@ -43,8 +43,9 @@ def materialising_scan(u, delta, A, B, C, D, z, delta_bias):
     Args:
         u, delta, z: (b, d, L).  A: (d, N).  B, C: (b, N, L).  D, delta_bias: (d,).
     Returns:
-        y: (b, d, L) in the compute dtype.
+        y: (b, d, L) in u's dtype.
     """
+    dtype_in = u.dtype
     ct = torch.float64 if u.dtype == torch.float64 else torch.float32
     u, delta, z, B, C, A, D, delta_bias = (t.to(ct) for t in (u, delta, z, B, C, A, D, delta_bias))
     batch, dim, _ = u.shape
@@ -57,7 +58,7 @@ def materialising_scan(u, delta, A, B, C, D, z, delta_bias):
         h = a_t * h + bu_t  # (b, d, N)
         states.append(h)
     y = torch.einsum("bdln,bnl->bdl", torch.stack(states, dim=2), C)
-    return (y + u * D[:, None]) * F.silu(z)
+    return ((y + u * D[:, None]) * F.silu(z)).to(dtype_in)
 
 
 def make_inputs(batch, dim, N, L, device="cpu", dtype=torch.float32, seed=0):
@@ -173,6 +174,8 @@ def measure_cuda(impl, batch, dim, N, L, mode) -> dict:
                 fn(**inputs)
 
     once()
+    for t in inputs.values():
+        t.grad = None
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()

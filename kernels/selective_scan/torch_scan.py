@@ -28,6 +28,7 @@ innermost, so that the elementwise steps run over long contiguous rows.
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 CHUNK_SIZE = 32
 """Default chunk length T: backward keeps T slabs of states; the boundary pass has L / T steps."""
@@ -245,6 +246,7 @@ class SelectiveScanFn(torch.autograd.Function):
         return y, final
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, dout, dfinal):
         u, delta, A, B, C, D, z, delta_bias, seq_idx, H = ctx.saved_tensors
         s = _Scan(u, delta, A, B, C, delta_bias, ctx.delta_softplus, seq_idx, ctx.chunk_size)
