@@ -63,6 +63,18 @@ def checkpoint_step(run) -> int | None:
     return check_checkpoint(folder)["step"]
 
 
+def wait_for_progress(proc, run, before: int | None, timeout: float = 120) -> None:
+    """Until checkpoints/last holds a step after `before` (or the run ends)."""
+    deadline = time.monotonic() + timeout
+    while proc.is_alive() and time.monotonic() < deadline:
+        try:  # the folder may be swapped at this instant: retry
+            if check_checkpoint(run / "checkpoints" / "last")["step"] > (before or 0):
+                return
+        except Exception:  # noqa: BLE001, S110
+            pass
+        time.sleep(0.05)
+
+
 def test_sigkill_at_random_moments_then_resume_equals_uninterrupted_run(ctx, tmp_path):
     ref = tmp_path / "ref"
     t0 = time.perf_counter()
@@ -74,12 +86,17 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted_run(ctx, tmp
     run = tmp_path / "killed"
     rng = random.Random(1234)
     kills, mid_write, steps_at_kill = 0, 0, []
-    for _ in range(40):
-        resume = checkpoint_step(run) is not None
-        argv = ["pretrain", "--out", run, *(["--resume", run] if resume else []), *ARGS]
+    for _ in range(60):
+        before = checkpoint_step(run)
+        argv = ["pretrain", "--out", run, *(["--resume", run] if before is not None else []),
+                *ARGS]
         proc = start(ctx, argv)
         if kills < MIN_KILLS:
-            proc.join(rng.uniform(0.05, 0.25) * t_ref)
+            if kills % 2 == 0:  # anywhere: start-up, loading, a step, a checkpoint write
+                proc.join(rng.uniform(0.05, 0.25) * t_ref)
+            else:  # once this run has saved a newer step: somewhere in the steps after it
+                wait_for_progress(proc, run, before)
+                proc.join(rng.uniform(0, 3) * t_ref / STEPS)
             if proc.is_alive():
                 mid_write += any((run / "checkpoints").glob(".*.tmp-*"))
                 proc.kill()  # SIGKILL
