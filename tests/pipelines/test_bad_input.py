@@ -17,6 +17,7 @@ import stat
 from pathlib import Path
 
 import pytest
+import torch
 
 from mamba_bio_audio import cli
 from mamba_bio_audio.config import MambaConfig
@@ -122,6 +123,12 @@ def files(tmp_path_factory):
 
     f["cut_weights"] = broken("cut_weights", lambda p: truncate(p / "model.safetensors"))
     f["cut_state"] = broken("cut_state", lambda p: truncate(p / "trainer_state.pt"))
+
+    def two_ranks(path):  # as if written by a 2-process torchrun job
+        state = torch.load(path / "trainer_state.pt", weights_only=False)
+        torch.save({**state, "world_size": 2}, path / "trainer_state.pt")
+
+    f["two_ranks"] = broken("two_ranks", two_ranks)
     f["read_only"] = d / "read_only"
     f["read_only"].mkdir()
     f["read_only"].chmod(stat.S_IRUSR | stat.S_IXUSR)
@@ -210,6 +217,14 @@ CASES = [
     case("generate-no-tokenizer", ["generate", "--model", "{no_tokenizer}"], "tokenizer.json"),
     case("generate-zero-samples", ["generate", "--model", "{lm}", "--n", "0"], "--n"),
     case("classify-init-other-vocab", [C, "--init", "{audio_lm}", *TINY], "vocab"),
+    case("resume-other-world-size", [P, "--resume", "{two_ranks}", *TINY], "2 ranks"),
+    case("finetune-dna-model", ["finetune", "--model", "{lm}"], "not an audio lm"),
+    case("finetune-recordings-missing", ["finetune", "--model", "{audio_lm}", "--recordings",
+                                         "{dir}/nope_dir", *TINY], "nope_dir"),
+    case("generate-prompt-missing", ["generate", "--model", "{lm}", "--prompt", "{dir}/nope.fa"],
+         "nope.fa"),
+    case("generate-prompt-empty", ["generate", "--model", "{lm}", "--prompt", "{dir}/empty.fa"],
+         "empty.fa"),
 ]
 
 
