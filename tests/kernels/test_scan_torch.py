@@ -143,6 +143,7 @@ def test_packed_equals_separate_pieces():
     dy = torch.randn(1, 8, 90, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     scan = lambda **a: selective_scan_torch(**a, chunk_size=16)  # noqa: E731
     y, final, grads = run(scan, x, dy, None, delta_softplus=True, seq_idx=seq_idx)
+    param_sums = {name: 0 for name in ("A", "D", "delta_bias")}
     for i, (a, b) in enumerate(zip(cuts, cuts[1:])):
         piece = {k: (v[..., a:b] if k in ("u", "delta", "z", "B", "C") else v) for k, v in x.items()}
         if i > 0:
@@ -151,7 +152,13 @@ def test_packed_equals_separate_pieces():
         close(f"y of piece {i}", y[..., a:b], y_p, 1e-12, 1e-12)
         for name in ("u", "delta", "z", "B", "C"):
             close(f"d{name} of piece {i}", grads[name][..., a:b], grads_p[name], 1e-12, 1e-12)
+        if i == 0:
+            close("dinitial_state", grads["initial_state"], grads_p["initial_state"], 1e-12, 1e-12)
+        for name in param_sums:
+            param_sums[name] = param_sums[name] + grads_p[name]
     close("final state", final, final_p, 1e-12, 1e-12)
+    for name, total in param_sums.items():  # shared parameters: the pieces' gradients add up
+        close(f"d{name}", grads[name], total, 1e-10, 1e-10)
 
 
 def test_long_sequence_strong_decay_stays_finite():
