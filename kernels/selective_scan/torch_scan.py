@@ -58,10 +58,10 @@ class _Scan:
         self.T = max(1, min(chunk_size, self.length))
         self.nc = -(-self.length // self.T)
         self.per_group = max(1, SLAB_ELEMENTS // (self.batch * self.dim * self.N))
-        self.A = A.to(self.ct).view(self.G, self.dg, self.N).transpose(1, 2)[:, None]  # (G, 1, N, dg)
+        self.A = A.to(self.ct).reshape(self.G, self.dg, self.N).transpose(1, 2)[:, None]  # (G, 1, N, dg)
         self.A2 = self.A * LOG2E  # exp(Δ A) = exp2(Δ A2), which is faster on CPUs
         self.u, self.delta, self.B, self.C = u, delta, B, C
-        self.delta_bias = None if delta_bias is None else delta_bias.to(self.ct).view(self.G, 1, self.dg)
+        self.delta_bias = None if delta_bias is None else delta_bias.to(self.ct).reshape(self.G, 1, self.dg)
         self.delta_softplus = delta_softplus
         self.reset = None
         if seq_idx is not None:  # (b, 1, L): 1 where the state restarts, else 0
@@ -201,7 +201,7 @@ def _forward(s: _Scan, initial_state, D, z):
             h.mul_(s.step_decay(g, t, a)).addcmul_(g["dtu"][t, :, :, :, None], g["B"][t])
             torch.sum(torch.mul(h, g["C"][t], out=tmp), dim=-2, out=y_g[t])
         if D is not None:
-            y_g.addcmul_(g["u"], D.to(s.ct).view(s.G, 1, s.dg))
+            y_g.addcmul_(g["u"], D.to(s.ct).reshape(s.G, 1, s.dg))
         if z is not None:
             y_g.mul_(F.silu(s.load(z, c0, c1)))
         s.store(y, y_g, c0, c1)
@@ -253,7 +253,7 @@ class SelectiveScanFn(torch.autograd.Function):
         ct, T, G, N, dg = s.ct, s.T, s.G, s.N, s.dg
         dev = u.device
         need_dz = z is not None and ctx.needs_input_grad[6]
-        Dg = None if D is None else D.to(ct).view(G, 1, dg)
+        Dg = None if D is None else D.to(ct).reshape(G, 1, dg)
 
         def dy_of(c0, c1):
             """Slabs of the gradient of C·h + D u for chunks c0:c1 and of dout and z (or None)."""
