@@ -39,7 +39,10 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
             changes, so a packed row scans like its pieces scanned one by one.
         backend: "auto" (Triton for CUDA tensors, "torch" elsewhere; the environment variable
             MAMBA_BIO_AUDIO_SCAN_BACKEND overrides "auto"), "triton", "torch" or "reference".
-        deterministic: Triton only: reduce dA, dB, dC in a fixed order, bitwise reproducible.
+        deterministic: Triton only. True (the default): the dA, dB, dC reductions run in a fixed
+            order, so two runs give the same bits (reproducible training, at a small cost);
+            False: faster atomic reductions. The "torch" and "reference" paths are always
+            deterministic.
     Returns:
         y (batch, dim, L) in u's dtype; with return_final_state, (y, final state (batch, dim, N)
         float32, float64 for float64 inputs).
