@@ -5,7 +5,9 @@ Backends: "triton" (fused kernel; CUDA tensors, or CPU tensors under TRITON_INTE
 loop in naive.py, float64-capable, the oracle of the tests). The math is in README.md.
 """
 
-from ..dispatch import LazyKernel, choose_backend
+import torch
+
+from ..dispatch import LazyKernel, choose_backend, requested_backend
 from .checks import MAX_STATE, check_scan_inputs
 from .naive import selective_scan_ref
 from .torch_scan import selective_scan_torch
@@ -37,8 +39,9 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
         return_final_state: also return the state after position L - 1 (differentiable).
         seq_idx: (batch, L) int32/int64, non-decreasing; the state restarts from zero wherever it
             changes, so a packed row scans like its pieces scanned one by one.
-        backend: "auto" (Triton for CUDA tensors, "torch" elsewhere; the environment variable
-            MAMBA_BIO_AUDIO_SCAN_BACKEND overrides "auto"), "triton", "torch" or "reference".
+        backend: "auto" (Triton for CUDA tensors, "torch" elsewhere and for float64 inputs; the
+            environment variable MAMBA_BIO_AUDIO_SCAN_BACKEND overrides "auto"), "triton",
+            "torch" or "reference".
         deterministic: Triton only. True (the default): the dA, dB, dC reductions run in a fixed
             order, so two runs give the same bits (reproducible training, at a small cost);
             False: faster atomic reductions. The "torch" and "reference" paths are always
@@ -53,6 +56,8 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     check_scan_inputs(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx)
     args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, return_final_state,
             seq_idx)
+    if u.dtype == torch.float64 and requested_backend(backend) == "auto":
+        backend = "torch"  # the Triton kernel computes in float32; float64 inputs ask for more
     chosen = choose_backend(backend, u.device, "selective_scan", "torch", _TRITON)
     if chosen == "triton":
         return _TRITON.require()(*args, deterministic=deterministic)
