@@ -17,7 +17,6 @@ them, and lets autograd keep every state.
 """
 
 import json
-import math
 import os
 import resource
 import statistics
@@ -124,7 +123,7 @@ def measure_cpu(impl, batch, dim, N, L, mode, repeats) -> dict:
 
 def _run_worker(spec: dict, timeout: float) -> dict:
     cmd = [sys.executable, "-m", "mamba_bio_audio.pipelines.bench_scan", json.dumps(spec)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     if proc.returncode != 0:
         return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else
                 f"exit status {proc.returncode}"}

@@ -2,6 +2,8 @@
 independently: one and two steps by hand, the LTI case as a convolution, packed sequences as
 separate pieces, groups as explicit channel blocks; and its autograd by finite differences."""
 
+import itertools
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -58,7 +60,7 @@ def test_packed_sequences_scan_like_their_pieces():
     cuts = [0, 4, 5, 9]  # pieces of 4, 1 and 4 positions
     seq_idx = torch.tensor([[0] * 4 + [1] + [2] * 4])
     y, final = selective_scan_ref(**x, delta_softplus=True, seq_idx=seq_idx, return_final_state=True)
-    for i, (a, b) in enumerate(zip(cuts, cuts[1:])):
+    for i, (a, b) in enumerate(itertools.pairwise(cuts)):
         piece = {k: (v[..., a:b] if k in ("u", "delta", "z", "B", "C") else v) for k, v in x.items()}
         if i > 0:
             piece["initial_state"] = None  # the state restarts from zero

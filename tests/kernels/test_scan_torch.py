@@ -3,6 +3,8 @@ final state and every gradient, for odd lengths, lengths across many chunks and 
 every optional input, grouped B/C, initial and final states and packed sequences. Buffers the
 path allocates with torch.empty start as NaN, so an element it forgets to write fails."""
 
+import itertools
+
 import pytest
 import torch
 
@@ -144,7 +146,7 @@ def test_packed_equals_separate_pieces():
     scan = lambda **a: selective_scan_torch(**a, chunk_size=16)  # noqa: E731
     y, final, grads = run(scan, x, dy, None, delta_softplus=True, seq_idx=seq_idx)
     param_sums = {name: 0 for name in ("A", "D", "delta_bias")}
-    for i, (a, b) in enumerate(zip(cuts, cuts[1:])):
+    for i, (a, b) in enumerate(itertools.pairwise(cuts)):
         piece = {k: (v[..., a:b] if k in ("u", "delta", "z", "B", "C") else v) for k, v in x.items()}
         if i > 0:
             piece["initial_state"] = None

@@ -19,7 +19,8 @@ def test_materialising_baseline_matches_reference():
     grads = torch.autograd.grad(y.sum(), list(leaves.values()))
     want_grads = torch.autograd.grad(want.sum(), list(leaves.values()))
     for name, got, ref in zip(leaves, grads, want_grads):
-        torch.testing.assert_close(got, ref, rtol=1e-8, atol=1e-8, msg=lambda m: f"d{name}: {m}")
+        torch.testing.assert_close(got, ref, rtol=1e-8, atol=1e-8,
+                                   msg=lambda m, name=name: f"d{name}: {m}")
 
 
 def test_worker_subprocess_reports_time_and_memory():
