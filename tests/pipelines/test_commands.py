@@ -135,3 +135,26 @@ def test_classifier_save_load_identical_outputs(tmp_path):
     model.save_pretrained(tmp_path)
     again = MambaClassifier.from_pretrained(tmp_path)
     torch.testing.assert_close(model(ids), again(ids), rtol=0, atol=0)
+
+
+def test_classify_clips_then_predict_audio(tmp_path):
+    import shutil
+
+    from mamba_bio_audio.data import FSDD_DIR
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for digit in (0, 1):
+        for path in sorted(FSDD_DIR.glob(f"{digit}_jackson_*.flac"))[:10]:
+            shutil.copy(path, clips / path.name)
+    run = tmp_path / "cls"
+    assert cli(["classify", "--config", "classify_digits", "--out", str(run),
+                f"data.path={clips}", "data.seq_len=400", "data.sample_rate=2000",
+                "data.val_fraction=0.2", "data.test_fraction=0.2", *TINY]) == 0
+    s = summary(run)
+    assert s["classes"] == ["0", "1"] and s["baseline"]["name"].startswith("MFCC")
+    clip = sorted(clips.glob("1_*.flac"))[0]
+    assert cli(["predict", "--model", str(run / "checkpoints" / "best"), str(clip),
+                "--out", str(tmp_path / "p.csv")]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "p.csv")))
+    assert rows and rows[0]["record"] == clip.stem and rows[0]["predicted"] in ("0", "1")
+    assert abs(float(rows[0]["p_0"]) + float(rows[0]["p_1"]) - 1) < 1e-5
