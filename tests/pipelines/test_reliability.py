@@ -125,3 +125,30 @@ def test_check_checkpoint_reads_every_tensor(tmp_path):
     weights.write_bytes(data[:-8])  # the last tensor loses its end
     with pytest.raises(CheckpointError, match="model.safetensors is unreadable"):
         check_checkpoint(last)
+
+
+def test_train_seed_fixes_the_initial_weights(tmp_path):
+    """The model is built after `train.seed` is applied: two runs from different global RNG states
+    end with the same weights (torch seeds each new process at random otherwise)."""
+    from safetensors.torch import load_file
+
+    from mamba_bio_audio import cli
+
+    tiny = ["--no-baselines", "model.d_model=16", "model.n_layer=1", "model.d_state=4",
+            "data.seq_len=64", "data.val_items=2", "data.test_items=2", "train.steps=1",
+            "train.batch_size=2", "train.eval_every=0", "train.progress=false"]
+    weights = []
+    for run, seed in (("a", 1), ("b", 2)):
+        torch.manual_seed(seed)
+        assert cli.main(["pretrain", "--out", str(tmp_path / run), *tiny]) == 0
+        weights.append(load_file(tmp_path / run / "checkpoints" / "last" / "model.safetensors"))
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_only_rank_zero_is_main_before_the_process_group_exists(monkeypatch):
+    from mamba_bio_audio.pipelines.trainer import is_main_process
+
+    monkeypatch.setenv("RANK", "1")
+    assert not is_main_process()
+    monkeypatch.setenv("RANK", "0")
+    assert is_main_process()
