@@ -53,14 +53,14 @@ def main(args) -> int:
     tok = load_tokenizer(args.model)
     is_audio = hasattr(tok, "levels")
     rate = int(load_data_config(args.model).get("sample_rate", 8000)) if is_audio else None
-    out_dir = Path(args.out) if args.out else default_run_dir("generate")
-
     prompt = audio_prompt(args, tok, rate) if is_audio else dna_prompt(args, tok)
     new = round(args.seconds * rate) if is_audio else args.length
     if new < 1:
         raise UserError("nothing to generate: --seconds/--length gives 0 new tokens")
     prompt_ids = prompt.unsqueeze(0).repeat(args.n, 1)
-    out_dir.mkdir(parents=True, exist_ok=True)  # after the inputs are checked: no empty folders
+    # created after the inputs are checked: no empty folders
+    out_dir = Path(args.out) if args.out else default_run_dir("generate")
+    out_dir.mkdir(parents=True, exist_ok=True)
 
     times = []
     last = [time.perf_counter()]

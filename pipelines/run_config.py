@@ -209,8 +209,22 @@ def _run_dir_of(checkpoint: Path) -> Path:
 
 
 def default_run_dir(command: str) -> Path:
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{command}-{stamp}"
+    """A new folder runs/<command>-<date>-<time> (claimed with mkdir: two commands started in the
+    same second get -2, -3, ...). Under torchrun every local rank gets the same folder, named
+    after the launcher's process id."""
+    root = Path("runs")
+    root.mkdir(parents=True, exist_ok=True)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return root / f"{command}-torchrun-{os.getppid()}"
+    base = f"{command}-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    for i in range(1, 1000):
+        path = root / (base if i == 1 else f"{base}-{i}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise ConfigError(f"{root}: could not create a new run folder {base}-N; give --out")
 
 
 def save_run_config(cfg: RunConfig, run_dir: Path) -> None:
