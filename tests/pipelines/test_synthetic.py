@@ -116,7 +116,8 @@ def test_tiny_training_run_learns_to_copy(tmp_path):
         "model.d_model=32", "model.n_layer=1", "model.d_state=8", "model.vocab_size=6",
         "data.vocab_size=6", "data.seq_len=8", "data.n_tokens=2", "data.val_items=64",
         "train.steps=80", "train.batch_size=16", "train.lr=1e-2", "train.warmup_steps=5",
-        "train.eval_every=80", "train.log_every=1", "train.progress=false"])
+        "train.eval_every=80", "train.log_every=1", "train.progress=false",
+        "train.seq_len_stages=[]", "train.min_lr_ratio=1.0", "train.weight_decay=0.0"])
     d = cfg.data
     model = tiny_model(d_model=32, d_state=8, vocab_size=6)
     train = SyntheticTask(cfg.task, 10_000, d.seq_len, d.vocab_size, d.n_tokens, seed=0)
@@ -136,7 +137,7 @@ def test_command_writes_table_plot_and_summary(tmp_path, capsys):
         "induction-heads", "--out", str(out), "model.d_model=16", "model.n_layer=1",
         "model.d_state=4", "data.seq_len=32", "data.val_items=8", "data.test_lengths=[32,200]",
         "data.test_items=4", "data.eval_chunk=64", "train.steps=3", "train.batch_size=4",
-        "train.eval_every=3", "train.progress=false"])
+        "train.eval_every=3", "train.progress=false", "train.seq_len_stages=[]"])
     assert synthetic.main(args) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["task"] == "induction-heads" and summary["metric"] == "exact_match"
