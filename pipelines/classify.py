@@ -54,6 +54,10 @@ def main(args) -> int:
 
     t0 = time.perf_counter()
     cfg, run_dir, resume = resolve_run(args, "classify")
+    if cfg.train.fsdp:  # the test predictions run on rank 0 alone, which a sharded model cannot
+        from mamba_bio_audio.errors import ConfigError
+        raise ConfigError("train.fsdp=true is for the LM commands (pretrain, finetune); "
+                          "classifiers train replicated (train.fsdp=false)")
     if args.init:
         cfg.init = args.init
     data = classification_datasets(cfg.data)

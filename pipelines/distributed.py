@@ -1,20 +1,23 @@
 """FSDP for Mamba models too large for one device: shard, train, gather a full checkpoint.
 
-The trainer replicates the model on every rank (DistributedDataParallel under torchrun). When the
-weights, gradients and AdamW moments (16 bytes per parameter in fp32) do not fit one GPU, shard
-them over the ranks with FSDP2 (`torch.distributed.fsdp.fully_shard`):
+By default the trainer replicates the model on every rank (DistributedDataParallel under
+torchrun). When the weights, gradients and AdamW moments (16 bytes per parameter in fp32) do not
+fit one GPU, shard them over the ranks with FSDP2 (`torch.distributed.fsdp.fully_shard`):
 
     model = shard_model(MambaLM(cfg))            # after init_process_group, before the optimizer
     optimizer = torch.optim.AdamW(model.parameters(), lr=...)
     ... forward / backward / step as usual; every rank feeds its own shard of the data ...
     save_full_pretrained(model, "ckpt", extra_files)   # all ranks call it; rank 0 writes
 
+The trainer does this with `train.fsdp=true` (`gradient_sync`, `full_optimizer_state`,
+`load_full_weights` and `load_full_optimizer_state` are its other pieces).
+
 Each Mamba `Block` (mixer + norm, + MLP) is one FSDP unit: its parameters are all-gathered just
 before its forward and backward and freed afterwards, so a rank holds one block in full at a time
 plus its 1/world share of everything else. The embedding, the final norm and the (tied) LM head
 form the root unit. The gradients are reduce-scattered (averaged), so with equal shards the
 update equals that of one process on the whole batch; tests/pipelines/test_distributed.py checks
-this on the CPU (gloo) against one process.
+this on the CPU (gloo) against the DDP job.
 """
 
 from __future__ import annotations
@@ -50,10 +53,16 @@ def shard_model(model: nn.Module, unit_types: tuple[type, ...] | None = None,
     unit_types = unit_types or (Block,)
     kwargs = {"reshard_after_forward": reshard_after_forward,
               "mp_policy": mp_policy or MixedPrecisionPolicy()}
+    # fully_shard replaces the parameters: carry over their flags (`_no_weight_decay`, ...)
+    flags = {name: {k: v for k, v in vars(p).items() if k.startswith("_no_")}
+             for name, p in model.named_parameters()}
     for module in model.modules():
         if isinstance(module, unit_types):
             fully_shard(module, **kwargs)
     fully_shard(model, **kwargs)
+    for name, p in model.named_parameters():
+        for key, value in flags.get(name, {}).items():
+            setattr(p, key, value)
     return model
 
 
@@ -79,6 +88,79 @@ def save_full_pretrained(model: nn.Module, directory: str | Path,
     weights = full_state_dict(model)
     if dist.get_rank() != 0:
         return None
-    plain = type(model)(model.config)  # a CPU replica in full (tied weights stay tied)
+    return plain_replica(model, weights).save_pretrained(directory, extra_files)
+
+
+def is_sharded(model: nn.Module) -> bool:
+    """Whether `model` was sharded with FSDP2 (its parameters are DTensors)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+class gradient_sync:
+    """Context for one micro-batch of gradient accumulation: `sync=False` skips the gradient
+    all-reduce (DDP) or reduce-scatter (FSDP) until the last micro-batch."""
+
+    def __init__(self, model: nn.Module, sync: bool):
+        self.model, self.sync, self._ddp = model, sync, None
+
+    def __enter__(self):
+        if self.sync:
+            return self
+        if isinstance(self.model, nn.parallel.DistributedDataParallel):
+            self._ddp = self.model.no_sync()
+            self._ddp.__enter__()
+        elif is_sharded(self.model):
+            self.model.set_requires_gradient_sync(False)
+        return self
+
+    def __exit__(self, *exc):
+        if self._ddp is not None:
+            return self._ddp.__exit__(*exc)
+        if not self.sync and is_sharded(self.model):
+            self.model.set_requires_gradient_sync(True)
+        return False
+
+
+def full_optimizer_state(model: nn.Module, optimizer) -> dict:
+    """The optimizer state of a sharded model in full (keyed by parameter name), on the CPU of
+    rank 0 ({} elsewhere). A collective: every rank must call it."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    return get_optimizer_state_dict(model, optimizer, options=StateDictOptions(
+        full_state_dict=True, cpu_offload=True))
+
+
+def plain_replica(model: nn.Module, weights: dict) -> nn.Module:
+    """A CPU `PretrainedModel` of the same config holding `weights` (from `full_state_dict`);
+    tied weights stay tied."""
+    plain = type(model)(model.config)
     plain.load_state_dict(weights, strict=True)
-    return plain.save_pretrained(directory, extra_files)
+    return plain
+
+
+def load_full_weights(model: nn.Module, path: str | Path) -> None:
+    """Load a `model.safetensors` written by `save_pretrained` into a sharded model (every rank
+    reads the file and keeps its slice). Tied weights, stored once, are filled under each name."""
+    from safetensors.torch import load_file
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    weights = load_file(str(path))
+    aliases: dict[int, list[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        aliases.setdefault(id(p), []).append(name)
+    for names in aliases.values():
+        stored = next((n for n in names if n in weights), None)
+        for n in names:
+            if stored is not None and n not in weights:
+                weights[n] = weights[stored]
+    set_model_state_dict(model, weights, options=StateDictOptions(full_state_dict=True))
+
+
+def load_full_optimizer_state(model: nn.Module, optimizer, state: dict) -> None:
+    """Load an optimizer state saved by `full_optimizer_state` into every rank's shard."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(model, optimizer, state,
+                             options=StateDictOptions(full_state_dict=True))

@@ -46,6 +46,16 @@ from tqdm.auto import tqdm
 from mamba_bio_audio.errors import CheckpointError, ConfigError, UserError
 
 from .checkpoint import atomic_save_dir, check_checkpoint
+from .distributed import (
+    full_optimizer_state,
+    full_state_dict,
+    gradient_sync,
+    is_sharded,
+    load_full_optimizer_state,
+    load_full_weights,
+    plain_replica,
+    shard_model,
+)
 
 TRAINER_STATE = "trainer_state.pt"
 MAX_SKIPPED_IN_A_ROW = 10  # train.skip_nonfinite: more non-finite batches in a row stop the run
@@ -62,6 +72,9 @@ class TrainConfig:
     "bf16" or "fp32". `eval_batches` <= 0 evaluates the whole validation set.
     `save_every`: write `checkpoints/last` every N steps (0: at every evaluation, every
     `eval_every` steps), besides the end of training and SIGINT/SIGTERM.
+    `fsdp`: under torchrun, shard the weights, gradients and optimizer state over the ranks
+    (FSDP2, one unit per Mamba block) instead of replicating the model (DDP); checkpoints are
+    gathered into ordinary model folders.
     `skip_nonfinite`: a step whose loss or gradient norm is NaN/inf is skipped (no update; at most
     `MAX_SKIPPED_IN_A_ROW` in a row) instead of stopping the run with TrainingDiverged.
     """
@@ -88,6 +101,7 @@ class TrainConfig:
     precision: str = "auto"
     device: str = "auto"
     skip_nonfinite: bool = False
+    fsdp: bool = False
     progress: bool = True
 
     def validate(self) -> None:
@@ -298,6 +312,14 @@ def evaluate(model: torch.nn.Module, loss_fn: Callable, data: Dataset, batch_siz
             totals["tokens"] = totals.get("tokens", 0.0) + out.tokens
             for k, v in out.sums.items():
                 totals[k] = totals.get(k, 0.0) + float(v)
+        if is_sharded(model):  # FSDP gathers weights in every forward: all ranks run as many
+            done = min(n_batches, len(loader))
+            most = torch.tensor([done], device=device if device.type == "cuda" else "cpu")
+            dist.all_reduce(most, op=dist.ReduceOp.MAX)
+            spare = (collate_fn or torch.utils.data.default_collate)([data[0]])
+            for _ in range(int(most) - done):  # forwards whose results are dropped
+                with autocast():
+                    loss_fn(model, move_to(spare, device))
     if dist.is_initialized():
         keys = sorted(totals)
         t = torch.tensor([totals[k] for k in keys], dtype=torch.float64,
@@ -372,7 +394,9 @@ class Trainer:
         self.extra_files = extra_files or {}
         self.model = model.to(self.device)
         self.raw_model = model
-        if self.world > 1:
+        if self.world > 1 and cfg.fsdp:
+            self.model = shard_model(self.model)
+        elif self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.optimizer = torch.optim.AdamW(
@@ -471,8 +495,7 @@ class Trainer:
                 for micro in range(cfg.grad_accum):
                     batch = move_to(next(batches), self.device)
                     sync = micro == cfg.grad_accum - 1 or self.world == 1
-                    ctx = contextlib.nullcontext() if sync else self.model.no_sync()
-                    with ctx:
+                    with gradient_sync(self.model, sync):
                         with self.autocast():
                             out = self.loss_fn(self.model, batch)
                         (out.loss / cfg.grad_accum).backward()
@@ -516,20 +539,19 @@ class Trainer:
                     row = row or {"step": self.step, "epoch": self.epoch, "tokens": self.tokens_seen}
                     row.update({f"val_{k}": v for k, v in val.items()
                                 if k not in ("weight", "tokens")})
-                    if main:
-                        self._maybe_save_best(val)
+                    self._maybe_save_best(val)  # every rank: the save is a collective
                 if row is not None and main:
                     self._log(row)
                 every = cfg.save_every if cfg.save_every > 0 else cfg.eval_every
-                if main and every > 0 and self.step % every == 0:
+                if every > 0 and self.step % every == 0:
                     self.save_checkpoint(self.out_dir / "checkpoints" / "last")
                 if stop or (self.world == 1 and signals.caught is not None):
                     bar.close()
                     self._on_interrupt(signals.caught or signal.SIGTERM)
         bar.close()
         wall = time.perf_counter() - start_time
+        self.save_checkpoint(self.out_dir / "checkpoints" / "last")
         if main:
-            self.save_checkpoint(self.out_dir / "checkpoints" / "last")
             self.plot()
             if self._tb is not None:
                 self._tb.close()
@@ -556,7 +578,10 @@ class Trainer:
         best = self.out_dir / "checkpoints" / "best" / "model.safetensors"
         if not best.is_file():
             return False
-        load_model(self.raw_model, best, device=str(self.device))
+        if is_sharded(self.model):
+            load_full_weights(self.model, best)
+        else:
+            load_model(self.raw_model, best, device=str(self.device))
         return True
 
     def _maybe_save_best(self, val: dict) -> None:
@@ -608,28 +633,49 @@ class Trainer:
 
     def _on_interrupt(self, signum: int) -> None:
         name = signal.Signals(signum).name
+        last = self.out_dir / "checkpoints" / "last"
+        self.save_checkpoint(last)  # every rank: the save is a collective
         if self.rank == 0:
-            last = self.out_dir / "checkpoints" / "last"
-            self.save_checkpoint(last)
             self.plot()
             print(f"\n{name}: saved a checkpoint at step {self.step} to {last}; continue with "
                   f"--resume {self.out_dir}", file=sys.stderr)
         raise TrainingInterrupted(name)
 
     def state_dict(self) -> dict:
-        """Everything besides the weights that an exact resume needs."""
+        """Everything besides the weights that an exact resume needs.
+
+        A collective under torchrun (every rank calls it): the RNG states of all ranks are
+        gathered (a list, one per rank), and with FSDP the optimizer state in full.
+        """
+        sharded = is_sharded(self.model)
+        optimizer = (full_optimizer_state(self.model, self.optimizer) if sharded
+                     else self.optimizer.state_dict())
+        rng = rng_state()
+        if self.world > 1:
+            every_rank = [None] * self.world
+            dist.all_gather_object(every_rank, rng)
+            rng = every_rank
         return {"step": self.step, "epoch": self.epoch, "position": self.position,
                 "tokens_seen": self.tokens_seen, "best_value": self.best_value,
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "rng": rng_state(), "world_size": self.world,
+                "optimizer": optimizer, "scheduler": self.scheduler.state_dict(),
+                "rng": rng, "world_size": self.world, "fsdp": sharded,
                 "train_config": dataclasses.asdict(self.cfg)}
 
     def save_checkpoint(self, path: Path) -> None:
-        """Write the model (save_pretrained), extra files and trainer_state.pt, atomically."""
+        """Write the model (save_pretrained), extra files and trainer_state.pt, atomically.
+
+        Every rank calls it at the same step; rank 0 writes. With FSDP the weights are gathered
+        into a full CPU replica first, so the folder is an ordinary checkpoint.
+        """
+        sharded = is_sharded(self.model)
+        weights = full_state_dict(self.model) if sharded else None
         state = self.state_dict()
+        if self.rank != 0:
+            return
+        model = plain_replica(self.raw_model, weights) if sharded else self.raw_model
 
         def write(tmp: Path) -> None:
-            self.raw_model.save_pretrained(tmp)
+            model.save_pretrained(tmp)
             for name, text in self.extra_files.items():
                 (tmp / name).write_text(text)
             torch.save(state, tmp / TRAINER_STATE)
@@ -642,9 +688,18 @@ class Trainer:
 
         weights = path / "model.safetensors"
         state = check_checkpoint(path)  # CheckpointError naming a missing or unreadable file
+        sharded = is_sharded(self.model)
+        if state.get("fsdp", False) != sharded:
+            raise CheckpointError(f"--resume {path}: saved with train.fsdp="
+                                  f"{str(state.get('fsdp', False)).lower()}; resume with the same")
         try:
-            missing, unexpected = map(sorted, load_model(self.raw_model, weights, strict=False))
-        except RuntimeError as err:
+            if sharded:
+                load_full_weights(self.model, weights)
+                missing, unexpected = [], []
+            else:
+                missing, unexpected = map(sorted, load_model(self.raw_model, weights,
+                                                             strict=False))
+        except (RuntimeError, KeyError) as err:
             lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
             detail = next((ln for ln in lines if "mismatch" in ln), lines[0] if lines else "")
             raise CheckpointError(f"--resume {path}: the weights do not fit this model; was it "
@@ -655,11 +710,15 @@ class Trainer:
         if state.get("world_size", 1) != self.world:
             raise CheckpointError(f"--resume {path}: saved with {state['world_size']} ranks, "
                                   f"resumed with {self.world}; the data order would differ")
-        self.optimizer.load_state_dict(state["optimizer"])
+        if sharded:
+            load_full_optimizer_state(self.model, self.optimizer, state["optimizer"])
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
         self.tokens_seen, self.best_value = state["tokens_seen"], state["best_value"]
-        set_rng_state(state["rng"])
+        rng = state["rng"]
+        set_rng_state(rng[self.rank] if isinstance(rng, list) else rng)
         self.history = [r for r in read_metrics(self.out_dir / "metrics.csv")
                         if int(r["step"]) <= self.step]
 

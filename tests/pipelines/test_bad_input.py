@@ -181,6 +181,7 @@ CASES = [
     case("config-bad-yaml", [P, "--config", "{dir}/bad.yaml"], "bad.yaml"),
     case("config-yaml-list", [P, "--config", "{dir}/list.yaml"], "list.yaml"),
     case("config-yaml-unknown-section", [P, "--config", "{dir}/extra_section.yaml"], "optimizer"),
+    case("classify-fsdp", [C, "train.fsdp=true", *TINY], "train.fsdp"),
     case("config-for-other-command", [P, "--config", "classify_species"], "classify"),
     case("unet-length-not-divisible", [P, "model.backbone=unet", "model.unet_pool=[4,4]",
                                        *TINY[:3], *TINY[4:], "data.seq_len=100"], "100", "16"),

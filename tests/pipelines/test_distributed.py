@@ -3,6 +3,8 @@
 - the losses equal those of one process with the same global batch (within fp32 rounding);
 - only rank 0 writes (Python audit events of every rank, see rank_probe.py);
 - the ranks fetch disjoint windows, and together the very windows the single process fetched;
+- with train.fsdp=true (FSDP2 on the CPU), the same losses and weights, through a stop and a
+  resume;
 - a torchrun job stopped by SIGTERM (all ranks after the same step), then killed by SIGKILL
   (torchrun and its ranks), resumes under torchrun each time and ends with the weights of the
   uninterrupted torchrun job.
@@ -47,8 +49,11 @@ def env_for(watch: Path, probe_out: Path) -> dict:
 
 
 def command(nproc: int, out: Path, *extra) -> list[str]:
+    """extra: options (--resume DIR) and key=value overrides, put where argparse wants them."""
+    options = [a for a in extra if "=" not in a]
+    overrides = [a for a in extra if "=" in a]
     per_rank = [f"train.batch_size={GLOBAL_BATCH // nproc}"]
-    args = ["pretrain", "--out", str(out), *extra, *ARGS, *per_rank]
+    args = ["pretrain", "--out", str(out), *options, *ARGS, *per_rank, *overrides]
     if nproc == 1:
         return [sys.executable, str(PROBE), *args]
     return [TORCHRUN, "--standalone", f"--nproc_per_node={nproc}", str(PROBE), *args]
@@ -193,25 +198,29 @@ def test_torchrun_job_stopped_killed_and_resumed_under_torchrun(runs, tmp_path):
     assert losses == [r["train_loss"] for r in read_metrics(runs / "two" / "metrics.csv")]
 
 
-def test_fsdp_on_cpu_matches_one_process_and_saves_a_full_checkpoint(tmp_path):
-    """FSDP2 (fully_shard per Mamba block, gloo): the losses and the gathered final weights equal
-    those of one process on the whole batch, within fp32 rounding (fsdp_worker.py)."""
+def test_fsdp_job_stopped_and_resumed_matches_ddp(runs, tmp_path):
+    """train.fsdp=true (FSDP2, one unit per Mamba block, gloo): SIGTERM at step >= 3, resume
+    under torchrun; the losses and the gathered final weights equal the DDP job's within fp32
+    rounding, the checkpoint is an ordinary model folder, and only rank 0 writes."""
     from mamba_bio_audio.models import MambaLM
 
-    worker = Path(__file__).with_name("fsdp_worker.py")
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    env.pop("TRITON_INTERPRET", None)
-    jobs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True)
-            for cmd in ([sys.executable, str(worker), str(tmp_path / "one")],
-                        [TORCHRUN, "--standalone", "--nproc_per_node=2", str(worker),
-                         str(tmp_path / "fsdp")])]
-    for job in jobs:
-        finish(job)
-    one = json.loads((tmp_path / "one" / "losses.json").read_text())
-    fsdp = json.loads((tmp_path / "fsdp" / "losses.json").read_text())
-    assert fsdp == pytest.approx(one, rel=1e-5)
-    a = MambaLM.from_pretrained(tmp_path / "one" / "model").state_dict()
-    b = MambaLM.from_pretrained(tmp_path / "fsdp" / "model").state_dict()
+    run = tmp_path / "fsdp"
+    proc = launch(2, run, tmp_path / "probe_a", "train.fsdp=true")
+    wait_for_step(proc, run, 3)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    stopped = check_checkpoint(run / "checkpoints" / "last")["step"]
+    assert f"SIGTERM: saved a checkpoint at step {stopped}" in out, out[-3000:]
+    assert check_checkpoint(run / "checkpoints" / "last")["fsdp"] is True
+    finish(launch(2, run, tmp_path / "probe_b", "--resume", str(run)))
+
+    fsdp = read_metrics(run / "metrics.csv")
+    ddp = read_metrics(runs / "two" / "metrics.csv")
+    assert [r["train_loss"] for r in fsdp] == pytest.approx([r["train_loss"] for r in ddp],
+                                                            rel=2e-5)
+    a = MambaLM.from_pretrained(runs / "two" / "checkpoints" / "last").state_dict()
+    b = MambaLM.from_pretrained(run / "checkpoints" / "last").state_dict()
     for key in a:
-        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5)
+    for probe in ("probe_a", "probe_b"):
+        assert probes(tmp_path / probe)[1]["writes"] == []
