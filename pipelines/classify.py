@@ -64,7 +64,7 @@ def main(args) -> int:
     model = build_model(cfg, data)
     cfg.model = model.config
     if is_main_process():
-        save_run_config(cfg, run_dir)
+        run_dir = save_run_config(cfg, run_dir, args)
     log(f"classify: {len(data.class_names)} classes ({', '.join(map(str, data.class_names))}), "
         f"{len(data.train)} train / {len(data.val)} val / {len(data.test)} test items of "
         f"{cfg.data.seq_len} tokens, {model.num_parameters() / 1e6:.2f}M parameters"

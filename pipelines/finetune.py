@@ -56,7 +56,7 @@ def main(args) -> int:
                         f"pooling ({model.config.pool_product})")
     data = lm_datasets(cfg.data)
     if is_main_process():
-        save_run_config(cfg, run_dir)
+        run_dir = save_run_config(cfg, run_dir, args)
     log(f"finetune: {args.model} on {cfg.data.path or 'the bundled recordings'} at "
         f"{cfg.data.sample_rate} Hz, {len(data.train)} train windows per epoch, "
         f"{len(data.test)} held-out windows; run folder {run_dir}")

@@ -59,7 +59,7 @@ def main(args) -> int:
         raise UserError("nothing to generate: --seconds/--length gives 0 new tokens")
     prompt_ids = prompt.unsqueeze(0).repeat(args.n, 1)
     # created after the inputs are checked: no empty folders
-    out_dir = Path(args.out) if args.out else default_run_dir("generate")
+    out_dir = Path(args.out) if args.out else default_run_dir("generate", create=True)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     times = []

@@ -33,7 +33,7 @@ def main(args) -> int:
     data = lm_datasets(cfg.data)
     cfg.model = dataclasses.replace(cfg.model, vocab_size=data.tokenizer.vocab_size)
     if is_main_process():
-        save_run_config(cfg, run_dir)
+        run_dir = save_run_config(cfg, run_dir, args)
     model = MambaLM(cfg.model)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"pretrain: {data.modality} LM, {n_params / 1e6:.2f}M parameters, windows of "

@@ -208,30 +208,42 @@ def _run_dir_of(checkpoint: Path) -> Path:
     return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint
 
 
-def default_run_dir(command: str) -> Path:
-    """A new folder runs/<command>-<date>-<time> (claimed with mkdir: two commands started in the
-    same second get -2, -3, ...). Under torchrun every local rank gets the same folder, named
-    after the launcher's process id."""
+def default_run_dir(command: str, create: bool = False) -> Path:
+    """runs/<command>-<date>-<time>, or with -2, -3, ... when that folder exists.
+
+    With `create`, the folder is claimed with mkdir, so that two commands started in the same
+    second never share one. Under torchrun every local rank gets the same folder, named after the
+    launcher's process id.
+    """
     root = Path("runs")
-    root.mkdir(parents=True, exist_ok=True)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return root / f"{command}-torchrun-{os.getppid()}"
     base = f"{command}-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     for i in range(1, 1000):
         path = root / (base if i == 1 else f"{base}-{i}")
-        try:
-            path.mkdir()
+        if not create and not path.exists():
             return path
-        except FileExistsError:
-            continue
-    raise ConfigError(f"{root}: could not create a new run folder {base}-N; give --out")
+        if create:
+            try:
+                path.mkdir(parents=True)
+                return path
+            except FileExistsError:
+                continue
+    raise ConfigError(f"{root}: could not find a free run folder name {base}-N; give --out")
 
 
-def save_run_config(cfg: RunConfig, run_dir: Path) -> None:
-    """Write the resolved config as run_dir/config.yaml (atomically)."""
+def save_run_config(cfg: RunConfig, run_dir: Path, args: argparse.Namespace | None = None) -> Path:
+    """Write the resolved config as run_dir/config.yaml (atomically); returns the run folder.
+
+    When `args` has neither --out nor --resume, run_dir is only a proposed default name: a free
+    folder is claimed now (not earlier, so that a command that fails on its inputs leaves none).
+    """
+    if args is not None and not args.out and not args.resume:
+        run_dir = default_run_dir(run_dir.name.split("-")[0], create=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     text = f"# resolved config of this run\n{yaml.safe_dump(to_dict(cfg), sort_keys=False)}"
     write_atomic(run_dir / "config.yaml", text)
+    return run_dir
 
 
 def write_summary(run_dir: Path, summary: dict) -> Path:
