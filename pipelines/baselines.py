@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -50,7 +50,7 @@ class MarkovModel:
         if (order + 1) * math.log2(max(alphabet_size, 2)) > 62:
             raise ValueError(f"order {order} is too large for an alphabet of {alphabet_size}")
 
-    def fit(self, seqs: Sequence[np.ndarray]) -> "MarkovModel":
+    def fit(self, seqs: Sequence[np.ndarray]) -> MarkovModel:
         pairs, ctxs = [], []
         for s in seqs:
             ctx, sym = _codes(s, self.order, self.base)
@@ -174,7 +174,7 @@ def kmer_logistic_regression(train_seqs, train_labels, test_seqs, test_labels, n
     pred = _logistic_regression(kmer_features(train_seqs, k_max), np.asarray(train_labels),
                                 kmer_features(test_seqs, k_max))
     metrics = classification_metrics(test_labels, pred, n_classes)
-    metrics["name"] = f"k-mer counts (k<=%d) + logistic regression" % k_max
+    metrics["name"] = "k-mer counts (k<=%d) + logistic regression" % k_max
     return metrics
 
 

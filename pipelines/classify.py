@@ -85,7 +85,7 @@ def main(args) -> int:
         "command": "classify",
         "data": cfg.data.kind,
         "classes": [str(c) for c in data.class_names],
-        "test_items": int(len(labels)),
+        "test_items": len(labels),
         "test_accuracy": metrics["accuracy"],
         "test_macro_f1": metrics["macro_f1"],
         "test_mcc": metrics["mcc"],
@@ -121,7 +121,7 @@ def baseline(data, n_classes: int, max_train: int = 6000) -> dict:
                                         data.test.labels, n_classes, data.extra["sample_rate"])
     train_items = [data.train[i] for i in range(train_n)]
     test_items = [data.test[i] for i in range(len(data.test))]
-    unpad = lambda it: it["ids"][it["mask"]].numpy()  # noqa: E731
+    unpad = lambda it: it["ids"][it["mask"]].numpy()
     return kmer_logistic_regression([unpad(it) for it in train_items],
                                     [it["label"] for it in train_items],
                                     [unpad(it) for it in test_items],

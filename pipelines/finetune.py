@@ -20,8 +20,7 @@ import time
 
 from mamba_bio_audio.errors import UserError
 
-from .run_config import (add_run_arguments, resolve_run, save_run_config, write_atomic,
-                         write_summary)
+from .run_config import add_run_arguments, resolve_run, save_run_config, write_atomic, write_summary
 from .tasks import bits, lm_datasets, lm_loss, load_data_config, save_tokenizer
 from .trainer import Trainer, is_main_process, log
 

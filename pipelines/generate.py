@@ -109,12 +109,12 @@ def audio_prompt(args, tok, rate: int) -> torch.Tensor:
     """Ids of the first --prompt-seconds of --prompt (peak-normalised), or one id of silence."""
     if not args.prompt:
         return torch.tensor([tok.pad_id])
-    from mamba_bio_audio.data.audio import read_audio
+    from mamba_bio_audio.data.audio import audio_info, read_audio
 
-    frames = None
-    wave, _ = read_audio(args.prompt, rate)
-    frames = max(1, round(args.prompt_seconds * rate))
-    wave = wave[:frames]
+    info = audio_info(args.prompt)  # read only the prompt's frames, at the file's own rate
+    frames = min(info.frames, max(1, round(args.prompt_seconds * info.samplerate)))
+    wave, _ = read_audio(args.prompt, rate, frames=frames)
+    wave = wave[:max(1, round(args.prompt_seconds * rate))]
     peak = float(wave.abs().max())
     return tok.encode(wave / peak if peak > 0 else wave)
 

@@ -99,7 +99,7 @@ def csv_items(path: Path, tok, column: str):
 def audio_items(path: Path, tok, seq_len: int, stride: int, sample_rate: int):
     from mamba_bio_audio.data.audio import read_audio
 
-    wave, rate = read_audio(path, sample_rate)
+    wave, _ = read_audio(path, sample_rate)
     peak = float(wave.abs().max())
     if peak > 0:
         wave = wave / peak  # the training clips were peak-normalised too

@@ -24,7 +24,6 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import yaml
 
@@ -68,10 +67,10 @@ class DataConfig:
     """
 
     kind: str = "genome"
-    path: Optional[str] = None
+    path: str | None = None
     seq_len: int = 1024
     splits: dict = field(default_factory=dict)
-    bed: Optional[str] = None
+    bed: str | None = None
     train_items: int = 4096
     val_items: int = 512
     test_items: int = 1024
@@ -83,7 +82,7 @@ class DataConfig:
     split_by: str = "auto"
     seed: int = 0
 
-    def validate(self) -> "DataConfig":
+    def validate(self) -> DataConfig:
         if self.kind not in DATA_KINDS:
             raise ConfigError(f"data.kind={self.kind!r}: expected one of {', '.join(DATA_KINDS)}")
         for key in ("seq_len", "train_items", "val_items", "test_items", "sample_rate"):
@@ -109,11 +108,11 @@ class RunConfig:
     model: MambaConfig = field(default_factory=MambaConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    init: Optional[str] = None
+    init: str | None = None
     markov_max_order: int = 8
     baseline: bool = True
 
-    def validate(self) -> "RunConfig":
+    def validate(self) -> RunConfig:
         self.model.validate()
         self.data.validate()
         self.train.validate()

@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from mamba_bio_audio import data as mdata
-from mamba_bio_audio.errors import CheckpointError, ConfigError, DataError
+from mamba_bio_audio.errors import CheckpointError, ConfigError
 
 from .trainer import LossOutput
 

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-
-from mamba_bio_audio.cli import main as cli
 from mamba_bio_audio.data import LAMBDA_FASTA, LONG_AUDIO_DIR
-from mamba_bio_audio.models import MambaClassifier
 from mamba_bio_audio.pipelines.tasks import classification_datasets, predict_proba
 from mamba_bio_audio.pipelines.trainer import read_metrics
+
+from mamba_bio_audio.cli import main as cli
+from mamba_bio_audio.models import MambaClassifier
 
 TINY = ["model.d_model=16", "model.n_layer=1", "model.d_state=4", "train.steps=3",
         "train.eval_every=3", "train.log_every=1", "train.batch_size=4", "train.warmup_steps=1",

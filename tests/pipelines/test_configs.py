@@ -1,12 +1,16 @@
 """Run configs: every built-in config loads and names its command; overrides and their errors."""
 
 import pytest
+from mamba_bio_audio.pipelines.run_config import (
+    RUN_COMMANDS,
+    builtin_configs,
+    first_comment,
+    load_run_config,
+)
 
 from mamba_bio_audio.cli import main as cli
-from mamba_bio_audio.errors import ConfigError
 from mamba_bio_audio.config import load_yaml
-from mamba_bio_audio.pipelines.run_config import (RUN_COMMANDS, builtin_configs, first_comment,
-                                                  load_run_config)
+from mamba_bio_audio.errors import ConfigError
 
 DEFAULTS = {"pretrain_dna", "classify_species", "classify_splice", "classify_digits",
             "pretrain_audio", "finetune_audio"}

@@ -6,11 +6,17 @@ import signal
 
 import pytest
 import torch
-from safetensors.torch import save_file
-
 from mamba_bio_audio.pipelines.trainer import (
-    LossOutput, TrainConfig, Trainer, TrainingDiverged, TrainingInterrupted, param_groups,
-    read_metrics, warmup_cosine)
+    LossOutput,
+    TrainConfig,
+    Trainer,
+    TrainingDiverged,
+    TrainingInterrupted,
+    param_groups,
+    read_metrics,
+    warmup_cosine,
+)
+from safetensors.torch import save_file
 
 
 class ToyLM(torch.nn.Module):
