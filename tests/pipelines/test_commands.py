@@ -158,3 +158,13 @@ def test_classify_clips_then_predict_audio(tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "p.csv")))
     assert rows and rows[0]["record"] == clip.stem and rows[0]["predicted"] in ("0", "1")
     assert abs(float(rows[0]["p_0"]) + float(rows[0]["p_1"]) - 1) < 1e-5
+
+
+def test_sequence_length_warm_up_on_a_real_genome(tmp_path):
+    run = tmp_path / "pre"
+    assert cli(["pretrain", "--out", str(run), f"data.path={LAMBDA_FASTA}", "data.seq_len=64",
+                "data.val_items=2", "data.test_items=2", "--no-baselines", *TINY,
+                "train.steps=4", "train.seq_len_stages=[[0, 32, 8], [2, 64, 4]]"]) == 0
+    rows = read_metrics(run / "metrics.csv")
+    assert [(r["seq_len"], r["tokens"]) for r in rows] == [(32, 256), (32, 512), (64, 768),
+                                                          (64, 1024)]
