@@ -21,6 +21,15 @@ def check_split(split: str) -> str:
     return split
 
 
+def window_mode(mode: str | None, split: str) -> str:
+    """How a dataset draws windows: ``mode`` if given, else "random" for train and "sequential"
+    for val/test; ValueError for anything else."""
+    mode = mode or ("random" if split == "train" else "sequential")
+    if mode not in ("random", "sequential"):
+        raise ValueError(f"mode must be 'random' or 'sequential', got {mode!r}")
+    return mode
+
+
 def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     """The random generator of item ``index`` in ``epoch``: a pure function of the three."""
     return np.random.default_rng([seed, epoch, index])

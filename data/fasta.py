@@ -24,7 +24,7 @@ import torch
 
 from mamba_bio_audio.errors import DataError
 
-from .base import SPLITS, SplitDataset, check_split, item_rng
+from .base import SPLITS, SplitDataset, check_split, item_rng, window_mode
 from .tokenizers import DNATokenizer
 
 FASTA_SUFFIXES = (".fa", ".fasta", ".fna", ".fas")
@@ -454,9 +454,7 @@ class GenomeWindows(SplitDataset):
         self.fasta = fasta if isinstance(fasta, FastaFile) else FastaFile(fasta)
         self.tokenizer = tokenizer or DNATokenizer()
         self.split, self.seed, self.rc_aug = check_split(split), int(seed), rc_aug
-        self.mode = mode or ("random" if split == "train" else "sequential")
-        if self.mode not in ("random", "sequential"):
-            raise ValueError(f"mode must be 'random' or 'sequential', got {self.mode!r}")
+        self.mode = window_mode(mode, split)
         regions = split_regions(self.fasta, split, records=records, fractions=fractions, bed=bed)
         self.sampler = WindowSampler(
             self.fasta, regions, seq_len, self.tokenizer, max_n_frac, what=f" (split {split!r})"

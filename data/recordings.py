@@ -15,7 +15,7 @@ import torch
 from mamba_bio_audio.errors import DataError
 
 from .audio import AUDIO_SUFFIXES, audio_info, file_peak, read_audio, read_window
-from .base import SplitDataset, check_split, class_names_for, item_rng
+from .base import SplitDataset, check_split, class_names_for, item_rng, window_mode
 from .fasta import fraction_bounds
 from .labeled import assign_splits
 from .tokenizers import MuLaw, pad_or_crop
@@ -101,7 +101,7 @@ class RecordingWindows(SplitDataset):
         self.seq_len, self.split, self.seed = int(seq_len), split, int(seed)
         self.tokenizer = tokenizer or MuLaw()
         self.scale = scale
-        self.mode = mode or ("random" if split == "train" else "sequential")
+        self.mode = window_mode(mode, split)
         files = find_audio_files(source)
         if split_by == "file":
             a, b = fraction_bounds(len(files), split, fractions)
@@ -157,11 +157,9 @@ class RecordingWindows(SplitDataset):
         if self.mode == "random":
             total = sum(round((r.end - r.start) * self.sample_rate / r.rate) for r in self.regions)
             self.num_samples = num_samples or max(1, total // self.seq_len)
-        elif self.mode == "sequential":
+        else:
             self.tiles = self._tiles(stride or self.seq_len, max_windows)
             self.num_samples = len(self.tiles)
-        else:
-            raise ValueError(f"mode must be 'random' or 'sequential', got {self.mode!r}")
 
     def _src_len(self, r: AudioRegion) -> int:
         """Frames of the file that one window covers."""

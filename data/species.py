@@ -10,7 +10,7 @@ import torch
 
 from mamba_bio_audio.errors import DataError
 
-from .base import SplitDataset, check_split, item_rng
+from .base import SplitDataset, check_split, item_rng, window_mode
 from .fasta import FASTA_SUFFIXES, FastaFile, WindowSampler, fasta_stem, split_regions
 from .tokenizers import DNATokenizer
 
@@ -73,9 +73,7 @@ class SpeciesWindows(SplitDataset):
     ):
         self.tokenizer = tokenizer or DNATokenizer()
         self.split, self.seed, self.rc_aug = check_split(split), int(seed), rc_aug
-        self.mode = mode or ("random" if split == "train" else "sequential")
-        if self.mode not in ("random", "sequential"):
-            raise ValueError(f"mode must be 'random' or 'sequential', got {self.mode!r}")
+        self.mode = window_mode(mode, split)
         files = find_fasta_files(folder)
         stems = [fasta_stem(f) for f in files]
         dupes = sorted({s for s in stems if stems.count(s) > 1})
