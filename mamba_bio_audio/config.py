@@ -37,12 +37,17 @@ class MambaConfig:
     ``unet_pool`` (blocks, then pool by p and widen by ``unet_expand``), a centre stage, and the
     mirrored up stages with skip connections. Width at depth i is d_model * unet_expand**i.
 
+    Inputs: ``input_dim=0`` (default) reads token ids through an embedding of ``vocab_size``
+    rows; ``input_dim=k > 0`` reads a float vector of k features per position (e.g. a log-mel
+    frame), projected to d_model by a Linear layer (classifiers only; ``vocab_size`` is unused).
+
     Only `MambaClassifier` reads ``n_classes``, ``pooling`` and ``class_names``.
     """
 
     d_model: int = 128
     n_layer: int = 4
     vocab_size: int = 12  # the DNA character tokenizer; 256 for mu-law audio
+    input_dim: int = 0  # 0: token ids (embedding); k > 0: k float features per position (Linear)
     backbone: str = "isotropic"
     d_state: int = 16
     d_conv: int = 4
@@ -112,6 +117,8 @@ class MambaConfig:
         need(0 < self.dt_min <= self.dt_max, "dt_min", f"0 < dt_min <= dt_max ({self.dt_max})")
         need(self.dt_init_floor > 0, "dt_init_floor", "a positive number")
         need(self.norm_eps > 0, "norm_eps", "a positive number")
+        need(isinstance(self.input_dim, int) and self.input_dim >= 0, "input_dim",
+             "0 (token ids) or a positive number of features per position")
         need(self.mlp_expand >= 0, "mlp_expand", "0 (no MLP) or a positive integer")
         need(self.n_classes >= 0, "n_classes", "0 (no classifier) or a positive integer")
         need(self.pooling in POOLINGS, "pooling", f"one of {', '.join(POOLINGS)}")

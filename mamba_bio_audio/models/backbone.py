@@ -1,4 +1,5 @@
-"""The backbone: token embedding, a body of Mamba blocks (isotropic stack or U-Net), final norm."""
+"""The backbone: input layer (token embedding, or a Linear projection of float features), a body
+of Mamba blocks (isotropic stack or U-Net), final norm."""
 
 import torch
 import torch.nn as nn
@@ -16,16 +17,24 @@ class MambaBackbone(nn.Module):
     Isotropic: n_layer blocks of width d_model (the DNA models). U-Net: see `unet.UNet` (the audio
     models). Both are causal unless config.bidirectional.
 
+    The input layer is `embedding` (token ids, config.input_dim == 0) or `input_proj` (a Linear
+    from config.input_dim float features to d_model, e.g. log-mel frames); the model has one of
+    the two, never both.
+
     Args:
         config: a MambaConfig.
     Shape:
-        forward: (b, L) int -> (b, L, d_model);  step: (b,) int -> (b, d_model)
+        forward: (b, L) int, or (b, L, input_dim) float -> (b, L, d_model);
+        step: (b,) int, or (b, input_dim) float -> (b, d_model)
     """
 
     def __init__(self, config):
         super().__init__()
         self.config = config
-        self.embedding = nn.Embedding(config.padded_vocab_size, config.d_model)
+        if config.input_dim > 0:
+            self.input_proj = nn.Linear(config.input_dim, config.d_model)
+        else:
+            self.embedding = nn.Embedding(config.padded_vocab_size, config.d_model)
         if config.backbone == "unet":
             self.body = UNet(config)
         else:
@@ -34,7 +43,8 @@ class MambaBackbone(nn.Module):
 
     def forward(self, ids: torch.Tensor, state=None, mask: torch.Tensor = None) -> torch.Tensor:
         """Args:
-            ids: (b, L) token ids. For the U-Net, L must be a multiple of prod(unet_pool).
+            ids: (b, L) token ids, or (b, L, input_dim) float features when config.input_dim > 0.
+                For the U-Net, L must be a multiple of prod(unet_pool).
             state: optional recurrent state from `allocate_state` to start from; it is left at the
                 end of the sequence (used to prime generation with the parallel forward).
             mask: optional (b, L) bool, True at real tokens; a bidirectional backbone then
@@ -43,8 +53,7 @@ class MambaBackbone(nn.Module):
         Returns:
             (b, L, d_model) hidden states (fp32 with residual_in_fp32).
         """
-        if ids.dim() != 2:
-            raise ValueError(f"ids: expected shape (batch, length), got {tuple(ids.shape)}")
+        x = self.embed(ids, step=False)  # (b, L, d)
         P = self.config.pool_product
         if ids.shape[1] % P:
             raise ConfigError(f"input length {ids.shape[1]} is not a multiple of the U-Net pooling "
@@ -53,7 +62,6 @@ class MambaBackbone(nn.Module):
         if state is not None and P > 1 and state.pos % P:
             raise ValueError(f"the U-Net state is at position {state.pos}, inside a pooling window "
                              f"of {P}; step to a multiple of {P} before a parallel forward")
-        x = self.embedding(ids)  # (b, L, d)
         if self.config.bidirectional:
             x = self.body(x, None, None if mask is None else reverse_index(mask))
         else:
@@ -61,8 +69,28 @@ class MambaBackbone(nn.Module):
         return self.norm_f(x)
 
     def step(self, ids: torch.Tensor, state) -> torch.Tensor:
-        """One time step: ids (b,) -> (b, d_model); `state` is updated in place."""
-        return self.norm_f(self.body.step(self.embedding(ids), state))
+        """One time step: ids (b,) or features (b, input_dim) -> (b, d_model); `state` is updated
+        in place."""
+        return self.norm_f(self.body.step(self.embed(ids, step=True), state))
+
+    def embed(self, ids: torch.Tensor, step: bool = False) -> torch.Tensor:
+        """The input layer: ids (b, L) -> (b, L, d), or features (b, L, input_dim) -> (b, L, d)
+        (one dimension fewer each when `step`). ValueError names the expected input otherwise."""
+        k = self.config.input_dim
+        dims = "(batch,)" if step else "(batch, length)"
+        if k > 0:
+            want = f"(batch, {k})" if step else f"(batch, length, {k})"
+            if ids.dim() != (2 if step else 3) or ids.shape[-1] != k or not ids.is_floating_point():
+                raise ValueError(f"the model reads {k} float features per position "
+                                 f"(model.input_dim={k}): expected a float tensor of shape "
+                                 f"{want}, got {ids.dtype} {tuple(ids.shape)}")
+            return self.input_proj(ids.to(self.input_proj.weight.dtype))
+        if ids.dim() != (1 if step else 2) or ids.is_floating_point():
+            hint = (" (float features need a model with model.input_dim > 0)"
+                    if ids.is_floating_point() else "")
+            raise ValueError(f"ids: expected integer token ids of shape {dims}, got {ids.dtype} "
+                             f"{tuple(ids.shape)}{hint}")
+        return self.embedding(ids)
 
     def set_position(self, state, position: int) -> None:
         """Set the U-Net's step counters as after `position` steps (isotropic: nothing to do)."""
@@ -73,4 +101,4 @@ class MambaBackbone(nn.Module):
         """Zero recurrent state (fp32, constant size) for `batch_size` sequences."""
         if self.config.bidirectional:
             raise ValueError("a bidirectional backbone has no recurrent mode")
-        return self.body.allocate_state(batch_size, device or self.embedding.weight.device)
+        return self.body.allocate_state(batch_size, device or self.norm_f.weight.device)

@@ -18,7 +18,8 @@ class MambaClassifier(PretrainedModel):
         config: a MambaConfig with n_classes >= 1; `pooling` is mean, last or max (padding is
             ignored), `class_names` optional.
     Shape:
-        forward: (b, L) int [, mask (b, L) bool] -> logits (b, n_classes)
+        forward: (b, L) int, or (b, L, input_dim) float with config.input_dim > 0
+            [, mask (b, L) bool] -> logits (b, n_classes)
     """
 
     model_type = "MambaClassifier"
@@ -34,7 +35,7 @@ class MambaClassifier(PretrainedModel):
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor = None) -> torch.Tensor:
         """Args:
-            ids: (b, L) token ids.
+            ids: (b, L) token ids, or (b, L, input_dim) float features (config.input_dim > 0).
             mask: (b, L) bool, True at real tokens; None when nothing is padded.
         Returns:
             logits (b, n_classes)

@@ -25,6 +25,10 @@ class MambaLM(PretrainedModel):
         if config.bidirectional:
             raise ConfigError("model.bidirectional=True: a language model must be causal; "
                               "use bidirectional backbones for classifiers")
+        if config.input_dim > 0:
+            raise ConfigError(f"model.input_dim={config.input_dim}: a language model reads and "
+                              "predicts token ids; float features (input_dim > 0) are for "
+                              "classifiers")
         self.backbone = MambaBackbone(config)
         self.lm_head = nn.Linear(config.d_model, config.padded_vocab_size, bias=False)
         if config.tie_embeddings:
