@@ -23,13 +23,16 @@ Random windows are the default for "train"; "val"/"test" default to sequential w
 - ``SpeciesWindows``: class-balanced windows from a folder of genomes, one per species.
 - ``LabeledSequences``: CSV/TSV, FASTA-with-label or UCI splice files.
 - ``RecordingWindows``: windows of long recordings (WAV/FLAC/OGG), split by time or by file.
-- ``LabeledClips``: short labelled clips (spoken digits), label from the file name or folder.
+- ``LabeledClips``: short labelled clips (spoken digits), label from the file name or folder;
+  with ``tokenizer=LogMel(...)`` its items hold log-mel frames, "ids" FloatTensor (L, n_mels),
+  L counting 10 ms frames.
 
 Bad files raise ``mamba_bio_audio.errors.DataError`` naming the file (and line or record).
 """
 
 from .audio import audio_info, iter_blocks, read_audio, resample, write_audio
 from .fasta import FastaFile, GenomeWindows, Region, read_bed
+from .features import LogMel
 from .labeled import LabeledSequences, read_labeled
 from .recordings import LabeledClips, RecordingWindows, fsdd_split
 from .samples import (
@@ -61,6 +64,7 @@ __all__ = [
     "LabeledClips",
     "LabeledSequences",
     "LinearQuantizer",
+    "LogMel",
     "MuLaw",
     "RecordingWindows",
     "Region",

@@ -237,10 +237,16 @@ class LabeledClips(SplitDataset):
     Items: ``{"ids": LongTensor (seq_len,), "mask": BoolTensor (seq_len,), "label": int,
     "waveform": FloatTensor (seq_len,)}``.
 
+    With a feature front-end as ``tokenizer`` (``features.LogMel``, which has ``feature_dim``),
+    each clip's frames are computed once at construction, ``seq_len`` counts frames, and items
+    are ``{"ids": FloatTensor (seq_len, feature_dim), "mask": BoolTensor (seq_len,) True on the
+    clip's frames, "label": int, "waveform": FloatTensor (seq_len * hop_length,)}``.
+
     Args:
         folder: folder of clips (searched recursively).
         split: "train", "val" or "test".
-        seq_len: samples per item (default: the longest clip of the split).
+        seq_len: samples (frames with a feature front-end) per item (default: the longest clip
+            of the split).
         sample_rate: rate of the items (default: the first clip's rate).
         label_from: "name" (``label_pattern``'s first group on the file stem; default: the text
             before the first "_", the digit of FSDD's ``{digit}_{speaker}_{index}``) or "folder"
@@ -311,7 +317,13 @@ class LabeledClips(SplitDataset):
         if not self.waves:
             raise DataError(f"{folder}: split {split!r} has no usable clips")
         self.sample_rate = sample_rate
-        self.seq_len = int(seq_len or max(len(w) for w in self.waves))
+        # a feature front-end (log-mel): frames computed once; seq_len then counts frames
+        self.features = (
+            [self.tokenizer.encode(w) for w in self.waves]
+            if getattr(self.tokenizer, "feature_dim", 0)
+            else None
+        )
+        self.seq_len = int(seq_len or max(len(x) for x in self.features or self.waves))
 
     def _label(self, path: Path, label_from: str, pattern: str) -> str:
         if label_from == "folder":
@@ -329,13 +341,13 @@ class LabeledClips(SplitDataset):
 
     def __getitem__(self, index: int) -> dict:
         wave = self.waves[index]
-        ids, mask = pad_or_crop(
-            self.tokenizer.encode(wave), self.seq_len, self.tokenizer.pad_id, self.pad_side
-        )
-        wave, _ = pad_or_crop(wave, self.seq_len, 0.0, self.pad_side)
+        encoded = self.tokenizer.encode(wave) if self.features is None else self.features[index]
+        ids, mask = pad_or_crop(encoded, self.seq_len, self.tokenizer.pad_id, self.pad_side)
+        n_samples = self.seq_len * getattr(self.tokenizer, "hop_length", 1)
+        wave, _ = pad_or_crop(wave, n_samples, 0.0, self.pad_side)
         return {"ids": ids, "mask": mask, "label": self.labels[index], "waveform": wave}
 
     def iter_tokens(self, chunk_size: int | None = None) -> Iterator[tuple[int, torch.Tensor]]:
-        """(clip index, ids) of every clip of the split, unpadded."""
+        """(clip index, ids) of every clip of the split, unpadded (frames with a front-end)."""
         for i, wave in enumerate(self.waves):
-            yield i, self.tokenizer.encode(wave)
+            yield i, self.tokenizer.encode(wave) if self.features is None else self.features[i]

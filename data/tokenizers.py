@@ -6,7 +6,8 @@ settings can be saved beside a model (``tokenizer_from_dict`` rebuilds any of th
 ``DNATokenizer`` uses the ids of HyenaDNA's ``CharacterTokenizer`` (characters "ACGTN"):
 ``[CLS]=0 [SEP]=1 [BOS]=2 [MASK]=3 [PAD]=4 [RESERVED]=5 [UNK]=6 A=7 C=8 G=9 T=10 N=11``.
 ``MuLaw`` is 8-bit mu-law companding as in WaveNet and SaShiMi; ``LinearQuantizer`` splits
-[-1, 1] into equal steps.
+[-1, 1] into equal steps. ``tokenizer_from_dict`` also rebuilds the log-mel front-end
+(``features.LogMel``), which encodes a waveform into float frames instead of ids.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import torch
 import torchaudio.functional as AF
+
+from .features import LogMel
 
 SPECIAL_TOKENS = ("[CLS]", "[SEP]", "[BOS]", "[MASK]", "[PAD]", "[RESERVED]", "[UNK]")
 NUCLEOTIDES = "ACGTN"
@@ -269,7 +272,7 @@ class LinearQuantizer(MuLaw):
         return f"LinearQuantizer(levels={self.levels}, scale={self.scale!r})"
 
 
-TOKENIZERS = {cls.type_name: cls for cls in (DNATokenizer, MuLaw, LinearQuantizer)}
+TOKENIZERS = {cls.type_name: cls for cls in (DNATokenizer, MuLaw, LinearQuantizer, LogMel)}
 
 
 def tokenizer_from_dict(d: dict):
