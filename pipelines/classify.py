@@ -37,15 +37,23 @@ def build_model(cfg, data):
     from mamba_bio_audio.models import MambaClassifier, MambaLM
 
     n = len(data.class_names)
+    feature_dim = getattr(data.tokenizer, "feature_dim", 0)  # > 0: float frames (log-mel)
     if cfg.init:
+        from mamba_bio_audio.errors import CheckpointError
+
+        if feature_dim:
+            raise CheckpointError(f"--init {cfg.init}: a pretrained LM reads token ids, but "
+                                  f"data.features={cfg.data.features} gives float frames; use "
+                                  "data.features=waveform")
         lm = MambaLM.from_pretrained(cfg.init)
         if lm.config.vocab_size != data.tokenizer.vocab_size:
-            from mamba_bio_audio.errors import CheckpointError
             raise CheckpointError(f"--init {cfg.init}: its vocabulary ({lm.config.vocab_size}) "
                                   f"does not match the data's ({data.tokenizer.vocab_size})")
         return MambaClassifier.from_lm(lm, n, cfg.model.pooling, data.class_names)
-    model_cfg = dataclasses.replace(cfg.model, vocab_size=data.tokenizer.vocab_size, n_classes=n,
-                                    class_names=list(data.class_names))
+    inputs = ({"input_dim": feature_dim} if feature_dim
+              else {"input_dim": 0, "vocab_size": data.tokenizer.vocab_size})
+    model_cfg = dataclasses.replace(cfg.model, n_classes=n, class_names=list(data.class_names),
+                                    **inputs)
     return MambaClassifier(model_cfg)
 
 
@@ -67,7 +75,7 @@ def main(args) -> int:
         run_dir = save_run_config(cfg, run_dir, args)
     log(f"classify: {len(data.class_names)} classes ({', '.join(map(str, data.class_names))}), "
         f"{len(data.train)} train / {len(data.val)} val / {len(data.test)} test items of "
-        f"{cfg.data.seq_len} tokens, {model.num_parameters() / 1e6:.2f}M parameters"
+        f"{cfg.data.seq_len} {'frames' if model.config.input_dim else 'tokens'}, {model.num_parameters() / 1e6:.2f}M parameters"
         f"{', from ' + cfg.init if cfg.init else ''}; run folder {run_dir}")
 
     trainer = Trainer(model, classifier_loss, data.train, data.val, cfg.train, run_dir,

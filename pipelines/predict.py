@@ -97,14 +97,21 @@ def csv_items(path: Path, tok, column: str):
 
 
 def audio_items(path: Path, tok, seq_len: int, stride: int, sample_rate: int):
+    """(row fields, ids) per window of an audio file; start/end count samples at sample_rate.
+
+    With a feature front-end (log-mel), `seq_len` and `stride` count frames: each window of
+    seq_len * hop_length samples is encoded on its own (as a training clip is) and cropped to
+    seq_len frames."""
     from mamba_bio_audio.data.audio import read_audio
 
     wave, _ = read_audio(path, sample_rate)
     peak = float(wave.abs().max())
     if peak > 0:
         wave = wave / peak  # the training clips were peak-normalised too
-    for start, end in windows(len(wave), seq_len, stride):
-        yield {"record": path.stem, "start": start, "end": end}, tok.encode(wave[start:end])
+    hop = getattr(tok, "hop_length", 1)  # samples per position
+    for start, end in windows(len(wave), seq_len * hop, stride * hop):
+        encoded = tok.encode(wave[start:end])[:seq_len]
+        yield {"record": path.stem, "start": start, "end": end}, encoded
 
 
 def main(args) -> int:
@@ -120,7 +127,7 @@ def main(args) -> int:
                         "give --seq-len")
     stride = args.stride or seq_len
     names = [str(c) for c in (model.config.class_names or range(model.config.n_classes))]
-    is_audio = hasattr(tok, "levels")
+    is_audio = hasattr(tok, "levels") or hasattr(tok, "feature_dim")  # mu-law or log-mel
     paths = [Path(p) for p in args.inputs]
     for p in paths:
         if not p.is_file():
@@ -158,10 +165,12 @@ def main(args) -> int:
 
 @torch.no_grad()
 def classify_batch(model, batch, path: Path, names: list, pad_id: int, device) -> list[dict]:
-    """Pad a batch of (fields, ids) to its longest item, classify, return the CSV rows."""
+    """Pad a batch of (fields, ids) to its longest item, classify, return the CSV rows.
+    ids are (L,) token ids or (L, n_features) float frames."""
     length = max(len(ids) for _, ids in batch)
     length += (-length) % model.config.pool_product  # U-Net lengths must divide the pooling
-    ids = torch.full((len(batch), length), pad_id, dtype=torch.long)
+    first = batch[0][1]
+    ids = torch.full((len(batch), length, *first.shape[1:]), pad_id, dtype=first.dtype)
     mask = torch.zeros(len(batch), length, dtype=torch.bool)
     for i, (_, x) in enumerate(batch):
         ids[i, :len(x)] = x

@@ -42,6 +42,7 @@ DEFAULT_CONFIGS = {
 
 RUN_COMMANDS = ("pretrain", "classify", "finetune")  # the commands whose configs are RunConfigs
 DATA_KINDS = ("genome", "audio", "species", "labeled", "splice", "digits", "recordings")
+FEATURES = ("waveform", "mel")  # data.features: what a digits classifier reads of each clip
 
 
 @dataclass
@@ -59,6 +60,9 @@ class DataConfig:
         HyenaDNA's sequences.bed); overrides `splits`.
     train_items / val_items / test_items: windows drawn per epoch (for window datasets).
     sample_rate: audio is resampled to this rate. mu_law_levels: audio vocabulary size.
+    features: digits: what the model reads of each clip: "waveform" (mu-law sample ids, seq_len
+        samples) or "mel" (log-mel frames of n_mels bands, 25 ms windows every 10 ms, normalised
+        per clip; seq_len counts frames, 100 = 1 s; the model gets model.input_dim = n_mels).
     rc_augment: DNA classification: random reverse complement of training windows.
     val_fraction / test_fraction: data without official splits is split this way (labeled items,
         species genomes and recordings: the end of each record / recording is held out).
@@ -76,6 +80,8 @@ class DataConfig:
     test_items: int = 1024
     sample_rate: int = 8000
     mu_law_levels: int = 256
+    features: str = "waveform"
+    n_mels: int = 40
     rc_augment: bool = False
     val_fraction: float = 0.1
     test_fraction: float = 0.1
@@ -88,6 +94,14 @@ class DataConfig:
         for key in ("seq_len", "train_items", "val_items", "test_items", "sample_rate"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"data.{key}={getattr(self, key)}: expected a positive integer")
+        if self.features not in FEATURES:
+            raise ConfigError(f"data.features={self.features!r}: expected one of "
+                              f"{', '.join(FEATURES)}")
+        if self.features == "mel" and self.kind != "digits":
+            raise ConfigError(f"data.features=mel is for audio clip classification "
+                              f"(data.kind=digits), not data.kind={self.kind}")
+        if self.n_mels < 1:
+            raise ConfigError(f"data.n_mels={self.n_mels}: expected a positive integer")
         if self.split_by not in ("auto", "time", "file"):
             raise ConfigError(f"data.split_by={self.split_by!r}: expected auto, time or file")
         if not 0 < self.val_fraction < 1 or not 0 < self.test_fraction < 1:

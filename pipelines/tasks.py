@@ -81,7 +81,8 @@ def classifier_loss(model, batch: dict) -> LossOutput:
     labels = batch["label"]
     loss = F.cross_entropy(logits.float(), labels)
     correct = (logits.argmax(-1) == labels).sum()
-    return LossOutput(loss, float(labels.numel()), int(batch["ids"].numel()),
+    tokens = math.prod(batch["ids"].shape[:2])  # positions (frames for float features)
+    return LossOutput(loss, float(labels.numel()), int(tokens),
                       {"accuracy": float(correct)})
 
 
@@ -269,7 +270,8 @@ def classification_datasets(d) -> ClassData:
         from mamba_bio_audio.data.recordings import LabeledClips
 
         folder = Path(d.path) if d.path else mdata.FSDD_DIR
-        audio_tok = mdata.MuLaw(d.mu_law_levels)
+        audio_tok = (mdata.LogMel(d.sample_rate, d.n_mels) if d.features == "mel"
+                     else mdata.MuLaw(d.mu_law_levels))
         # FSDD's official split (test = clip indices 0-4) for the bundled data, else stratified.
         split_by = "fsdd" if not d.path else "hash"
         frac = (1 - d.val_fraction - d.test_fraction, d.val_fraction, d.test_fraction)

@@ -147,7 +147,7 @@ def test_classify_clips_then_predict_audio(tmp_path):
         for path in sorted(FSDD_DIR.glob(f"{digit}_jackson_*.flac"))[:10]:
             shutil.copy(path, clips / path.name)
     run = tmp_path / "cls"
-    assert cli(["classify", "--config", "classify_digits", "--out", str(run),
+    assert cli(["classify", "--config", "classify_digits_waveform", "--out", str(run),
                 f"data.path={clips}", "data.seq_len=400", "data.sample_rate=2000",
                 "data.val_fraction=0.2", "data.test_fraction=0.2", *TINY]) == 0
     s = summary(run)
