@@ -115,9 +115,20 @@ class DNATokenizer:
         """Reverse complement of a DNA string, IUPAC codes included; case is kept."""
         return seq.translate(_COMPLEMENT)[::-1]
 
-    def reverse_complement_ids(self, ids: torch.Tensor) -> torch.Tensor:
-        """Reverse complement of ids along the last dimension (specials and N stay themselves)."""
-        return self._rc_ids.to(ids.device)[ids].flip(-1)
+    def reverse_complement_ids(self, ids: torch.Tensor, mask: torch.Tensor = None) -> torch.Tensor:
+        """Reverse complement of ids along the last dimension (specials and N stay themselves).
+
+        With `mask` (same shape, True at real tokens, padding on the right), only the real
+        tokens of each row are reverse-complemented and the padding stays on the right."""
+        rc = self._rc_ids.to(ids.device)[ids]
+        if mask is None:
+            return rc.flip(-1)
+        n = mask.sum(-1, keepdim=True)  # real tokens per row
+        pos = torch.arange(ids.shape[-1], device=ids.device).expand_as(ids)
+        if not torch.equal(mask, pos < n):
+            raise ValueError("reverse_complement_ids: mask must mark a prefix of each row "
+                             "(padding on the right)")
+        return rc.gather(-1, torch.where(pos < n, n - 1 - pos, pos))
 
     def pad(self, ids: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Pad with ``[PAD]`` or crop to ``length``, on ``padding_side``.

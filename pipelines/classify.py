@@ -86,7 +86,8 @@ def main(args) -> int:
         return 0
     probs, labels = predict_proba(trainer.raw_model, data.test,
                                   cfg.train.eval_batch_size or cfg.train.batch_size,
-                                  trainer.device, cfg.train.progress, desc="test")
+                                  trainer.device, cfg.train.progress, desc="test",
+                                  rc_tokenizer=data.tokenizer if cfg.data.rc_test else None)
     n = len(data.class_names)
     metrics = classification_metrics(labels, probs.argmax(1), n)
     summary = {
@@ -97,6 +98,7 @@ def main(args) -> int:
         "test_accuracy": metrics["accuracy"],
         "test_macro_f1": metrics["macro_f1"],
         "test_mcc": metrics["mcc"],
+        "test_reverse_complement_averaged": cfg.data.rc_test,
         "confusion_matrix": metrics["confusion_matrix"],
         "init": cfg.init,
         "steps": result.step,

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from mamba_bio_audio.errors import DataError, UserError
 
-from .tasks import load_data_config, load_tokenizer
+from .tasks import class_probabilities, load_data_config, load_tokenizer
 from .trainer import resolve_device
 
 FASTA_SUFFIXES = (".fa", ".fasta", ".fna", ".fas")
@@ -126,6 +126,7 @@ def main(args) -> int:
         raise UserError(f"--model {args.model}: no data_config.json with the window length; "
                         "give --seq-len")
     stride = args.stride or seq_len
+    rc_tok = tok if data_cfg.get("rc_test") else None
     names = [str(c) for c in (model.config.class_names or range(model.config.n_classes))]
     is_audio = hasattr(tok, "levels") or hasattr(tok, "feature_dim")  # mu-law or log-mel
     paths = [Path(p) for p in args.inputs]
@@ -151,11 +152,11 @@ def main(args) -> int:
         for item in items:
             batch.append(item)
             if len(batch) == args.batch_size:
-                rows += classify_batch(model, batch, path, names, tok.pad_id, device)
+                rows += classify_batch(model, batch, path, names, tok.pad_id, device, rc_tok)
                 bar.update(len(batch))
                 batch = []
         if batch:
-            rows += classify_batch(model, batch, path, names, tok.pad_id, device)
+            rows += classify_batch(model, batch, path, names, tok.pad_id, device, rc_tok)
             bar.update(len(batch))
     bar.close()
     write_csv(Path(args.out), rows)
@@ -164,9 +165,11 @@ def main(args) -> int:
 
 
 @torch.no_grad()
-def classify_batch(model, batch, path: Path, names: list, pad_id: int, device) -> list[dict]:
+def classify_batch(model, batch, path: Path, names: list, pad_id: int, device,
+                   rc_tokenizer=None) -> list[dict]:
     """Pad a batch of (fields, ids) to its longest item, classify, return the CSV rows.
-    ids are (L,) token ids or (L, n_features) float frames."""
+    ids are (L,) token ids or (L, n_features) float frames. `rc_tokenizer`: average each DNA
+    window with its reverse complement (the model was trained with data.rc_test)."""
     length = max(len(ids) for _, ids in batch)
     length += (-length) % model.config.pool_product  # U-Net lengths must divide the pooling
     first = batch[0][1]
@@ -175,7 +178,7 @@ def classify_batch(model, batch, path: Path, names: list, pad_id: int, device) -
     for i, (_, x) in enumerate(batch):
         ids[i, :len(x)] = x
         mask[i, :len(x)] = True
-    probs = torch.softmax(model(ids.to(device), mask=mask.to(device)).float(), -1).cpu().numpy()
+    probs = class_probabilities(model, ids.to(device), mask.to(device), rc_tokenizer).cpu().numpy()
     rows = []
     for (fields, _), p in zip(batch, probs):
         row = {"file": str(path), **fields, "predicted": names[int(np.argmax(p))]}

@@ -42,6 +42,7 @@ DEFAULT_CONFIGS = {
 
 RUN_COMMANDS = ("pretrain", "classify", "finetune")  # the commands whose configs are RunConfigs
 DATA_KINDS = ("genome", "audio", "species", "labeled", "splice", "digits", "recordings")
+DNA_CLASSIFICATION = ("species", "labeled", "splice")  # kinds with a reverse complement
 FEATURES = ("waveform", "mel")  # data.features: what a digits classifier reads of each clip
 
 
@@ -64,6 +65,8 @@ class DataConfig:
         samples) or "mel" (log-mel frames of n_mels bands, 25 ms windows every 10 ms, normalised
         per clip; seq_len counts frames, 100 = 1 s; the model gets model.input_dim = n_mels).
     rc_augment: DNA classification: random reverse complement of training windows.
+    rc_test: DNA classification: score every test window (and every window `predict` reads) as
+        the mean of its and its reverse complement's class probabilities.
     val_fraction / test_fraction: data without official splits is split this way (labeled items,
         species genomes and recordings: the end of each record / recording is held out).
     split_by: recordings: "time" (each recording cut into train | val | test), "file" (whole
@@ -83,6 +86,7 @@ class DataConfig:
     features: str = "waveform"
     n_mels: int = 40
     rc_augment: bool = False
+    rc_test: bool = False
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     split_by: str = "auto"
@@ -102,6 +106,10 @@ class DataConfig:
                               f"(data.kind=digits), not data.kind={self.kind}")
         if self.n_mels < 1:
             raise ConfigError(f"data.n_mels={self.n_mels}: expected a positive integer")
+        for key in ("rc_augment", "rc_test"):
+            if getattr(self, key) and self.kind not in DNA_CLASSIFICATION:
+                raise ConfigError(f"data.{key}=true is for DNA classification (data.kind="
+                                  f"{' | '.join(DNA_CLASSIFICATION)}), not data.kind={self.kind}")
         if self.split_by not in ("auto", "time", "file"):
             raise ConfigError(f"data.split_by={self.split_by!r}: expected auto, time or file")
         if not 0 < self.val_fraction < 1 or not 0 < self.test_fraction < 1:

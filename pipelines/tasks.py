@@ -87,9 +87,24 @@ def classifier_loss(model, batch: dict) -> LossOutput:
 
 
 @torch.no_grad()
+@torch.no_grad()
+def class_probabilities(model, ids: torch.Tensor, mask: torch.Tensor,
+                        rc_tokenizer=None) -> torch.Tensor:
+    """Softmax class probabilities (b, n_classes) of a classifier for a padded batch.
+
+    With `rc_tokenizer` (a DNA tokenizer; `data.rc_test`), the mean of the probabilities of each
+    sequence and of its reverse complement: a strand-symmetric prediction."""
+    probs = torch.softmax(model(ids, mask=mask).float(), -1)
+    if rc_tokenizer is not None:
+        rc = rc_tokenizer.reverse_complement_ids(ids, mask)
+        probs = (probs + torch.softmax(model(rc, mask=mask).float(), -1)) / 2
+    return probs
+
+
 def predict_proba(model, dataset, batch_size: int, device, progress: bool = True,
-                  desc: str = "predict") -> tuple[np.ndarray, np.ndarray | None]:
-    """Class probabilities (n, n_classes) of a classifier over a dataset, and the labels if any."""
+                  desc: str = "predict", rc_tokenizer=None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Class probabilities (n, n_classes) of a classifier over a dataset, and the labels if any.
+    `rc_tokenizer`: average each item with its reverse complement (see class_probabilities)."""
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
@@ -97,8 +112,8 @@ def predict_proba(model, dataset, batch_size: int, device, progress: bool = True
     probs, labels = [], []
     for batch in tqdm(DataLoader(dataset, batch_size=batch_size), desc=desc, leave=False,
                       disable=not progress):
-        logits = model(batch["ids"].to(device), mask=batch["mask"].to(device))
-        probs.append(torch.softmax(logits.float(), -1).cpu().numpy())
+        probs.append(class_probabilities(model, batch["ids"].to(device),
+                                         batch["mask"].to(device), rc_tokenizer).cpu().numpy())
         if "label" in batch:
             labels.append(np.asarray(batch["label"]))
     return np.concatenate(probs), (np.concatenate(labels) if labels else None)

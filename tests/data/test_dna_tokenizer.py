@@ -135,3 +135,14 @@ def test_mulaw_snr_on_every_spoken_digit():
     noise = np.add.reduceat(err.astype(np.float64) ** 2, starts)
     snr = 10 * np.log10(signal / noise)
     assert snr.min() >= 35.0, (files[int(snr.argmin())], snr.min())
+
+
+def test_reverse_complement_of_right_padded_rows():
+    rng = random.Random(2)
+    tok = DNATokenizer()
+    seqs = ["".join(rng.choice("ACGTN") for _ in range(n)) for n in (7, 12, 1, 12)]
+    ids, mask = tok.encode_batch(seqs)
+    expect, _ = tok.encode_batch([tok.reverse_complement(s) for s in seqs])
+    assert torch.equal(tok.reverse_complement_ids(ids, mask), expect)  # padding stays right
+    with pytest.raises(ValueError, match="prefix"):
+        tok.reverse_complement_ids(ids, mask.flip(-1))

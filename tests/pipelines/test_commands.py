@@ -83,6 +83,46 @@ def test_classify_splice_then_predict_matches_saved_model(tmp_path):
     np.testing.assert_allclose(p, probs[:3], atol=1e-5)
 
 
+def test_reverse_complement_averaging_in_classify_and_predict(tmp_path):
+    """data.rc_test: test and predict probabilities are the mean over the sequence and its
+    reverse complement, each classified on its own (reference: the tokenizer's string RC)."""
+    run = tmp_path / "cls"
+    assert cli(["classify", "--config", "classify_splice", "--out", str(run), *TINY,
+                "--no-baseline", "data.rc_test=true"]) == 0
+    s = summary(run)
+    assert s["test_reverse_complement_averaged"] is True
+    best = run / "checkpoints" / "best"
+    model = MambaClassifier.from_pretrained(best).eval()
+    from mamba_bio_audio.pipelines.run_config import load_run_config
+    data = classification_datasets(load_run_config(run / "config.yaml").data)
+    tok = data.tokenizer
+    seqs = [data.test.records[i].sequence[: 20 + 10 * i] for i in range(4)]  # ragged
+    with torch.no_grad():
+        one = [torch.softmax(model(tok.encode(q)[None]), -1)[0] for q in seqs]
+        rc = [torch.softmax(model(tok.encode(tok.reverse_complement(q))[None]), -1)[0]
+              for q in seqs]
+    expect = ((torch.stack(one) + torch.stack(rc)) / 2).numpy()
+    assert not np.allclose(torch.stack(one).numpy(), expect, atol=1e-4)  # the strands differ
+    (tmp_path / "x.csv").write_text("name,sequence\n" + "".join(f"s{i},{q}\n"
+                                                                 for i, q in enumerate(seqs)))
+    assert cli(["predict", "--model", str(best), str(tmp_path / "x.csv"),
+                "--out", str(tmp_path / "p.csv")]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "p.csv")))
+    p = np.array([[float(r[f"p_{c}"]) for c in s["classes"]] for r in rows])
+    np.testing.assert_allclose(p, expect, atol=1e-5)
+    # the test accuracy in the summary is the strand-averaged one
+    probs, labels = predict_proba(model, data.test, 64, "cpu", progress=False,
+                                  rc_tokenizer=tok)
+    assert (probs.argmax(1) == labels).mean() == pytest.approx(s["test_accuracy"])
+
+
+def test_rc_options_need_dna(tmp_path, capsys):
+    assert cli(["classify", "--config", "classify_digits", "--out", str(tmp_path / "x"),
+                "data.rc_test=true"]) != 0
+    assert "data.rc_test=true is for DNA classification" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
 def test_predict_fasta_windows(tmp_path):
     run = tmp_path / "cls"
     assert cli(["classify", "--config", "classify_splice", "--out", str(run), *TINY,
