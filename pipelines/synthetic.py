@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import sys
 import time
 from dataclasses import dataclass, field
@@ -71,6 +72,7 @@ class SyntheticConfig:
     command: str = "synthetic"
     task: str = "selective-copy"
     models: list[str] = field(default_factory=lambda: ["selective", "lti"])
+    state_passing: bool = False  # train from other sequences' final states (see answer_loss)
     model: MambaConfig = field(default_factory=lambda: MambaConfig(d_model=64, n_layer=2,
                                                                   vocab_size=16))
     data: SyntheticDataConfig = field(default_factory=SyntheticDataConfig)
@@ -115,10 +117,21 @@ def load_synthetic_config(name_or_file: str, overrides=()) -> SyntheticConfig:
     return cfg.validate()
 
 
-def answer_loss(model, batch: dict) -> LossOutput:
-    """Cross-entropy at the answer positions only; `sums["accuracy"]` counts correct answers."""
+def answer_loss(model, batch: dict, state_passing: bool = False) -> LossOutput:
+    """Cross-entropy at the answer positions only; `sums["accuracy"]` counts correct answers.
+
+    state_passing: in training mode, every sequence of the batch starts from the final recurrent
+    state of another one (the batch rolled by one, run first without gradient) instead of from
+    zero, so the model also trains on states it would reach deep inside long inputs (Buitrago
+    Ruiz & Gu, 2025). Evaluation always starts from zero.
+    """
     ids, targets = batch["ids"], batch["targets"]  # (b, l) each
-    logits = model(ids)  # (b, l, V)
+    state = None
+    if state_passing and model.training:
+        with torch.no_grad():
+            state = getattr(model, "module", model).allocate_state(ids.shape[0], ids.device)
+            model(ids.roll(1, 0), state)  # state: the end of sequence i - 1, for sequence i
+    logits = model(ids, state)  # (b, l, V)
     mask = targets != IGNORE
     picked, answers = logits[mask].float(), targets[mask]  # (n, V), (n,)
     loss = F.cross_entropy(picked, answers)
@@ -166,7 +179,8 @@ def train_variant(cfg: SyntheticConfig, name: str, run_dir: Path, device) -> dic
     log(f"[{name}] {n_params:,} parameters, training at L={d.seq_len} for {cfg.train.steps} steps")
     train = SyntheticTask(cfg.task, d.train_items, d.seq_len, d.vocab_size, d.n_tokens, d.seed)
     val = SyntheticTask(cfg.task, d.val_items, d.seq_len, d.vocab_size, d.n_tokens, d.seed + 1)
-    trainer = Trainer(model, answer_loss, train, val, cfg.train, run_dir / name)
+    loss = functools.partial(answer_loss, state_passing=cfg.state_passing)
+    trainer = Trainer(model, loss, train, val, cfg.train, run_dir / name)
     fit = trainer.fit()
     trainer.restore_best()
     t0 = time.perf_counter()

@@ -91,6 +91,28 @@ def test_answer_loss_scores_answer_positions_only():
     assert out.sums["accuracy"] == float((logits[mask].argmax(-1) == batch["targets"][mask]).sum())
 
 
+def test_state_passing_equals_training_on_the_previous_sequence_then_this_one():
+    """Reference: the model run on [sequence i - 1, sequence i] concatenated, scored on the second
+    half only; state passing must give the same loss (the prefix without gradient), and the plain
+    loss in eval mode."""
+    model = tiny_model()
+    task = SyntheticTask("induction-heads", 3, 40, seed=1)
+    batch = {k: torch.stack([task[i][k] for i in range(3)]) for k in ("ids", "targets")}
+    out = synthetic.answer_loss(model.train(), batch, state_passing=True)
+    out.loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    with torch.no_grad():
+        ids = torch.cat([batch["ids"].roll(1, 0), batch["ids"]], 1)
+        logits = model(ids)[:, batch["ids"].shape[1]:]
+    mask = batch["targets"] != IGNORE
+    expected = torch.nn.functional.cross_entropy(logits[mask], batch["targets"][mask])
+    torch.testing.assert_close(out.loss.detach(), expected, rtol=1e-5, atol=1e-6)
+    plain = synthetic.answer_loss(model.eval(), batch)
+    torch.testing.assert_close(synthetic.answer_loss(model, batch, state_passing=True).loss,
+                               plain.loss)
+    assert not torch.allclose(plain.loss, out.loss.detach())
+
+
 def test_chunked_evaluation_carries_the_state_far_past_the_training_length():
     data = SyntheticTask("induction-heads", 6, 3000, seed=4)
     res = synthetic.evaluate_length(StreamingInductionOracle(), data, batch_size=4, chunk=256,
