@@ -73,6 +73,7 @@ class SyntheticConfig:
     task: str = "selective-copy"
     models: list[str] = field(default_factory=lambda: ["selective", "lti"])
     state_passing: bool = False  # train from other sequences' final states (see answer_loss)
+    init: str | None = None  # an earlier synthetic run folder: start from its best weights
     model: MambaConfig = field(default_factory=lambda: MambaConfig(d_model=64, n_layer=2,
                                                                   vocab_size=16))
     data: SyntheticDataConfig = field(default_factory=SyntheticDataConfig)
@@ -174,7 +175,17 @@ def train_variant(cfg: SyntheticConfig, name: str, run_dir: Path, device) -> dic
     d = cfg.data
     model_cfg = dataclasses.replace(cfg.model, selective=VARIANTS[name])
     torch.manual_seed(cfg.train.seed)  # both variants start from the same draws
-    model = MambaLM(model_cfg).to(device)
+    if cfg.init:  # continue from an earlier run's best weights (e.g. post-training)
+        path = Path(cfg.init) / name / "checkpoints" / "best"
+        if not path.is_dir():
+            raise ConfigError(f"init={cfg.init}: no checkpoint {path} for the {name} model "
+                              "(init takes the run folder of an earlier synthetic run)")
+        model = MambaLM.from_pretrained(path, device=device)
+        if model.config.selective != model_cfg.selective or model.config.d_model != cfg.model.d_model:
+            raise ConfigError(f"init={cfg.init}: {path} holds a different model "
+                              f"(selective={model.config.selective}, d_model={model.config.d_model})")
+    else:
+        model = MambaLM(model_cfg).to(device)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"[{name}] {n_params:,} parameters, training at L={d.seq_len} for {cfg.train.steps} steps")
     train = SyntheticTask(cfg.task, d.train_items, d.seq_len, d.vocab_size, d.n_tokens, d.seed)

@@ -174,6 +174,35 @@ def test_command_writes_table_plot_and_summary(tmp_path, capsys):
     assert printed.split("\n\n")[1].strip() in (out / "results.md").read_text()
 
 
+def test_init_continues_from_an_earlier_run_with_state_passing(tmp_path, capsys):
+    """init=RUN starts each variant from RUN's best weights: with zero steps of training, the
+    continued run reports exactly the accuracies of the first; a missing variant is named."""
+    parser = argparse.ArgumentParser()
+    synthetic.add_arguments(parser)
+    tiny = ["model.d_model=16", "model.n_layer=1", "model.d_state=4", "data.seq_len=32",
+            "data.val_items=8", "data.test_lengths=[32,200]", "data.test_items=8",
+            "data.eval_chunk=64", "train.batch_size=4", "train.progress=false",
+            "train.seq_len_stages=[]", "model.selective=true"]
+    first = tmp_path / "first"
+    assert synthetic.main(parser.parse_args(["induction-heads", "--out", str(first), *tiny,
+                                             "train.steps=6", "train.eval_every=3"])) == 0
+    again = tmp_path / "again"
+    assert synthetic.main(parser.parse_args([
+        "induction-heads", "--out", str(again), *tiny, f"init={first}", "state_passing=true",
+        "train.steps=2", "train.eval_every=2", "train.lr=1e-12"])) == 0
+    a, b = (json.loads((d / "summary.json").read_text())["by_length"] for d in (first, again))
+    assert a == b  # lr 1e-12: the same predictions on the same test sequences
+    w1, w2 = (MambaLM.from_pretrained(d / "selective" / "checkpoints" / "best").state_dict()
+              for d in (first, again))
+    fresh = tiny_model(d_state=4).state_dict()  # what a run without init starts from
+    assert all(torch.allclose(w1[k], w2[k], atol=1e-8) for k in w1)
+    assert not all(torch.allclose(w1[k], fresh[k], atol=1e-4) for k in w1)
+    with pytest.raises(ConfigError, match="no checkpoint"):
+        synthetic.main(parser.parse_args(["induction-heads", "--out", str(tmp_path / "x"),
+                                          *tiny[:-1], "model.selective=false",
+                                          f"init={first}", "train.steps=1"]))
+
+
 def test_command_rejects_a_config_of_the_other_task(tmp_path):
     parser = argparse.ArgumentParser()
     synthetic.add_arguments(parser)
