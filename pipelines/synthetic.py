@@ -72,7 +72,7 @@ class SyntheticConfig:
     command: str = "synthetic"
     task: str = "selective-copy"
     models: list[str] = field(default_factory=lambda: ["selective", "lti"])
-    state_passing: bool = False  # train from other sequences' final states (see answer_loss)
+    state_passing: int = 0  # > 0: train from the state after n other sequences (see answer_loss)
     init: str | None = None  # an earlier synthetic run folder: start from its best weights
     model: MambaConfig = field(default_factory=lambda: MambaConfig(d_model=64, n_layer=2,
                                                                   vocab_size=16))
@@ -118,20 +118,21 @@ def load_synthetic_config(name_or_file: str, overrides=()) -> SyntheticConfig:
     return cfg.validate()
 
 
-def answer_loss(model, batch: dict, state_passing: bool = False) -> LossOutput:
+def answer_loss(model, batch: dict, state_passing: int = 0) -> LossOutput:
     """Cross-entropy at the answer positions only; `sums["accuracy"]` counts correct answers.
 
-    state_passing: in training mode, every sequence of the batch starts from the final recurrent
-    state of another one (the batch rolled by one, run first without gradient) instead of from
-    zero, so the model also trains on states it would reach deep inside long inputs (Buitrago
-    Ruiz & Gu, 2025). Evaluation always starts from zero.
+    state_passing: n > 0: in training mode, every sequence of the batch starts from the recurrent
+    state reached after n other sequences of the batch (run first, without gradient) instead of
+    from zero, so the model also trains on states it would reach deep inside long inputs
+    (Buitrago Ruiz & Gu, 2025). Evaluation always starts from zero.
     """
     ids, targets = batch["ids"], batch["targets"]  # (b, l) each
     state = None
     if state_passing and model.training:
         with torch.no_grad():
             state = getattr(model, "module", model).allocate_state(ids.shape[0], ids.device)
-            model(ids.roll(1, 0), state)  # state: the end of sequence i - 1, for sequence i
+            for k in range(int(state_passing), 0, -1):  # sequences i - n, ..., i - 1
+                model(ids.roll(k, 0), state)
     logits = model(ids, state)  # (b, l, V)
     mask = targets != IGNORE
     picked, answers = logits[mask].float(), targets[mask]  # (n, V), (n,)

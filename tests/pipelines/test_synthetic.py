@@ -92,23 +92,23 @@ def test_answer_loss_scores_answer_positions_only():
 
 
 def test_state_passing_equals_training_on_the_previous_sequence_then_this_one():
-    """Reference: the model run on [sequence i - 1, sequence i] concatenated, scored on the second
-    half only; state passing must give the same loss (the prefix without gradient), and the plain
-    loss in eval mode."""
+    """Reference: the model run on [sequence i - 2, sequence i - 1, sequence i] concatenated,
+    scored on the last third only; state_passing=2 must give the same loss (the prefix without
+    gradient), and the plain loss in eval mode."""
     model = tiny_model()
     task = SyntheticTask("induction-heads", 3, 40, seed=1)
     batch = {k: torch.stack([task[i][k] for i in range(3)]) for k in ("ids", "targets")}
-    out = synthetic.answer_loss(model.train(), batch, state_passing=True)
+    out = synthetic.answer_loss(model.train(), batch, state_passing=2)
     out.loss.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
     with torch.no_grad():
-        ids = torch.cat([batch["ids"].roll(1, 0), batch["ids"]], 1)
-        logits = model(ids)[:, batch["ids"].shape[1]:]
+        ids = torch.cat([batch["ids"].roll(2, 0), batch["ids"].roll(1, 0), batch["ids"]], 1)
+        logits = model(ids)[:, 2 * batch["ids"].shape[1]:]
     mask = batch["targets"] != IGNORE
     expected = torch.nn.functional.cross_entropy(logits[mask], batch["targets"][mask])
     torch.testing.assert_close(out.loss.detach(), expected, rtol=1e-5, atol=1e-6)
     plain = synthetic.answer_loss(model.eval(), batch)
-    torch.testing.assert_close(synthetic.answer_loss(model, batch, state_passing=True).loss,
+    torch.testing.assert_close(synthetic.answer_loss(model, batch, state_passing=2).loss,
                                plain.loss)
     assert not torch.allclose(plain.loss, out.loss.detach())
 
@@ -188,7 +188,7 @@ def test_init_continues_from_an_earlier_run_with_state_passing(tmp_path, capsys)
                                              "train.steps=6", "train.eval_every=3"])) == 0
     again = tmp_path / "again"
     assert synthetic.main(parser.parse_args([
-        "induction-heads", "--out", str(again), *tiny, f"init={first}", "state_passing=true",
+        "induction-heads", "--out", str(again), *tiny, f"init={first}", "state_passing=2",
         "train.steps=2", "train.eval_every=2", "train.lr=1e-12"])) == 0
     a, b = (json.loads((d / "summary.json").read_text())["by_length"] for d in (first, again))
     assert a == b  # lr 1e-12: the same predictions on the same test sequences
