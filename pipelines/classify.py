@@ -75,7 +75,8 @@ def main(args) -> int:
         run_dir = save_run_config(cfg, run_dir, args)
     log(f"classify: {len(data.class_names)} classes ({', '.join(map(str, data.class_names))}), "
         f"{len(data.train)} train / {len(data.val)} val / {len(data.test)} test items of "
-        f"{cfg.data.seq_len} {'frames' if model.config.input_dim else 'tokens'}, {model.num_parameters() / 1e6:.2f}M parameters"
+        f"{cfg.data.seq_len} {'frames' if model.config.input_dim else 'tokens'}, "
+        f"{model.num_parameters() / 1e6:.2f}M parameters"
         f"{', from ' + cfg.init if cfg.init else ''}; run folder {run_dir}")
 
     trainer = Trainer(model, classifier_loss, data.train, data.val, cfg.train, run_dir,
@@ -131,7 +132,7 @@ def baseline(data, n_classes: int, max_train: int = 6000) -> dict:
                                         data.test.labels, n_classes, data.extra["sample_rate"])
     train_items = [data.train[i] for i in range(train_n)]
     test_items = [data.test[i] for i in range(len(data.test))]
-    unpad = lambda it: it["ids"][it["mask"]].numpy()
+    unpad = lambda it: it["ids"][it["mask"]].numpy()  # noqa: E731
     return kmer_logistic_regression([unpad(it) for it in train_items],
                                     [it["label"] for it in train_items],
                                     [unpad(it) for it in test_items],

@@ -87,7 +87,6 @@ def classifier_loss(model, batch: dict) -> LossOutput:
 
 
 @torch.no_grad()
-@torch.no_grad()
 def class_probabilities(model, ids: torch.Tensor, mask: torch.Tensor,
                         rc_tokenizer=None) -> torch.Tensor:
     """Softmax class probabilities (b, n_classes) of a classifier for a padded batch.
