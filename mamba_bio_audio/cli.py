@@ -41,6 +41,9 @@ def main(argv=None) -> int:
         parser.error(f"unknown command {argv[0]!r}; choose from {', '.join(COMMANDS)}")
     name = argv[0]
     module = importlib.import_module(f"mamba_bio_audio.pipelines.{COMMANDS[name][0]}")
+    from mamba_bio_audio.pipelines.trainer import flush_denormals
+
+    flush_denormals()  # every command: CPU scans and recurrent steps underflow into denormals
     parser = argparse.ArgumentParser(prog=f"mamba-bio-audio {name}", description=COMMANDS[name][1])
     module.add_arguments(parser)
     try:  # options and positionals in any order ("pretrain --no-baselines model.d_model=64")

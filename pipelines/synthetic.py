@@ -47,6 +47,8 @@ class SyntheticDataConfig:
 
     seq_len: training length L. n_tokens: K, tokens to copy (selective copying only).
     train_items / val_items: examples per epoch (fresh each epoch) / in the fixed validation set.
+    val_seq_len: length of the validation sequences (0: seq_len). Training stays at seq_len; a
+        longer validation length only changes which checkpoint is kept as `best`.
     test_lengths: the lengths L to evaluate at; test_items: sequences per test length.
     eval_tokens: test batch size = max(1, eval_tokens // L).
     eval_chunk: test sequences go through the model in pieces of this many positions, the
@@ -58,6 +60,7 @@ class SyntheticDataConfig:
     vocab_size: int = 16
     train_items: int = 1_000_000
     val_items: int = 256
+    val_seq_len: int = 0
     test_lengths: list[int] = field(default_factory=lambda: [256])
     test_items: int = 256
     eval_tokens: int = 65536
@@ -96,7 +99,10 @@ class SyntheticConfig:
         if d.eval_chunk < 1 or d.eval_tokens < 1 or d.test_items < 1 or not d.test_lengths:
             raise ConfigError("data.eval_chunk, data.eval_tokens, data.test_items must be >= 1 "
                               "and data.test_lengths non-empty")
-        for L in [d.seq_len, *d.test_lengths]:  # raise now, not in the middle of a run
+        if d.val_seq_len < 0:
+            raise ConfigError(f"data.val_seq_len={d.val_seq_len}: expected 0 (= data.seq_len) "
+                              "or a length")
+        for L in [d.seq_len, d.val_seq_len or d.seq_len, *d.test_lengths]:  # raise now, not in the middle of a run
             try:
                 SyntheticTask(self.task, 1, L, d.vocab_size, d.n_tokens)
             except ValueError as err:
@@ -190,7 +196,8 @@ def train_variant(cfg: SyntheticConfig, name: str, run_dir: Path, device) -> dic
     n_params = sum(p.numel() for p in model.parameters())
     log(f"[{name}] {n_params:,} parameters, training at L={d.seq_len} for {cfg.train.steps} steps")
     train = SyntheticTask(cfg.task, d.train_items, d.seq_len, d.vocab_size, d.n_tokens, d.seed)
-    val = SyntheticTask(cfg.task, d.val_items, d.seq_len, d.vocab_size, d.n_tokens, d.seed + 1)
+    val = SyntheticTask(cfg.task, d.val_items, d.val_seq_len or d.seq_len, d.vocab_size,
+                        d.n_tokens, d.seed + 1)
     loss = functools.partial(answer_loss, state_passing=cfg.state_passing)
     trainer = Trainer(model, loss, train, val, cfg.train, run_dir / name)
     fit = trainer.fit()

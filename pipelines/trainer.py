@@ -182,6 +182,16 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+def flush_denormals() -> None:
+    """Treat denormal floats as zero on the CPU (this process's threads).
+
+    The decays exp(Δ·A) of a trained selective scan underflow into denormals, which x86 CPUs
+    handle ~100x slower than normal floats: without this, CPU training slowed from ~45K to
+    ~18K tokens/s after the first few dozen steps (species classifier, 2 cores). Values below
+    1.2e-38 become 0, far below anything the losses can see."""
+    torch.set_flush_denormal(True)
+
+
 def setup_distributed(device: torch.device) -> tuple[int, int]:
     """Join the process group when launched by torchrun (gloo on CPU, nccl on CUDA).
 
@@ -386,6 +396,8 @@ class Trainer:
             raise UserError("the training set is empty")
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
+        if self.device.type == "cpu":
+            flush_denormals()
         self.rank, self.world = setup_distributed(self.device)
         self.out_dir = Path(out_dir)
         self.loss_fn = loss_fn

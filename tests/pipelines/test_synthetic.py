@@ -157,8 +157,8 @@ def test_command_writes_table_plot_and_summary(tmp_path, capsys):
     out = tmp_path / "run"
     args = parser.parse_args([
         "induction-heads", "--out", str(out), "model.d_model=16", "model.n_layer=1",
-        "model.d_state=4", "data.seq_len=32", "data.val_items=8", "data.test_lengths=[32,200]",
-        "data.test_items=4", "data.eval_chunk=64", "train.steps=3", "train.batch_size=4",
+        "model.d_state=4", "data.seq_len=32", "data.val_items=8", "data.val_seq_len=0",
+        "data.test_lengths=[32,200]", "data.test_items=4", "data.eval_chunk=64", "train.steps=3", "train.batch_size=4",
         "train.eval_every=3", "train.progress=false", "train.seq_len_stages=[]"])
     assert synthetic.main(args) == 0
     summary = json.loads((out / "summary.json").read_text())
@@ -180,7 +180,8 @@ def test_init_continues_from_an_earlier_run_with_state_passing(tmp_path, capsys)
     parser = argparse.ArgumentParser()
     synthetic.add_arguments(parser)
     tiny = ["model.d_model=16", "model.n_layer=1", "model.d_state=4", "data.seq_len=32",
-            "data.val_items=8", "data.test_lengths=[32,200]", "data.test_items=8",
+            "data.val_items=8", "data.val_seq_len=0", "data.test_lengths=[32,200]",
+            "data.test_items=8",
             "data.eval_chunk=64", "train.batch_size=4", "train.progress=false",
             "train.seq_len_stages=[]", "model.selective=true"]
     first = tmp_path / "first"
@@ -210,3 +211,28 @@ def test_command_rejects_a_config_of_the_other_task(tmp_path):
                               "--out", str(tmp_path)])
     with pytest.raises(ConfigError, match="selective-copy"):
         synthetic.main(args)
+
+
+def test_checkpoints_are_chosen_on_the_validation_length(tmp_path):
+    """data.val_seq_len: training stays at data.seq_len, and the best checkpoint's recorded
+    validation loss is its answer loss on held-out sequences of val_seq_len tokens."""
+    parser = argparse.ArgumentParser()
+    synthetic.add_arguments(parser)
+    out = tmp_path / "run"
+    assert synthetic.main(parser.parse_args([
+        "induction-heads", "--out", str(out), "model.d_model=16", "model.n_layer=1",
+        "model.d_state=4", "data.seq_len=32", "data.val_items=8", "data.val_seq_len=96",
+        "data.test_lengths=[32]", "data.test_items=4", "train.steps=4", "train.batch_size=4",
+        "train.eval_every=2", "train.progress=false", "train.seq_len_stages=[]",
+        "model.selective=true"])) == 0
+    best = json.loads((out / "summary.json").read_text())["models"]["selective"]["best_val_loss"]
+    model = MambaLM.from_pretrained(out / "selective" / "checkpoints" / "best").eval()
+    val = SyntheticTask("induction-heads", 8, 96, 16, seed=1)  # data.seed + 1
+    batch = {k: torch.stack([val[i][k] for i in range(8)]) for k in ("ids", "targets")}
+    assert batch["ids"].shape == (8, 96)
+    with torch.no_grad():
+        assert synthetic.answer_loss(model, batch).loss.item() == pytest.approx(best, rel=1e-5)
+    for bad in ("-1", "2"):
+        with pytest.raises(ConfigError, match="val_seq_len" if bad == "-1" else "seq_len=2"):
+            synthetic.load_synthetic_config("synthetic_induction_heads",
+                                            [f"data.val_seq_len={bad}"])

