@@ -40,10 +40,10 @@ def main(argv=None) -> int:
             return 0 if argv else 2
         parser.error(f"unknown command {argv[0]!r}; choose from {', '.join(COMMANDS)}")
     name = argv[0]
-    module = importlib.import_module(f"mamba_bio_audio.pipelines.{COMMANDS[name][0]}")
-    from mamba_bio_audio.pipelines.trainer import flush_denormals
+    from .cpu import fast_cpu_math
 
-    flush_denormals()  # every command: CPU scans and recurrent steps underflow into denormals
+    fast_cpu_math()  # before the command's imports: CPU scans (see its docstring)
+    module = importlib.import_module(f"mamba_bio_audio.pipelines.{COMMANDS[name][0]}")
     parser = argparse.ArgumentParser(prog=f"mamba-bio-audio {name}", description=COMMANDS[name][1])
     module.add_arguments(parser)
     try:  # options and positionals in any order ("pretrain --no-baselines model.d_model=64")

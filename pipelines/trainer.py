@@ -43,6 +43,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from mamba_bio_audio.cpu import fast_cpu_math
 from mamba_bio_audio.errors import CheckpointError, ConfigError, UserError
 
 from .checkpoint import atomic_save_dir, check_checkpoint
@@ -180,16 +181,6 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise ConfigError(f"device {name!r} was asked for, but no CUDA GPU is available here; "
                           "use train.device=cpu (or auto)")
     return device
-
-
-def flush_denormals() -> None:
-    """Treat denormal floats as zero on the CPU (this process's threads).
-
-    The decays exp(Δ·A) of a trained selective scan underflow into denormals, which x86 CPUs
-    handle ~100x slower than normal floats: without this, CPU training slowed from ~45K to
-    ~18K tokens/s after the first few dozen steps (species classifier, 2 cores). Values below
-    1.2e-38 become 0, far below anything the losses can see."""
-    torch.set_flush_denormal(True)
 
 
 def setup_distributed(device: torch.device) -> tuple[int, int]:
@@ -397,7 +388,7 @@ class Trainer:
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
         if self.device.type == "cpu":
-            flush_denormals()
+            fast_cpu_math()
         self.rank, self.world = setup_distributed(self.device)
         self.out_dir = Path(out_dir)
         self.loss_fn = loss_fn

@@ -1,5 +1,5 @@
 #!/bin/bash
-# H100 sweep run on 2026-11-23 (one GPU, fp32, 12 runs at once, in three batches): induction
+# H100 sweep run on 2026-11-23 (one GPU, fp32, 12 runs at once, in five batches): induction
 # heads with checkpoints chosen on longer validation sequences (data.val_seq_len); it chose the
 # synthetic_induction_heads config. See README "Synthetic tasks".
 # Usage: OUT=runs/sweep bash THIS_FILE  (on a CUDA machine with the package installed)
@@ -21,5 +21,10 @@ for s in 0 1 2; do run v8k_s$s $IH train.seed=$s data.val_seq_len=8192 data.val_
 for s in 0 1 2 3 4 5; do  # = the new synthetic_induction_heads
 run v4k6k_s$s $IH train.seed=$s train.steps=6000 data.val_seq_len=4096 data.val_items=128
 done
+wait
+for s in 0 1 2 3 4 5; do run v4k6k_lr2_s$s $IH train.seed=$s train.steps=6000 data.val_seq_len=4096 data.val_items=128 train.lr=2e-3; done
+for s in 3 4 5; do run v4k6k_lr4_s$s $IH train.seed=$s train.steps=6000 data.val_seq_len=4096 data.val_items=128 train.lr=4e-3; done
+for s in 0 1 2 3 4 5 6 7 8; do run v4k6k_b999_s$s $IH train.seed=$s train.steps=6000 data.val_seq_len=4096 data.val_items=128 train.beta2=0.999; done
+for s in 6 7 8; do run v4k6k_s$s $IH train.seed=$s train.steps=6000 data.val_seq_len=4096 data.val_items=128; done
 wait
 for f in $OUT/r_*.log; do echo "$f $(grep -E '^\| selective' $f | tail -1)"; done
