@@ -9,7 +9,8 @@ def fast_cpu_math() -> None:
 
     The decays exp(Δ·A) of a scan underflow into denormals, which x86 CPUs handle many times
     slower than normal floats. Measured on 2 cores (species classifier, d_model 48 x 2 layers,
-    steps 30-40 of training): 41K tokens/s without, 47K with. Values below 1.2e-38 become 0, far below anything a loss can see.
+    steps 30-40 of training): 41K tokens/s without, 47K with. Values below 1.2e-38 become 0,
+    far below anything a loss can see.
 
     The other CPU setting is the OpenMP wait policy, set in the package's __init__ (PASSIVE unless
     the user set OMP_WAIT_POLICY): see the README, "Speed on a CPU".
