@@ -6,6 +6,7 @@ so that `mamba-bio-audio --help` stays fast.
 """
 
 import argparse
+import gc
 import importlib
 import sys
 
@@ -65,11 +66,15 @@ def main(argv=None) -> int:
 
 
 def _leave_process_group() -> None:
-    """Under torchrun: destroy the process group before exiting (left to the interpreter's exit,
-    gloo's threads can abort the process: "terminate called without an active exception")."""
+    """Under torchrun: destroy the process group and free the job's DDP/FSDP state now.
+
+    The finished job's model and optimizer live on in reference cycles that hold the gloo groups;
+    freed only by the interpreter's exit, gloo's threads can abort the rank ("terminate called
+    without an active exception", SIGABRT) after the job has succeeded."""
     dist = sys.modules.get("torch.distributed")
     if dist is not None and dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+        gc.collect()
 
 
 def one_line(message: str) -> str:

@@ -7,6 +7,7 @@ Writes `$PROBE_OUT/rank<RANK>.json` with:
     writes: file system changes under $PROBE_WATCH (Python audit events: open for writing, mkdir,
         rename/replace, remove, rmtree, mkdtemp), as [event, path]
     items: the genome windows this rank fetched, as [split, epoch, index]
+    modules_alive: torch modules still in memory when the command has returned
 
 Used by test_distributed.py to check that only rank 0 writes and that ranks see disjoint data.
 """
@@ -54,6 +55,10 @@ def main() -> int:
     try:
         return cli.main(sys.argv[1:])
     finally:
+        import gc
+
+        import torch
+        record["modules_alive"] = sum(isinstance(o, torch.nn.Module) for o in gc.get_objects())
         out = os.environ["PROBE_OUT"]
         os.makedirs(out, exist_ok=True)
         with open(os.path.join(out, f"rank{os.environ.get('RANK', '0')}.json"), "w") as f:

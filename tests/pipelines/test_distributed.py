@@ -201,7 +201,8 @@ def test_torchrun_job_stopped_killed_and_resumed_under_torchrun(runs, tmp_path):
 def test_fsdp_job_stopped_and_resumed_matches_ddp(runs, tmp_path):
     """train.fsdp=true (FSDP2, one unit per Mamba block, gloo): SIGTERM at step >= 3, resume
     under torchrun; the losses and the gathered final weights equal the DDP job's within fp32
-    rounding, the checkpoint is an ordinary model folder, and only rank 0 writes."""
+    rounding, the checkpoint is an ordinary model folder, only rank 0 writes, and every rank has
+    freed the model when the command returns."""
     from mamba_bio_audio.models import MambaLM
 
     run = tmp_path / "fsdp"
@@ -224,3 +225,6 @@ def test_fsdp_job_stopped_and_resumed_matches_ddp(runs, tmp_path):
         torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5)
     for probe in ("probe_a", "probe_b"):
         assert probes(tmp_path / probe)[1]["writes"] == []
+    # the command freed its FSDP model (and with it the gloo groups) before returning: left to
+    # the interpreter's exit, a rank could abort with SIGABRT after a successful job
+    assert [r["modules_alive"] for r in probes(tmp_path / "probe_b").values()] == [0, 0]
