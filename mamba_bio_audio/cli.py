@@ -41,6 +41,9 @@ def main(argv=None) -> int:
             return 0 if argv else 2
         parser.error(f"unknown command {argv[0]!r}; choose from {', '.join(COMMANDS)}")
     name = argv[0]
+    from .cpu import fast_cpu_math
+
+    fast_cpu_math()  # first, before any torch op starts the OpenMP threads (see its docstring)
     module = importlib.import_module(f"mamba_bio_audio.pipelines.{COMMANDS[name][0]}")
     parser = argparse.ArgumentParser(prog=f"mamba-bio-audio {name}", description=COMMANDS[name][1])
     module.add_arguments(parser)

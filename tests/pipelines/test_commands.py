@@ -3,6 +3,7 @@
 import csv
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -198,6 +199,36 @@ def test_classify_clips_then_predict_audio(tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "p.csv")))
     assert rows and rows[0]["record"] == clip.stem and rows[0]["predicted"] in ("0", "1")
     assert abs(float(rows[0]["p_0"]) + float(rows[0]["p_1"]) - 1) < 1e-5
+
+
+def test_the_console_script_flushes_denormals_in_every_cpu_thread(tmp_path):
+    """The log-mel digits pipeline runs multi-threaded torch ops before its trainer. OpenMP worker
+    threads copy the denormal flush when they start, so the console script sets it first: after
+    the command, a 2-thread multiply that underflows gives zeros only (with the flush left to the
+    trainer, the worker thread's half stayed denormal, ~10x slower)."""
+    import shutil
+    import subprocess
+    import sys
+
+    from mamba_bio_audio.data import FSDD_DIR
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for digit in (0, 1):
+        for path in sorted(FSDD_DIR.glob(f"{digit}_jackson_*.flac"))[:6]:
+            shutil.copy(path, clips / path.name)
+    args = ["classify", "--config", "classify_digits", "--no-baseline", "--out",
+            str(tmp_path / "run"), f"data.path={clips}", "data.val_fraction=0.25",
+            "data.test_fraction=0.25", *TINY]
+    script = ("import sys, torch\n"
+              "torch.set_num_threads(2)\n"
+              "from mamba_bio_audio.cli import main\n"
+              f"code = main({args!r})\n"
+              "out = torch.full((1 << 20,), 1e-30) * 1e-10\n"
+              "print('RESULT', code, int((out != 0).sum()))\n")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=300, env=env)
+    assert "RESULT 0 0" in run.stdout, run.stdout[-2000:] + run.stderr[-2000:]
 
 
 def test_sequence_length_warm_up_on_a_real_genome(tmp_path):
