@@ -12,6 +12,7 @@ middle of a checkpoint write (`.last.tmp-*` folders exist at the kill), during e
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import random
 import sys
@@ -82,11 +83,14 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted_run(ctx, tmp
     proc.join(300)
     assert proc.exitcode == 0
     t_ref = time.perf_counter() - t0
+    # One step with its checkpoint, by the training loop's own clock (t_ref also counts start-up
+    # and the test set: waits based on it could last many steps and end the run in too few kills)
+    t_step = json.loads((ref / "summary.json").read_text())["train_wall_seconds"] / STEPS
 
     run = tmp_path / "killed"
     rng = random.Random(1234)
     kills, mid_write, steps_at_kill = 0, 0, []
-    t_new = t_ref / 4  # time from a start to its first new checkpoint (measured again below)
+    t_new = None  # time from a start to its first new checkpoint (measured by the even kills)
     for _ in range(MIN_KILLS + 1):
         before = checkpoint_step(run)
         argv = ["pretrain", "--out", run, *(["--resume", run] if before is not None else []),
@@ -96,12 +100,12 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted_run(ctx, tmp
         if kills < MIN_KILLS:
             # Each run is killed within about 3 steps of its start, so that 10 kills fit in the
             # run however loaded the machine is.
-            if kills % 2 == 0:  # anywhere: start-up, loading, the first step or its checkpoint
+            if kills % 2 == 1:  # anywhere: start-up, loading, the first step or its checkpoint
                 proc.join(rng.uniform(0, 1) * t_new)
             else:  # once this run has saved a newer step: somewhere in the step after it
                 wait_for_progress(proc, run, before)
                 t_new = time.perf_counter() - t0
-                proc.join(rng.uniform(0, 1.5) * t_ref / STEPS)
+                proc.join(rng.uniform(0, 1.5) * t_step)
             if proc.is_alive():
                 mid_write += any((run / "checkpoints").glob(".*.tmp-*"))
                 proc.kill()  # SIGKILL
