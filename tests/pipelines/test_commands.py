@@ -178,15 +178,20 @@ def test_classifier_save_load_identical_outputs(tmp_path):
     torch.testing.assert_close(model(ids), again(ids), rtol=0, atol=0)
 
 
-def test_classify_clips_then_predict_audio(tmp_path):
+def digit_clips(folder, per_digit):
+    """A folder with the first `per_digit` bundled FSDD clips of digits 0 and 1 (speaker jackson)."""
     import shutil
 
     from mamba_bio_audio.data import FSDD_DIR
-    clips = tmp_path / "clips"
-    clips.mkdir()
+    folder.mkdir()
     for digit in (0, 1):
-        for path in sorted(FSDD_DIR.glob(f"{digit}_jackson_*.flac"))[:10]:
-            shutil.copy(path, clips / path.name)
+        for path in sorted(FSDD_DIR.glob(f"{digit}_jackson_*.flac"))[:per_digit]:
+            shutil.copy(path, folder / path.name)
+    return folder
+
+
+def test_classify_clips_then_predict_audio(tmp_path):
+    clips = digit_clips(tmp_path / "clips", 10)
     run = tmp_path / "cls"
     assert cli(["classify", "--config", "classify_digits_waveform", "--out", str(run),
                 f"data.path={clips}", "data.seq_len=400", "data.sample_rate=2000",
@@ -206,16 +211,10 @@ def test_the_console_script_flushes_denormals_in_every_cpu_thread(tmp_path):
     threads copy the denormal flush when they start, so the console script sets it first: after
     the command, a 2-thread multiply that underflows gives zeros only (with the flush left to the
     trainer, the worker thread's half stayed denormal, ~10x slower)."""
-    import shutil
     import subprocess
     import sys
 
-    from mamba_bio_audio.data import FSDD_DIR
-    clips = tmp_path / "clips"
-    clips.mkdir()
-    for digit in (0, 1):
-        for path in sorted(FSDD_DIR.glob(f"{digit}_jackson_*.flac"))[:6]:
-            shutil.copy(path, clips / path.name)
+    clips = digit_clips(tmp_path / "clips", 6)
     args = ["classify", "--config", "classify_digits", "--no-baseline", "--out",
             str(tmp_path / "run"), f"data.path={clips}", "data.val_fraction=0.25",
             "data.test_fraction=0.25", *TINY]
