@@ -52,13 +52,16 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
     else:
         h = u.new_zeros(batch, dim, A.shape[1])
     ys = []
-    for t in range(L):
+    # per-step views taken with unbind, whose backward stacks the L slices' gradients once
+    # (indexing [..., t] inside the loop would make autograd's backward quadratic in L)
+    steps = zip(delta.unbind(-1), u.unbind(-1), Bx.unbind(-1), Cx.unbind(-1))
+    for t, (delta_t, u_t, B_t, C_t) in enumerate(steps):
         if seq_idx is not None and t > 0:
             same = (seq_idx[:, t] == seq_idx[:, t - 1]).to(ct)[:, None, None]  # (b, 1, 1)
             h = h * same
-        dA = torch.exp(delta[:, :, t, None] * A)  # (b, d, n)
-        h = dA * h + (delta[:, :, t] * u[:, :, t])[:, :, None] * Bx[:, :, :, t]
-        ys.append((h * Cx[:, :, :, t]).sum(-1))  # (b, d)
+        dA = torch.exp(delta_t[:, :, None] * A)  # (b, d, n)
+        h = dA * h + (delta_t * u_t)[:, :, None] * B_t
+        ys.append((h * C_t).sum(-1))  # (b, d)
     y = torch.stack(ys, dim=-1) if L > 0 else u.new_zeros(batch, dim, 0)
     if D is not None:
         y = y + u * D.to(ct)[None, :, None]

@@ -15,6 +15,7 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # (rtol, atol) of the output by input dtype (DESIGN.md); gradients get GRAD_FACTOR times more.
 TOL = {torch.float32: (6e-4, 2e-3), torch.float16: (3e-3, 5e-3), torch.bfloat16: (3e-2, 5e-2)}
 GRAD_FACTOR = 4
+KERNEL_OPTIONS = ("chunk_size", "block_d", "deterministic", "variant", "segments", "num_warps")
 NAMES = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state"]
 
 
@@ -81,7 +82,8 @@ def check_against_reference(inputs, dtype=torch.float32, seq_idx=None, with_dfin
     dy = torch.randn(batch, dim, L, generator=g).to(dtype).to(DEVICE)
     dfinal = torch.randn(batch, dim, N, generator=g).to(DEVICE) if with_dfinal else None
     y, final, grads = run(selective_scan_triton, inputs, dy, dfinal, seq_idx=seq_idx, **kw)
-    kw.pop("chunk_size", None), kw.pop("block_d", None), kw.pop("deterministic", None)
+    for option in KERNEL_OPTIONS:
+        kw.pop(option, None)
     y_ref, final_ref, grads_ref = reference(inputs, dy, dfinal, seq_idx=seq_idx, **kw)
     rtol, atol = TOL[dtype]
     assert y.dtype == dtype and final.dtype == torch.float32
@@ -105,12 +107,64 @@ def test_matches_reference(L, options):
     check_against_reference(inputs, delta_softplus=softplus, chunk_size=16)
 
 
-def test_long_sequence_many_chunks(monkeypatch):
-    if DEVICE == "cpu":  # the interpreter runs the step-by-step kernels ~10x slower than the scan ones
-        monkeypatch.setattr(triton_scan, "FWD_VARIANT", "scan")
-        monkeypatch.setattr(triton_scan, "BWD_VARIANT", "scan")
+def test_long_sequence_many_chunks():
+    # the interpreter runs the step-by-step kernels ~10x slower than the tiled ones
     inputs = make_inputs(1, 4, 1000, 4, init=True)
-    check_against_reference(inputs, delta_softplus=True, chunk_size=32)
+    check_against_reference(inputs, delta_softplus=True, chunk_size=32,
+                            variant="tiled" if DEVICE == "cpu" else "recurrent")
+
+
+@pytest.mark.parametrize("variant", triton_scan.VARIANTS)
+def test_segments_along_L_with_resets_at_segment_boundaries(variant):
+    """Parallelism along L: segments of 2 chunks (16 steps), packed pieces that start exactly on a
+    segment boundary (t = 16, 32), inside one (t = 10, 37) and a last segment cut short; grouped
+    B/C, initial state and final-state gradient all cross the segment boundaries."""
+    L = 60
+    seq_idx = torch.tensor([[0] * 16 + [1] * 16 + [2] * 5 + [3] * 23,
+                            [0] * 10 + [1] * 40 + [2] * 10], dtype=torch.int32).to(DEVICE)
+    inputs = make_inputs(2, 4, L, 5, groups=2, init=True, seed=7)
+    check_against_reference(inputs, seq_idx=seq_idx, delta_softplus=True, chunk_size=8, block_d=2,
+                            variant=variant, segments=4)
+
+
+@pytest.mark.parametrize("variant", triton_scan.VARIANTS)
+def test_segments_without_optional_inputs_fast_mode(variant):
+    """Segments (5 of 2 chunks) with no D, z, bias, initial state or final-state gradient, atomics."""
+    inputs = make_inputs(1, 3, 37, 4, D=False, z=False, bias=False, seed=8)
+    check_against_reference(inputs, delta_softplus=False, chunk_size=4, variant=variant, segments=5,
+                            with_dfinal=False, deterministic=False)
+
+
+def test_segmented_scan_equals_unsegmented_and_is_deterministic():
+    inputs = make_inputs(1, 4, 64, 4, init=True, seed=9)
+    dy = torch.randn(1, 4, 64, generator=torch.Generator().manual_seed(3)).to(DEVICE)
+    kw = dict(delta_softplus=True, chunk_size=8, variant="tiled")
+    y1, f1, g1 = run(selective_scan_triton, inputs, dy, None, segments=1, **kw)
+    y4, f4, g4 = run(selective_scan_triton, inputs, dy, None, segments=4, **kw)
+    y4b, _, g4b = run(selective_scan_triton, inputs, dy, None, segments=4, **kw)
+    torch.testing.assert_close(y4, y1, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(f4, f1, rtol=1e-5, atol=1e-5)
+    assert torch.equal(y4, y4b)
+    for name in g1:
+        torch.testing.assert_close(g4[name], g1[name], rtol=1e-4, atol=1e-4)
+        assert torch.equal(g4[name], g4b[name]), name
+
+
+def test_plan_adds_segments_only_where_channels_leave_the_gpu_idle(monkeypatch):
+    """On a 132-SM GPU: dna-small's d_inner 256 at batch 1 is cut along L until about
+    SEGMENT_PROGRAMS_PER_SM programs per SM exist; batch 8 x 2048 already fills it and is not."""
+    monkeypatch.setattr(triton_scan, "_sms", lambda device: 132)
+    target = triton_scan.SEGMENT_PROGRAMS_PER_SM * 132
+    small = triton_scan.plan(1, 256, 1 << 17, 16, 1, torch.device("cuda"))
+    assert small.n_seg > 1 and 256 // small.block_d * small.n_seg >= target // 2
+    assert small.n_seg * small.chunks_per_seg * small.chunk >= 1 << 17
+    assert (small.n_seg - 1) * small.chunks_per_seg * small.chunk < 1 << 17  # no empty segment
+    wide = triton_scan.plan(8, 2048, 4096, 16, 1, torch.device("cuda"))
+    assert wide.n_seg == 1 and wide.block_d == triton_scan.FWD_BLOCK_D
+    short = triton_scan.plan(1, 256, 64, 16, 1, torch.device("cuda"))
+    assert short.n_seg == 1  # under MIN_SEGMENT_CHUNKS chunks: nothing to cut
+    with pytest.raises(ValueError, match="variant"):
+        triton_scan.plan(1, 4, 8, 4, 1, torch.device("cpu"), variant="scan")
 
 
 def test_grouped_bc_odd_state_size_and_initial_state():
@@ -159,17 +213,17 @@ def test_seq_idx_packing_equals_separate_scans():
 
 
 @pytest.mark.parametrize("case", ["grouped_init", "packed"])
-def test_chunk_scan_variants(monkeypatch, case):
-    """The "scan" kernels (associative scan over each chunk) agree with the reference too."""
-    monkeypatch.setattr(triton_scan, "FWD_VARIANT", "scan")
-    monkeypatch.setattr(triton_scan, "BWD_VARIANT", "scan")
+def test_tiled_variant(case):
+    """The "tiled" kernels (associative scan over each chunk) agree with the reference too."""
     if case == "grouped_init":
         inputs = make_inputs(1, 4, 30, 5, groups=2, init=True)
-        check_against_reference(inputs, delta_softplus=True, chunk_size=16, block_d=4)
+        check_against_reference(inputs, delta_softplus=True, chunk_size=16, block_d=4,
+                                variant="tiled")
     else:
         inputs = make_inputs(1, 4, 40, 4, seed=4)
         seq_idx = (torch.arange(40) // 13).to(torch.int32)[None].to(DEVICE)
-        check_against_reference(inputs, seq_idx=seq_idx, delta_softplus=True, chunk_size=8)
+        check_against_reference(inputs, seq_idx=seq_idx, delta_softplus=True, chunk_size=8,
+                                variant="tiled")
 
 
 def test_deterministic_mode_is_bitwise_reproducible_and_fast_mode_agrees():
@@ -218,3 +272,14 @@ def test_gpu_grouped_packed_fast_mode(dtype):
     seq_idx = (torch.arange(L) // 700).to(torch.int32)[None].repeat(2, 1).to(DEVICE)
     check_against_reference(inputs, dtype=dtype, seq_idx=seq_idx, delta_softplus=True,
                             deterministic=False)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("variant", triton_scan.VARIANTS)
+def test_gpu_small_width_long_sequence_default_plan_uses_segments(variant):
+    """batch 1 x 64 channels leaves the GPU idle, so the default plan cuts L into segments."""
+    batch, dim, L = 1, 64, 8192
+    assert triton_scan.plan(batch, dim, L, 16, 1, torch.device(DEVICE), variant=variant).n_seg > 1
+    inputs = make_inputs(batch, dim, L, 16, dtype=torch.bfloat16, init=True, seed=11)
+    check_against_reference(inputs, dtype=torch.bfloat16, delta_softplus=True, variant=variant)

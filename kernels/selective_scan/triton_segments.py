@@ -1,0 +1,132 @@
+"""Parallelism along L: the passes that let every segment of a sequence run at once.
+
+The recurrence h_t = a_t h_{t-1} + b_t is linear, so a segment [t0, t1) maps its entry state H to
+P H + E, with P = a_{t0} ... a_{t1-1} (exp(A ΣΔ), zero across a seq_idx reset) and E the segment's
+end state from a zero start. Forward:
+
+1. `_segment_end_kernel`: every segment but the last, from zero: (P_s, E_s).    All at once.
+2. `_segment_carry_kernel`: H_0 = initial state, H_{s+1} = P_s H_s + E_s.        n_seg steps.
+3. the output kernels (triton_recurrent.py / triton_tiled.py) rerun every segment from H_s.
+
+The adjoint g_t = a_{t+1} g_{t+1} + C_t dy_t is the same recurrence run backwards, so backward
+mirrors it: `_segment_start_adjoint_kernel` runs every segment but the first backwards from zero and
+returns (P_s, mu_s = a_{t0} g_{t0}); the carry kernel in reverse gives each segment's exit adjoint
+G_{s-1} = mu_s + P_s G_s from G_{n_seg-1} = the final state's gradient; the gradient kernels then
+rerun every segment from (its saved chunk states, G_s). Nothing of size (batch, dim, L, N) is
+written: P, E, H, mu and G are (batch, dim, n_seg, N).
+"""
+
+import triton
+import triton.language as tl
+
+from .triton_steps import _channel_params, _decay, _program, _segment_chunks, _step_inputs
+
+
+@triton.jit
+def _segment_end_kernel(
+    u_ptr, delta_ptr, A_ptr, B_ptr, delta_bias_ptr, seq_ptr, P_ptr, E_ptr,
+    dim, L, N, dim_per_group, n_chunks, chunks_per_seg,
+    s_u_b, s_u_d, s_u_l,
+    s_dt_b, s_dt_d, s_dt_l,
+    s_B_b, s_B_g, s_B_n, s_B_l,
+    s_seq_b, s_seq_l,
+    HAS_DELTA_BIAS: tl.constexpr, DELTA_SOFTPLUS: tl.constexpr, HAS_SEQ_IDX: tl.constexpr,
+    BLOCK_D: tl.constexpr, CHUNK: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """Program s (of n_seg - 1) scans segment s from a zero state: P_s and E_s, (batch, dim,
+    n_seg - 1, N)."""
+    pid_d, b, s, d, n, mask_d, mask_n, mask_dn, g = _program(dim, BLOCK_D, BLOCK_N, N, dim_per_group)
+    _, A2, _, bias = _channel_params(A_ptr, A_ptr, delta_bias_ptr, d, n, N, mask_d, mask_dn, False,
+                                     HAS_DELTA_BIAS)
+    u_base = u_ptr + b * s_u_b + d * s_u_d
+    dt_base = delta_ptr + b * s_dt_b + d * s_dt_d
+    B_base = B_ptr + b * s_B_b + g * s_B_g + n * s_B_n
+    seq_base = seq_ptr + b * s_seq_b
+    h = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
+    p = tl.full([BLOCK_D, BLOCK_N], 1.0, dtype=tl.float32)
+    c0, c1, t0, t1 = _segment_chunks(s, chunks_per_seg, n_chunks, CHUNK, L)
+    for t in range(t0, t1):
+        u, raw, dt, Bt, a = _step_inputs(u_base, dt_base, B_base, seq_base, t, mask_d, mask_n, bias, A2,
+                                         s_u_l, s_dt_l, s_B_l, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX)
+        h = a * h + (dt * u)[:, None] * Bt[None, :]
+        p = p * a
+    out = ((b * dim + d[:, None]) * tl.num_programs(2) + s) * N + n[None, :]
+    tl.store(P_ptr + out, p, mask=mask_dn)
+    tl.store(E_ptr + out, h, mask=mask_dn)
+
+
+@triton.jit
+def _segment_start_adjoint_kernel(
+    delta_ptr, A_ptr, C_ptr, z_ptr, delta_bias_ptr, seq_ptr, dout_ptr, P_ptr, mu_ptr,
+    dim, L, N, dim_per_group, n_chunks, chunks_per_seg,
+    s_dt_b, s_dt_d, s_dt_l,
+    s_C_b, s_C_g, s_C_n, s_C_l,
+    s_z_b, s_z_d, s_z_l,
+    s_seq_b, s_seq_l,
+    s_do_b, s_do_d, s_do_l,
+    HAS_Z: tl.constexpr, HAS_DELTA_BIAS: tl.constexpr, DELTA_SOFTPLUS: tl.constexpr,
+    HAS_SEQ_IDX: tl.constexpr,
+    BLOCK_D: tl.constexpr, CHUNK: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """Program k (of n_seg - 1) runs the adjoint of segment s = k + 1 backwards from zero:
+    P_s and mu_s = a_{t0} g_{t0}, stored at index k of (batch, dim, n_seg - 1, N)."""
+    pid_d, b, k, d, n, mask_d, mask_n, mask_dn, g = _program(dim, BLOCK_D, BLOCK_N, N, dim_per_group)
+    _, A2, _, bias = _channel_params(A_ptr, A_ptr, delta_bias_ptr, d, n, N, mask_d, mask_dn, False,
+                                     HAS_DELTA_BIAS)
+    dt_base = delta_ptr + b * s_dt_b + d * s_dt_d
+    z_base = z_ptr + b * s_z_b + d * s_z_d
+    do_base = dout_ptr + b * s_do_b + d * s_do_d
+    C_base = C_ptr + b * s_C_b + g * s_C_g + n * s_C_n
+    seq_base = seq_ptr + b * s_seq_b
+    lam = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
+    a_next = tl.full([BLOCK_D, BLOCK_N], 1.0, dtype=tl.float32)
+    p = tl.full([BLOCK_D, BLOCK_N], 1.0, dtype=tl.float32)
+    c0, c1, t0, t1 = _segment_chunks(k + 1, chunks_per_seg, n_chunks, CHUNK, L)
+    for j in range(0, t1 - t0):
+        t = t1 - 1 - j
+        raw, dt, a = _decay(dt_base, seq_base, t, mask_d, bias, A2, s_dt_l, s_seq_l, L,
+                            DELTA_SOFTPLUS, HAS_SEQ_IDX)
+        dy = tl.load(do_base + t * s_do_l, mask=mask_d, other=0.0).to(tl.float32)
+        if HAS_Z:
+            z = tl.load(z_base + t * s_z_l, mask=mask_d, other=0.0).to(tl.float32)
+            dy = dy * z * tl.sigmoid(z)
+        Ct = tl.load(C_base + t * s_C_l, mask=mask_n, other=0.0).to(tl.float32)
+        lam = a_next * lam + dy[:, None] * Ct[None, :]
+        p = p * a
+        a_next = a
+    out = ((b * dim + d[:, None]) * tl.num_programs(2) + k) * N + n[None, :]
+    tl.store(P_ptr + out, p, mask=mask_dn)
+    tl.store(mu_ptr + out, a_next * lam, mask=mask_dn)
+
+
+@triton.jit
+def _segment_carry_kernel(
+    x0_ptr, P_ptr, E_ptr, out_ptr, dim, N, n_seg,
+    HAS_X0: tl.constexpr, REVERSE: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """x across segment boundaries: out[0] = x0, out[k+1] = P[k] out[k] + E[k] (REVERSE: from
+    out[n_seg-1] = x0 down, out[k] = P[k] out[k+1] + E[k]). x0 (batch, dim, N) or zeros; P, E
+    (batch, dim, n_seg - 1, N); out (batch, dim, n_seg, N)."""
+    pid_d, b, _, d, n, mask_d, mask_n, mask_dn, _ = _program(dim, BLOCK_D, BLOCK_N, N, dim)
+    if HAS_X0:
+        x = tl.load(x0_ptr + (b * dim + d[:, None]) * N + n[None, :], mask=mask_dn, other=0.0)
+        x = x.to(tl.float32)
+    else:
+        x = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
+    row = b * dim + d[:, None]  # (BD, 1)
+    if REVERSE:
+        tl.store(out_ptr + (row * n_seg + n_seg - 1) * N + n[None, :], x, mask=mask_dn)
+    else:
+        tl.store(out_ptr + (row * n_seg) * N + n[None, :], x, mask=mask_dn)
+    for i in range(0, n_seg - 1):
+        if REVERSE:
+            k = n_seg - 2 - i
+        else:
+            k = i
+        pe = (row * (n_seg - 1) + k) * N + n[None, :]
+        x = tl.load(P_ptr + pe, mask=mask_dn, other=0.0) * x + tl.load(E_ptr + pe, mask=mask_dn,
+                                                                       other=0.0)
+        if REVERSE:
+            tl.store(out_ptr + (row * n_seg + k) * N + n[None, :], x, mask=mask_dn)
+        else:
+            tl.store(out_ptr + (row * n_seg + k + 1) * N + n[None, :], x, mask=mask_dn)

@@ -1,0 +1,112 @@
+"""The `@triton.jit` pieces that every Triton scan kernel shares, written once.
+
+A kernel program owns one batch row, a block of BLOCK_D channels and one *segment* of the sequence
+(a run of whole chunks; see triton_scan.py). These helpers set such a program up and compute one
+step's (or one tile's) inputs: Δ = softplus(delta + bias), the decay a = exp(Δ A) cut to zero where
+seq_idx starts a new sequence, and the silu gate with its derivative.
+"""
+
+import triton
+import triton.language as tl
+
+LOG2E = 1.4426950408889634  # exp(x) = exp2(x log2 e): the hardware's ex2 instruction
+
+
+@triton.jit
+def _program(dim, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, N, dim_per_group):
+    """This program's channels d (BLOCK_D,), state indices n (BLOCK_N,), masks, B/C group, batch
+    row b and segment s (grid: channel blocks, batch rows, segments)."""
+    pid_d = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    s = tl.program_id(2)
+    d = pid_d.to(tl.int64) * BLOCK_D + tl.arange(0, BLOCK_D).to(tl.int64)
+    n = tl.arange(0, BLOCK_N).to(tl.int64)
+    mask_d = d < dim
+    mask_n = n < N
+    group = (pid_d * BLOCK_D) // dim_per_group
+    return pid_d, b, s, d, n, mask_d, mask_n, mask_d[:, None] & mask_n[None, :], group
+
+
+@triton.jit
+def _channel_params(A_ptr, D_ptr, delta_bias_ptr, d, n, N, mask_d, mask_dn, HAS_D: tl.constexpr,
+                    HAS_DELTA_BIAS: tl.constexpr):
+    """A (BLOCK_D, BLOCK_N), A log2(e), and D and the Δ bias (BLOCK_D,) (zeros where absent)."""
+    A = tl.load(A_ptr + d[:, None] * N + n[None, :], mask=mask_dn, other=0.0).to(tl.float32)
+    if HAS_D:
+        Dv = tl.load(D_ptr + d, mask=mask_d, other=0.0).to(tl.float32)
+    else:
+        Dv = tl.zeros(d.shape, dtype=tl.float32)
+    if HAS_DELTA_BIAS:
+        bias = tl.load(delta_bias_ptr + d, mask=mask_d, other=0.0).to(tl.float32)
+    else:
+        bias = tl.zeros(d.shape, dtype=tl.float32)
+    return A, A * LOG2E, Dv, bias
+
+
+@triton.jit
+def _segment_chunks(s, chunks_per_seg, n_chunks, CHUNK: tl.constexpr, L):
+    """Segment s's chunks [c0, c1) and steps [t0, t1)."""
+    c0 = s * chunks_per_seg
+    c1 = tl.minimum(c0 + chunks_per_seg, n_chunks)
+    return c0, c1, c0 * CHUNK, tl.minimum(c1 * CHUNK, L)
+
+
+@triton.jit
+def _softplus(x):
+    return tl.where(x <= 20.0, tl.log(1.0 + tl.exp(x)), x)
+
+
+@triton.jit
+def _delta(raw, mask, DELTA_SOFTPLUS: tl.constexpr):
+    """Δ from delta + bias, zero where masked (so a = 1 and Δ B u = 0 there)."""
+    if DELTA_SOFTPLUS:
+        raw = _softplus(raw)
+    return tl.where(mask, raw, 0.0)
+
+
+@triton.jit
+def _same_sequence(seq_base, t, L, s_seq_l):
+    """Whether step t continues step t-1's sequence (True at t = 0 and past the end)."""
+    inside = t < L
+    s_cur = tl.load(seq_base + t * s_seq_l, mask=inside, other=0)
+    s_prev = tl.load(seq_base + (t - 1) * s_seq_l, mask=inside & (t > 0), other=0)
+    return (s_cur == s_prev) | (t == 0) | (~inside)
+
+
+@triton.jit
+def _decay(dt_base, seq_base, t, m, bias, A2, s_dt_l, s_seq_l, L, DELTA_SOFTPLUS: tl.constexpr,
+           HAS_SEQ_IDX: tl.constexpr):
+    """Step t (a scalar) of one program: raw delta + bias, Δ (BLOCK_D,) and a (BLOCK_D, BLOCK_N)."""
+    raw = tl.load(dt_base + t * s_dt_l, mask=m, other=0.0).to(tl.float32) + bias
+    dt = _delta(raw, m, DELTA_SOFTPLUS)
+    a = tl.exp2(dt[:, None] * A2)
+    if HAS_SEQ_IDX:
+        a = a * _same_sequence(seq_base, t, L, s_seq_l).to(tl.float32)
+    return raw, dt, a
+
+
+@triton.jit
+def _step_inputs(u_base, dt_base, B_base, seq_base, t, m, mask_n, bias, A2, s_u_l, s_dt_l, s_B_l,
+                 s_seq_l, L, DELTA_SOFTPLUS: tl.constexpr, HAS_SEQ_IDX: tl.constexpr):
+    """Step t of the recurrence h = a h + (Δ u) B: u, raw delta, Δ, B_t (BLOCK_N,) and a."""
+    u = tl.load(u_base + t * s_u_l, mask=m, other=0.0).to(tl.float32)
+    raw, dt, a = _decay(dt_base, seq_base, t, m, bias, A2, s_dt_l, s_seq_l, L, DELTA_SOFTPLUS,
+                        HAS_SEQ_IDX)
+    Bt = tl.load(B_base + t * s_B_l, mask=mask_n & (t < L), other=0.0).to(tl.float32)
+    return u, raw, dt, Bt, a
+
+
+@triton.jit
+def _gate_grad(dout, y, z):
+    """The silu gate's backward: (d y_pre-gate, d z) for y_out = y silu(z)."""
+    sig = tl.sigmoid(z)
+    return dout * z * sig, dout * y * sig * (1.0 + z * (1.0 - sig))
+
+
+@triton.jit
+def _combine(a1, b1, a2, b2):
+    """Compose two steps h -> a h + b: first (a1, b1), then (a2, b2)."""
+    return a1 * a2, a2 * b1 + b2
+
+
+__all__ = ["LOG2E"]
