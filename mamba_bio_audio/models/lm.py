@@ -35,6 +35,21 @@ class MambaLM(PretrainedModel):
             self.lm_head.weight = self.backbone.embedding.weight
         init_weights(self, config)
 
+    @classmethod
+    def from_pretrained(cls, directory, device="cpu", vocab_size: int = None):
+        """Build the model from a checkpoint folder: ours (`save_pretrained`), or a Hugging Face
+        MambaForCausalLM or mamba_ssm MambaLMHeadModel folder, converted in memory (`convert`).
+
+        Args:
+            vocab_size: other formats only: the number of token ids in use when fewer than the
+                vocabulary's rows (a tokenizer's size; the logits then stop there).
+        """
+        from .convert import checkpoint_format, foreign_lm
+
+        if checkpoint_format(directory) in (None, "ours"):
+            return super().from_pretrained(directory, device)
+        return foreign_lm(directory, vocab_size).to(device)
+
     def forward(self, ids: torch.Tensor, state=None) -> torch.Tensor:
         """Args:
             ids: (b, L) token ids.
