@@ -1,38 +1,86 @@
-"""GPU benchmark of the Triton scan: floors, PyTorch scan, causal attention, decode, model training.
+"""GPU benchmark of the Triton scan, side by side with mamba_ssm's CUDA kernel when given (--peer).
 
-Run on a CUDA machine: ``mamba-bio-audio bench gpu --out docs/benchmarks_gpu.json``. Every time is
-the median of CUDA-event timings (``triton.testing.do_bench``) after warm-up, over inputs rotated
-among several fresh random sets. Floors: bytes that must cross HBM over the measured
-device-to-device copy bandwidth, and special-function ops (exp2/log2/rcp: the exp(ΔA) of every
-state element plus softplus and silu) over the measured exp2 throughput.
+Run on a CUDA machine: ``mamba-bio-audio bench gpu --peer .peer/mamba_ssm_cuda --out bench.json``.
+Every time is the median of CUDA-event timings (``triton.testing.do_bench``) after warm-up, over
+inputs rotated among fresh random sets; ours and the peer get the same inputs in the same run.
+Floors: bytes that must cross HBM over the measured device-to-device copy bandwidth, and
+special-function ops (the exp(ΔA) of every state element plus softplus and silu) over the
+measured exp2 throughput. Prints markdown tables and writes everything to --out (JSON).
 """
 
 import datetime
+import importlib.util
 import json
-import math
 import subprocess
+import sys
 import time
+from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from .run_config import write_atomic
+
 MUFU_PER_ELEM = 4  # softplus (exp, log) and silu (exp, rcp) per (b, d, t), besides N exp(ΔA)
+# batch x dim x L: the wide layers of the Mamba paper's LMs, and the small-width long sequences
+# this project's DNA and audio models train at (dna-small's d_inner is 256)
+DEFAULT_SHAPES = ",".join([f"8x2048x{L}" for L in (1024, 2048, 4096, 8192, 16384, 32768, 65536)]
+                          + ["1x256x16384", "1x256x131072", "8x256x4096", "1x2048x1048576",
+                             "1x5120x8192"])
+DEFAULT_MODEL_ROWS = "dna-small:1x131072,audio-unet:1x131072,dna-small:8x4096"
+TUNE_SHAPES = ("8x2048x4096", "1x256x16384")
 
 
 def add_arguments(p):
-    p.add_argument("--out", default="bench_gpu.json", help="JSON results file")
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--dim", type=int, default=2048)
-    p.add_argument("--state", type=int, default=16)
-    p.add_argument("--lengths", default="512,1024,2048,4096,8192,16384,32768,65536")
-    p.add_argument("--long-length", type=int, default=1 << 20, help="forward-only length at batch 1")
-    p.add_argument("--torch-max-length", type=int, default=16384, help="longest L for the PyTorch scan")
-    p.add_argument("--tune", action="store_true", help="sweep tile configs first and use the best")
-    p.add_argument("--parts", default="scan,long,decode,models",
-                   help="comma list of: scan,long,decode,models")
-    p.add_argument("--models", default="dna-small,audio-unet", help="model presets to time")
-    p.add_argument("--model-lengths", default="1024,16384,131072", help="training lengths")
+    p.add_argument("--out", default="bench_gpu.json", help="JSON results file (default: %(default)s)")
+    p.add_argument("--peer", metavar="DIR", default=None,
+                   help="folder of mamba_ssm's compiled CUDA scan (cuda_scan.py + "
+                        "selective_scan_cuda.so): adds its columns and ours/peer ratios")
+    p.add_argument("--shapes", default=DEFAULT_SHAPES,
+                   help="comma list of BATCHxDIMxL scan shapes (default: the issue-13 set)")
+    p.add_argument("--state", type=int, default=16, help="state size N (default: %(default)s)")
+    p.add_argument("--tune", action="store_true",
+                   help=f"first sweep variant, BLOCK_D, warps and segments at {', '.join(TUNE_SHAPES)}")
+    p.add_argument("--parts", default="scan,decode,models",
+                   help="comma list of: scan,decode,models (default: %(default)s)")
+    p.add_argument("--model-rows", default=DEFAULT_MODEL_ROWS,
+                   help="comma list of PRESET:BATCHxL training steps to time (default: %(default)s)")
     p.add_argument("--budget-s", type=float, default=1e9, help="skip parts that start after this")
+
+
+def parse_shapes(text, n_fields, option):
+    """'8x2048x4096,...' -> [(8, 2048, 4096), ...]; ValueError naming the option otherwise."""
+    out = []
+    for item in text.split(","):
+        parts = item.strip().split("x")
+        if len(parts) != n_fields or not all(p.isdigit() and int(p) > 0 for p in parts):
+            want = "x".join(["N"] * n_fields)
+            raise ValueError(f"{option}: {item.strip()!r} is not {want} (positive integers)")
+        out.append(tuple(int(p) for p in parts))
+    return out
+
+
+def parse_model_rows(text):
+    rows = []
+    for item in text.split(","):
+        preset, _, shape = item.strip().partition(":")
+        if not preset or not shape:
+            raise ValueError(f"--model-rows: {item.strip()!r} is not PRESET:BATCHxL")
+        rows.append((preset, *parse_shapes(shape, 2, "--model-rows")[0]))
+    return rows
+
+
+def load_peer(folder):
+    """mamba_ssm's selective_scan_cuda_fn from `folder` (a measuring instrument, never a dependency)."""
+    folder = Path(folder)
+    if not (folder / "cuda_scan.py").is_file() or not (folder / "selective_scan_cuda.so").is_file():
+        raise ValueError(f"--peer {folder}: expected a folder holding cuda_scan.py and "
+                         f"selective_scan_cuda.so (../shared/peers/mamba_ssm_cuda)")
+    spec = importlib.util.spec_from_file_location("mamba_ssm_cuda_scan_peer", folder / "cuda_scan.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.selective_scan_cuda_fn
 
 
 def _bench(fn, sets, rep=200):
@@ -53,7 +101,7 @@ def _env():
     p = torch.cuda.get_device_properties(0)
     return dict(device=torch.cuda.get_device_name(0), sms=p.multi_processor_count,
                 memory_gib=round(p.total_memory / 2**30, 1), driver=drv, torch=torch.__version__,
-                triton=triton.__version__, cuda=torch.version.cuda,
+                triton=triton.__version__, cuda=torch.version.cuda, command=" ".join(sys.argv),
                 date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
 
 
@@ -104,129 +152,140 @@ def floors(batch, dim, L, N, fl, backward=False):
     return byts / fl["copy_bytes_per_s"] * 1e3, sfu / fl["exp_per_s"] * 1e3
 
 
-def run_scan_rows(args, fl, impls):
-    from mamba_bio_audio.kernels.selective_scan.torch_scan import selective_scan_torch
-    from mamba_bio_audio.kernels.selective_scan.triton_scan import selective_scan_triton
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    def fwd(fn):
-        return lambda x: fn(x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"],
-                            delta_softplus=True)
-
-    def fwd_bwd(fn):
-        f = fwd(fn)
-        return lambda x: f(x).backward(x["dy"])
-
-    rows = []
-    B, D, N = args.batch, args.dim, args.state
-    heads, hd = D // 128, 128
-    for L in [int(v) for v in args.lengths.split(",")]:
-        row = dict(L=L, batch=B, dim=D, N=N)
-        n_sets = max(2, min(4, int(8e9 // (B * D * L * 2 * 8))))
-        with torch.no_grad():
-            sets = [scan_inputs(B, D, L, N, False) for _ in range(n_sets)]
-            row["triton_fwd_ms"] = _bench(fwd(selective_scan_triton), sets)
-        del sets
-        sets = [scan_inputs(B, D, L, N, True) for _ in range(2)]
-        torch.cuda.reset_peak_memory_stats()
-        row["triton_fwd_bwd_ms"] = _bench(fwd_bwd(selective_scan_triton), sets)
-        row["triton_fwd_bwd_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
-        if "torch" in impls and L <= args.torch_max_length:
-            row["torch_fwd_bwd_ms"] = _bench(fwd_bwd(selective_scan_torch), sets[:1], rep=100)
-            row["torch_fwd_ms"] = _bench(lambda x: fwd(selective_scan_torch)(x), sets[:1], rep=100)
-        del sets
-        bytes_ms, sfu_ms = floors(B, D, L, N, fl)
-        row.update(floor_bytes_ms=bytes_ms, floor_sfu_ms=sfu_ms,
-                   fwd_over_floor=row["triton_fwd_ms"] / max(bytes_ms, sfu_ms),
-                   fwd_bytes_per_s=bytes_ms / row["triton_fwd_ms"] * fl["copy_bytes_per_s"],
-                   fwd_exp_per_s=sfu_ms / row["triton_fwd_ms"] * fl["exp_per_s"])
-        q = [torch.randn(B, heads, L, hd, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-             for _ in range(3)]
-        dq = torch.randn_like(q[0])
-        with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
-            with torch.no_grad():
-                row["attn_fwd_ms"] = _bench(lambda _: F.scaled_dot_product_attention(*q, is_causal=True),
-                                            [None])
-            row["attn_fwd_bwd_ms"] = _bench(
-                lambda _: F.scaled_dot_product_attention(*q, is_causal=True).backward(dq), [None])
-        del q, dq
-        rows.append(row)
-        print(_fmt_row(row), flush=True)
-    return rows
+def _forward(fn):
+    return lambda x: fn(x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"],
+                        delta_softplus=True)
 
 
-def _fmt_row(r):
-    t = r.get("torch_fwd_bwd_ms")
-    return (f"L={r['L']:>7} fwd {r['triton_fwd_ms']:8.3f} ms (floor {max(r['floor_bytes_ms'], r['floor_sfu_ms']):7.3f},"
-            f" x{r['fwd_over_floor']:.2f}) fwd+bwd {r['triton_fwd_bwd_ms']:8.3f} ms"
-            f" peak {r['triton_fwd_bwd_peak_gib']:5.1f} GiB | torch f+b "
-            + (f"{t:9.2f} ms (x{t / r['triton_fwd_bwd_ms']:.1f})" if t else "      -  ")
-            + f" | attn fwd {r['attn_fwd_ms']:8.3f} f+b {r['attn_fwd_bwd_ms']:8.3f}"
-            f" (scan/attn f+b {r['triton_fwd_bwd_ms'] / r['attn_fwd_bwd_ms']:.2f})")
+def _forward_backward(fn):
+    f = _forward(fn)
+    return lambda x: f(x).backward(x["dy"])
 
 
-def run_long(args, fl):
-    from mamba_bio_audio.kernels.selective_scan.triton_scan import selective_scan_triton
-    L, D, N = args.long_length, args.dim, args.state
+def _n_sets(batch, dim, L, limit_bytes=8e9):
+    """How many input sets to rotate among (fewer for huge shapes, at least 1)."""
+    return max(1, min(3, int(limit_bytes // (batch * dim * L * 2 * 8))))
+
+
+def scan_row(shape, N, fl, peer):
+    """Forward and forward+backward of ours (default plan) and the peer on the same inputs."""
+    from mamba_bio_audio.kernels.selective_scan.triton_scan import plan, selective_scan_triton
+    batch, dim, L = shape
+    p = plan(batch, dim, L, N, 1, torch.device("cuda"))
+    row = dict(batch=batch, dim=dim, L=L, N=N, segments=p.n_seg, block_d=p.block_d)
+    impls = {"ours": selective_scan_triton} | ({"peer": peer} if peer else {})
     with torch.no_grad():
-        sets = [scan_inputs(1, D, L, N, False) for _ in range(2)]
-        ms = _bench(lambda x: selective_scan_triton(x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"],
-                                                    x["z"], x["delta_bias"], delta_softplus=True), sets)
-    bytes_ms, sfu_ms = floors(1, D, L, N, fl)
-    row = dict(L=L, batch=1, dim=D, N=N, triton_fwd_ms=ms, floor_bytes_ms=bytes_ms, floor_sfu_ms=sfu_ms,
-               fwd_over_floor=ms / max(bytes_ms, sfu_ms))
-    print(f"long: L={L} batch 1 fwd {ms:.2f} ms, floor {max(bytes_ms, sfu_ms):.2f} ms (x{row['fwd_over_floor']:.2f})")
+        sets = [scan_inputs(batch, dim, L, N, False) for _ in range(_n_sets(batch, dim, L))]
+        for name, fn in impls.items():
+            row[f"{name}_fwd_ms"] = _bench(_forward(fn), sets)
+        if peer:  # same inputs, same answer: the measurement compares like with like
+            x = sets[0]
+            row["max_abs_diff_y"] = (_forward(selective_scan_triton)(x).float()
+                                     - _forward(peer)(x).float()).abs().max().item()
+    del sets
+    sets = [scan_inputs(batch, dim, L, N, True) for _ in range(_n_sets(batch, dim, L, 4e9))]
+    for name, fn in impls.items():
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        row[f"{name}_fwd_bwd_ms"] = _bench(_forward_backward(fn), sets)
+        row[f"{name}_fwd_bwd_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    del sets
+    bytes_ms, sfu_ms = floors(batch, dim, L, N, fl)
+    row.update(floor_bytes_ms=bytes_ms, floor_sfu_ms=sfu_ms,
+               fwd_over_floor=row["ours_fwd_ms"] / max(bytes_ms, sfu_ms))
+    if peer:
+        row["fwd_ratio"] = row["ours_fwd_ms"] / row["peer_fwd_ms"]
+        row["fwd_bwd_ratio"] = row["ours_fwd_bwd_ms"] / row["peer_fwd_bwd_ms"]
     return row
 
 
-FWD_SWEEP = {"scan": [(2, 1), (4, 1), (4, 2), (8, 2)],
-             "loop": [(bd, w) for bd in (4, 8, 16, 32, 64) for w in (1, 2, 4) if bd * 16 >= 32 * w]}
-BWD_SWEEP = {"scan": [(4, 2), (8, 2), (4, 4), (8, 4)],
-             "loop": [(bd, w) for bd in (8, 16, 32, 64) for w in (1, 2, 4) if bd * 16 >= 32 * w]}
+def scan_table(rows):
+    """Markdown table of scan rows; peer columns and ratios where measured."""
+    peer = any("peer_fwd_ms" in r for r in rows)
+    head = ["batch x dim", "L", "segments", "ours fwd ms"] + (["mamba_ssm fwd ms", "fwd ratio"] if peer else [])
+    head += ["ours f+b ms"] + (["mamba_ssm f+b ms", "f+b ratio"] if peer else [])
+    head += ["floor ms (bytes / exp)", "fwd / floor", "ours f+b GiB"] + (["mamba_ssm f+b GiB"] if peer else [])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['batch']} x {r['dim']} | {r['L']} | {r['error']} |")
+            continue
+        cells = [f"{r['batch']} x {r['dim']}", str(r["L"]), str(r["segments"]), f"{r['ours_fwd_ms']:.3f}"]
+        if peer:
+            cells += [f"{r['peer_fwd_ms']:.3f}", f"{r['fwd_ratio']:.2f}"]
+        cells.append(f"{r['ours_fwd_bwd_ms']:.3f}")
+        if peer:
+            cells += [f"{r['peer_fwd_bwd_ms']:.3f}", f"{r['fwd_bwd_ratio']:.2f}"]
+        cells += [f"{r['floor_bytes_ms']:.3f} / {r['floor_sfu_ms']:.3f}", f"{r['fwd_over_floor']:.2f}",
+                  f"{r['ours_fwd_bwd_peak_gib']:.2f}"]
+        if peer:
+            cells.append(f"{r['peer_fwd_bwd_peak_gib']:.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
-def tune(args, chunks=(32, 64)):
-    """Sweep kernel variant, BLOCK_D and num_warps for forward and backward at each CHUNK (L=4096),
-    pick the CHUNK with the fastest best-forward + best-backward, and make those the defaults."""
-    from mamba_bio_audio.kernels.selective_scan import triton_scan as ts
-    B, D, N, L = args.batch, args.dim, args.state, 4096
-    x = scan_inputs(B, D, L, N, False)
-    args_ = (x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"], None, None, True)
-    dy = torch.randn_like(x["u"])
-    results, best = [], None
-
-    def timed(kind, fn, **cfg):
+def run_scan(args, fl, peer):
+    rows = []
+    for shape in parse_shapes(args.shapes, 3, "--shapes"):
         try:
-            ms = _bench(lambda _: fn(), [None], rep=40)
-        except Exception as e:  # noqa: BLE001  (a config that fails to compile is recorded and skipped)
-            ms = float("inf")
-            print(f"{kind} {cfg}: {type(e).__name__}: {str(e)[:200]}")
-        results.append(dict(kind=kind, ms=ms, **cfg))
-        return ms
+            row = scan_row(shape, args.state, fl, peer)
+        except torch.cuda.OutOfMemoryError:
+            row = dict(batch=shape[0], dim=shape[1], L=shape[2], error="out of memory")
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        torch.cuda.empty_cache()
+    print(scan_table(rows), flush=True)
+    return rows
 
-    for T in chunks:
-        fwd = min((timed("fwd", lambda: ts._fwd(*args_, False, bd, T, w, var), T=T, variant=var, bd=bd, w=w),
-                   var, bd, w) for var, cfgs in FWD_SWEEP.items() for bd, w in cfgs)
-        _, _, states, _ = ts._fwd(*args_, True, 16, T, 1, "loop")
-        bwd = min((timed("bwd", lambda: ts._bwd(*args_[:10], True, states, T, dy, None, True, bd, w, var),
-                         T=T, variant=var, bd=bd, w=w), var, bd, w)
-                  for var, cfgs in BWD_SWEEP.items() for bd, w in cfgs)
-        print(f"CHUNK={T}: best fwd {fwd}, best bwd {bwd}, sum {fwd[0] + bwd[0]:.3f} ms", flush=True)
-        if best is None or fwd[0] + bwd[0] < best[0]:
-            best = (fwd[0] + bwd[0], T, fwd, bwd)
-    _, T, (_, fv, fbd, fw), (_, bv, bbd, bw) = best
-    chosen = dict(CHUNK=T, FWD_VARIANT=fv, FWD_BLOCK_D=fbd, FWD_WARPS=fw, BWD_VARIANT=bv, BWD_BLOCK_D=bbd,
-                  BWD_WARPS=bw)
-    for k, v in chosen.items():
-        setattr(ts, k, v)
-    print(f"chosen: {chosen}", flush=True)
-    return dict(sweep=results, chosen=chosen)
+
+def tune(args):
+    """Sweep variant, BLOCK_D, warps and segments for each direction at TUNE_SHAPES; print the best.
+
+    The defaults in kernels/selective_scan/triton_scan.py are set by hand from this record."""
+    from mamba_bio_audio.kernels.selective_scan import triton_scan as ts
+    results = []
+    for shape in TUNE_SHAPES:
+        batch, dim, L = parse_shapes(shape, 3, "tune")[0]
+        N = args.state
+        x = scan_inputs(batch, dim, L, N, False)
+        a = (x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"], None, None, True)
+        dy = torch.randn_like(x["u"])
+        auto = ts.plan(batch, dim, L, N, 1, x["u"].device).n_seg
+        seg_options = sorted({1, auto, 2 * auto, max(1, auto // 2)})
+        best = {}
+        for variant in ts.VARIANTS:
+            for bd in (4, 8, 16, 32, 64):
+                for warps in (1, 2, 4):
+                    if bd * N < 32 * warps:
+                        continue
+                    for segs in seg_options:
+                        for direction in ("fwd", "bwd"):
+                            p = ts.plan(batch, dim, L, N, 1, x["u"].device, backward=direction == "bwd",
+                                        variant=variant, block_d=bd, segments=segs, num_warps=warps)
+                            try:
+                                if direction == "fwd":
+                                    ms = _bench(lambda _: ts._fwd(*a, False, p), [None], rep=40)
+                                else:
+                                    _, _, states = ts._fwd(*a, True, p)
+                                    ms = _bench(lambda _: ts._bwd(*a[:10], True, states, dy, None, True, p),
+                                                [None], rep=40)
+                            except Exception as e:  # noqa: BLE001  (a config that fails to compile is recorded)
+                                ms = float("inf")
+                                print(f"{shape} {direction} {p}: {type(e).__name__}: {str(e)[:200]}")
+                            results.append(dict(shape=shape, direction=direction, ms=ms, **vars(p)))
+                            if ms < best.get(direction, (float("inf"),))[0]:
+                                best[direction] = (ms, p)
+        for direction, (ms, p) in best.items():
+            print(f"tune {shape} {direction}: best {ms:.3f} ms with {p} (default plan: {auto} segments)",
+                  flush=True)
+        del x, dy
+    return dict(sweep=results)
 
 
 def run_decode(args):
     from mamba_bio_audio.kernels.state_update.triton_update import selective_state_update_triton
     out = []
-    D, N = args.dim, args.state
+    D, N = 2048, args.state
     for batch in (1, 64):
         st = torch.randn(batch, D, N, device="cuda")
         r = lambda *s: torch.randn(*s, device="cuda", dtype=torch.bfloat16)  # noqa: E731
@@ -248,77 +307,121 @@ def run_decode(args):
         ms_graph = _bench(lambda _: graph.replay(), [None]) / 100
         out.append(dict(op="selective_state_update", batch=batch, dim=D, N=N, us_per_step=ms * 1e3,
                         us_per_step_cuda_graph=ms_graph * 1e3))
-        print(f"decode kernel batch {batch}: {ms * 1e3:.2f} us/step eager, {ms_graph * 1e3:.2f} us/step in a CUDA graph")
+        print(f"decode kernel batch {batch} x {D}: {ms * 1e3:.2f} us/step eager, "
+              f"{ms_graph * 1e3:.2f} us/step in a CUDA graph", flush=True)
     return out
 
 
-def run_models(args):
-    """Model decode steps (flat in position) and bf16 training throughput at several lengths."""
+@contextmanager
+def scan_swapped_into_mixer(peer):
+    """The model's mixer calls the peer's scan instead of ours (for the whole-model rows)."""
+    from mamba_bio_audio.modules import mixer
+
+    def peer_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                  initial_state=None, return_final_state=False, seq_idx=None, **_):
+        if initial_state is not None or seq_idx is not None:
+            raise ValueError("the peer's scan takes neither initial_state nor seq_idx")
+        return peer(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_final_state)
+
+    ours, mixer.selective_scan = mixer.selective_scan, peer_scan
+    try:
+        yield
+    finally:
+        mixer.selective_scan = ours
+
+
+def train_step_row(preset, batch, L):
+    """bf16-autocast AdamW training steps of MambaLM(preset) on random tokens: tokens/s, peak GiB."""
     from mamba_bio_audio import MambaConfig, MambaLM
-    out = dict(step=[], train=[])
-    for preset in args.models.split(","):
-        cfg = MambaConfig.preset(preset)
-        model = MambaLM(cfg).cuda()
-        n_params = sum(p.numel() for p in model.parameters())
-        model.eval()
-        for batch in (1, 64):
-            state = model.allocate_state(batch, "cuda")
-            ids = torch.randint(0, cfg.vocab_size, (batch,), device="cuda")
-            times = []
-            with torch.no_grad():
-                for window in range(5):
-                    torch.cuda.synchronize()
-                    t0 = time.perf_counter()
-                    for _ in range(200):
-                        model.step(ids, state)
-                    torch.cuda.synchronize()
-                    times.append((time.perf_counter() - t0) / 200 * 1e6)
-            row = dict(model=preset, params=n_params, batch=batch, us_per_step_by_position=times)
-            out["step"].append(row)
-            print(f"{preset} step batch {batch}: us/step at positions 0..1000 in windows of 200: "
-                  + ", ".join(f"{t:.0f}" for t in times), flush=True)
-        model.train()
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        for L in [int(v) for v in args.model_lengths.split(",")]:
-            ids = torch.randint(0, cfg.vocab_size, (1, L + 1), device="cuda")
-            torch.cuda.reset_peak_memory_stats()
+    torch.manual_seed(0)
+    cfg = MambaConfig.preset(preset)
+    model = MambaLM(cfg).cuda().train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    ids = torch.randint(0, cfg.vocab_size, (batch, L + 1), device="cuda")
 
-            def train_step(_):
-                with torch.autocast("cuda", dtype=torch.bfloat16):
-                    logits = model(ids[:, :-1])
-                loss = F.cross_entropy(logits.float().flatten(0, 1), ids[:, 1:].flatten())
-                loss.backward()
-                opt.step()
-                opt.zero_grad(set_to_none=True)
+    def step(_):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            logits = model(ids[:, :-1])
+        loss = F.cross_entropy(logits.float().flatten(0, 1), ids[:, 1:].flatten())
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    ms = _bench(step, [None], rep=300)
+    return dict(ms_per_step=ms, tokens_per_s=batch * L / (ms * 1e-3),
+                peak_gib=torch.cuda.max_memory_allocated() / 2**30,
+                params=sum(p.numel() for p in model.parameters()))
+
+
+def model_table(rows):
+    peer = any("peer_tokens_per_s" in r for r in rows)
+    head = ["model", "batch x L", "ours tokens/s", "ours peak GiB"]
+    head += ["mamba_ssm scan tokens/s", "ours / mamba_ssm"] if peer else []
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["model"], f"{r['batch']} x {r['L']}"]
+        if "ours_error" in r:
+            cells += [r["ours_error"], "-"]
+        else:
+            cells += [f"{r['ours_tokens_per_s'] / 1e6:.3f}M", f"{r['ours_peak_gib']:.2f}"]
+        if peer:
+            if "peer_tokens_per_s" in r:
+                ratio = (f"{r['ours_tokens_per_s'] / r['peer_tokens_per_s']:.2f}"
+                         if "ours_tokens_per_s" in r else "-")
+                cells += [f"{r['peer_tokens_per_s'] / 1e6:.3f}M", ratio]
+            else:
+                cells += [r.get("peer_error", "-"), "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run_models(args, peer):
+    """Whole-model training throughput; with a peer, the same model with the peer's scan swapped in."""
+    rows = []
+    for preset, batch, L in parse_model_rows(args.model_rows):
+        row = dict(model=preset, batch=batch, L=L)
+        for name in ("ours", "peer") if peer else ("ours",):
             try:
-                ms = _bench(train_step, [None], rep=300)
-                row = dict(model=preset, params=n_params, L=L, batch=1, ms_per_step=ms,
-                           tokens_per_s=L / (ms * 1e-3),
-                           peak_gib=torch.cuda.max_memory_allocated() / 2**30)
+                if name == "peer":
+                    with scan_swapped_into_mixer(peer):
+                        res = train_step_row(preset, batch, L)
+                else:
+                    res = train_step_row(preset, batch, L)
+                row.update({f"{name}_{k}": v for k, v in res.items()})
             except torch.cuda.OutOfMemoryError:
-                row = dict(model=preset, L=L, batch=1, error="out of memory")
-            out["train"].append(row)
-            print(f"{preset} ({n_params / 1e6:.2f}M) train L={L}: {row}", flush=True)
+                row[f"{name}_error"] = "out of memory"
             torch.cuda.empty_cache()
-        del model, opt
-    return out
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    print(model_table(rows), flush=True)
+    return rows
 
 
 def main(args) -> int:
-    if not torch.cuda.is_available():
-        print("bench gpu needs a CUDA device")
+    try:
+        parse_shapes(args.shapes, 3, "--shapes")
+        parse_model_rows(args.model_rows)
+        unknown = set(args.parts.split(",")) - {"scan", "decode", "models"}
+        if unknown:
+            raise ValueError(f"--parts: unknown part(s) {', '.join(sorted(unknown))}; "
+                             f"choose from scan, decode, models")
+        if not torch.cuda.is_available():
+            raise ValueError("bench gpu needs a CUDA device (none is visible)")
+        peer = load_peer(args.peer) if args.peer else None
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     parts = set(args.parts.split(","))
-    res = dict(env=_env(), args=vars(args) | {"bench_main": None})
+    res = dict(env=_env(), args={k: v for k, v in vars(args).items() if k != "bench_main"})
     print(res["env"], flush=True)
     res["floors"] = fl = measure_floors()
     print(f"copy {fl['copy_bytes_per_s'] / 1e12:.2f} TB/s, exp2 {fl['exp_per_s'] / 1e12:.2f} T/s", flush=True)
-    steps = [("tune", lambda: tune(args) if args.tune else None),
-             ("scan", lambda: run_scan_rows(args, fl, {"torch"})), ("long", lambda: run_long(args, fl)),
-             ("decode", lambda: run_decode(args)), ("models", lambda: run_models(args))]
+    steps = [("tune", lambda: tune(args)), ("scan", lambda: run_scan(args, fl, peer)),
+             ("decode", lambda: run_decode(args)), ("models", lambda: run_models(args, peer))]
     t_start = time.monotonic()
     for name, fn in steps:
-        if name not in parts and name != "tune":
+        if (name == "tune" and not args.tune) or (name != "tune" and name not in parts):
             continue
         if time.monotonic() - t_start > args.budget_s:
             print(f"{name}: skipped (over --budget-s)")
@@ -330,14 +433,12 @@ def main(args) -> int:
             res[name] = dict(error=f"{type(e).__name__}: {e}")
             print(f"{name} failed: {type(e).__name__}: {e}", flush=True)
         torch.cuda.empty_cache()
-        with open(args.out, "w") as f:
-            json.dump(res, f, indent=1, default=lambda o: None if isinstance(o, float) and math.isinf(o) else str(o))
+        write_atomic(Path(args.out), json.dumps(res, indent=1, default=str))
     return 0
 
 
 if __name__ == "__main__":
     import argparse
-    import sys
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_arguments(parser)

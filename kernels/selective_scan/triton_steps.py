@@ -35,11 +35,11 @@ def _channel_params(A_ptr, D_ptr, delta_bias_ptr, d, n, N, mask_d, mask_dn, HAS_
     if HAS_D:
         Dv = tl.load(D_ptr + d, mask=mask_d, other=0.0).to(tl.float32)
     else:
-        Dv = tl.zeros(d.shape, dtype=tl.float32)
+        Dv = d.to(tl.float32) * 0.0
     if HAS_DELTA_BIAS:
         bias = tl.load(delta_bias_ptr + d, mask=mask_d, other=0.0).to(tl.float32)
     else:
-        bias = tl.zeros(d.shape, dtype=tl.float32)
+        bias = d.to(tl.float32) * 0.0
     return A, A * LOG2E, Dv, bias
 
 

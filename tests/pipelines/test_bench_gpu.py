@@ -1,0 +1,56 @@
+"""`mamba-bio-audio bench gpu`: what runs without a GPU (argument checks, the peer loader, the
+tables). The measurements themselves need CUDA and run on the GPU machines (docs/benchmarks.md)."""
+
+import argparse
+
+import pytest
+
+from mamba_bio_audio.pipelines import bench_gpu
+
+
+def parse(*argv):
+    p = argparse.ArgumentParser()
+    bench_gpu.add_arguments(p)
+    return p.parse_args(list(argv))
+
+
+def test_default_shapes_hold_the_issue_rows():
+    shapes = bench_gpu.parse_shapes(bench_gpu.DEFAULT_SHAPES, 3, "--shapes")
+    for row in [(1, 256, 16384), (1, 256, 131072), (8, 256, 4096), (1, 2048, 1 << 20), (1, 5120, 8192),
+                (8, 2048, 1024), (8, 2048, 65536)]:
+        assert row in shapes
+    assert bench_gpu.parse_model_rows(bench_gpu.DEFAULT_MODEL_ROWS) == [
+        ("dna-small", 1, 131072), ("audio-unet", 1, 131072), ("dna-small", 8, 4096)]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--shapes", "8x2048"], "--shapes: '8x2048' is not NxNxN"),
+    (["--shapes", "8x0x16"], "--shapes: '8x0x16' is not NxNxN"),
+    (["--model-rows", "dna-small"], "--model-rows: 'dna-small' is not PRESET:BATCHxL"),
+    (["--parts", "scan,attn"], "--parts: unknown part(s) attn"),
+])
+def test_bad_options_get_one_line_and_exit_2(argv, message, capsys, tmp_path):
+    out = tmp_path / "b.json"
+    assert bench_gpu.main(parse(*argv, "--out", str(out))) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {message}" or (err.startswith(f"error: {message}") and "\n" not in err)
+    assert not out.exists()
+
+
+def test_peer_folder_without_the_kernel_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"--peer .*: expected a folder holding cuda_scan.py"):
+        bench_gpu.load_peer(tmp_path)
+
+
+def test_tables_show_ratios_only_with_a_peer():
+    row = dict(batch=1, dim=256, L=16384, segments=64, ours_fwd_ms=0.5, ours_fwd_bwd_ms=2.0,
+               ours_fwd_bwd_peak_gib=0.1, floor_bytes_ms=0.01, floor_sfu_ms=0.02, fwd_over_floor=25.0)
+    alone = bench_gpu.scan_table([row])
+    assert "ratio" not in alone and "| 1 x 256 | 16384 | 64 | 0.500 | 2.000 |" in alone
+    peer = dict(row, peer_fwd_ms=1.0, peer_fwd_bwd_ms=1.0, peer_fwd_bwd_peak_gib=0.2, fwd_ratio=0.5,
+                fwd_bwd_ratio=2.0)
+    both = bench_gpu.scan_table([peer])
+    assert "| 0.500 | 1.000 | 0.50 | 2.000 | 1.000 | 2.00 |" in both
+    models = bench_gpu.model_table([dict(model="dna-small", batch=1, L=131072, ours_tokens_per_s=2e6,
+                                         ours_peak_gib=1.0, peer_tokens_per_s=1e6)])
+    assert "| dna-small | 1 x 131072 | 2.000M | 1.00 | 1.000M | 2.00 |" in models
