@@ -19,6 +19,7 @@ COMMANDS = {
     "generate": ("generate", "generate audio (WAV) or DNA (FASTA) from a trained LM"),
     "finetune": ("finetune", "continue training an LM on your own long recordings"),
     "synthetic": ("synthetic", "selective copying and induction heads, with the LTI ablation"),
+    "convert": ("convert", "convert Mamba LM checkpoints: ours, Hugging Face, mamba_ssm"),
     "configs": ("configs", "list the built-in configs"),
     "bench": ("bench", "benchmarks: scan, generate (print a table, write JSON)"),
 }

@@ -45,7 +45,7 @@ def build_model(cfg, data):
             raise CheckpointError(f"--init {cfg.init}: a pretrained LM reads token ids, but "
                                   f"data.features={cfg.data.features} gives float frames; use "
                                   "data.features=waveform")
-        lm = MambaLM.from_pretrained(cfg.init)
+        lm = MambaLM.from_pretrained(cfg.init, vocab_size=data.tokenizer.vocab_size)
         if lm.config.vocab_size != data.tokenizer.vocab_size:
             raise CheckpointError(f"--init {cfg.init}: its vocabulary ({lm.config.vocab_size}) "
                                   f"does not match the data's ({data.tokenizer.vocab_size})")

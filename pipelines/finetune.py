@@ -21,7 +21,8 @@ import time
 from mamba_bio_audio.errors import UserError
 
 from .run_config import add_run_arguments, resolve_run, save_run_config, write_atomic, write_summary
-from .tasks import bits, lm_datasets, lm_loss, load_data_config, save_tokenizer
+from .convert import model_data_config
+from .tasks import bits, lm_datasets, lm_loss, save_tokenizer
 from .trainer import Trainer, is_main_process, log
 
 
@@ -40,7 +41,10 @@ def main(args) -> int:
     cfg, run_dir, resume = resolve_run(args, "finetune")
     if args.recordings:
         cfg.data.path = args.recordings
-    saved = load_data_config(args.model)
+    saved = model_data_config(args.model)
+    if not saved:  # a checkpoint from elsewhere: read as mu-law audio with the run's settings
+        saved = {"kind": "recordings", "sample_rate": cfg.data.sample_rate,
+                 "mu_law_levels": cfg.data.mu_law_levels}
     if saved.get("kind") not in ("audio", "recordings"):
         raise UserError(f"--model {args.model}: not an audio LM (trained on data.kind="
                         f"{saved.get('kind')!r}); pretrain one with --config pretrain_audio")
@@ -48,7 +52,10 @@ def main(args) -> int:
     cfg.data = dataclasses.replace(cfg.data, sample_rate=saved["sample_rate"],
                                    mu_law_levels=saved["mu_law_levels"])
     cfg.init = str(args.model)
-    model = MambaLM.from_pretrained(args.model)
+    model = MambaLM.from_pretrained(args.model, vocab_size=cfg.data.mu_law_levels)
+    if model.config.vocab_size != cfg.data.mu_law_levels:
+        raise UserError(f"--model {args.model}: its vocabulary ({model.config.vocab_size} ids) is "
+                        f"not the {cfg.data.mu_law_levels} mu-law levels of audio")
     cfg.model = model.config
     if cfg.data.seq_len % model.config.pool_product:
         raise UserError(f"data.seq_len={cfg.data.seq_len} must be a multiple of the model's "

@@ -21,7 +21,7 @@ import torch
 from mamba_bio_audio.errors import UserError
 
 from .run_config import default_run_dir, write_atomic, write_summary
-from .tasks import load_data_config, load_tokenizer
+from .convert import add_tokenizer_argument, model_data_config, model_tokenizer
 from .trainer import resolve_device
 
 
@@ -41,6 +41,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
+    add_tokenizer_argument(parser)
 
 
 def main(args) -> int:
@@ -49,10 +50,14 @@ def main(args) -> int:
     if args.n < 1:
         raise UserError(f"--n {args.n}: expected at least 1 sample")
     device = resolve_device(args.device)
-    model = MambaLM.from_pretrained(args.model, device=device).eval()
-    tok = load_tokenizer(args.model)
+    tok = model_tokenizer(args.model, args.tokenizer)
+    vocab = getattr(tok, "vocab_size", None)  # None: float features, not an LM's tokenizer
+    model = MambaLM.from_pretrained(args.model, device=device, vocab_size=vocab).eval()
+    if model.config.vocab_size != vocab:
+        raise UserError(f"--model {args.model}: its vocabulary ({model.config.vocab_size} ids) "
+                        f"does not fit the tokenizer ({tok.vocab_size} ids)")
     is_audio = hasattr(tok, "levels")
-    rate = int(load_data_config(args.model).get("sample_rate", 8000)) if is_audio else None
+    rate = int(model_data_config(args.model).get("sample_rate", 8000)) if is_audio else None
     prompt = audio_prompt(args, tok, rate) if is_audio else dna_prompt(args, tok)
     new = round(args.seconds * rate) if is_audio else args.length
     if new < 1:

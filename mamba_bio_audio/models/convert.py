@@ -30,6 +30,7 @@ back the same folder; it is used only while it still describes the folder's conf
 """
 
 import json
+import pickle
 import warnings
 from pathlib import Path
 
@@ -356,7 +357,11 @@ def _read_weights(directory: Path, fmt: str) -> tuple[dict, Path]:
             weights = safetensors.torch.load_file(str(path))
         else:
             weights = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 (truncated file, not a weights file, unsafe pickle)
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{path}: unreadable weights: it holds objects other than tensors, "
+                              "which torch.load(weights_only=True) refuses to build (this never "
+                              "runs code from the file)") from None
+    except Exception as err:  # noqa: BLE001 (truncated file, not a weights file)
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path}: unreadable weights ({type(err).__name__}: "
                               f"{reason})") from None

@@ -1,18 +1,26 @@
 """Our MambaLM against transformers' MambaForCausalLM and a mamba_ssm-layout folder: the same
-logits and greedy generations after conversion either way (tiny random models, CPU, fp32)."""
+logits and greedy generations after conversion either way (tiny random models, CPU, fp32); the
+`convert` command (round trips bit for bit, bad checkpoints refused in one line) and the commands
+that read checkpoints from elsewhere."""
 
 import json
 
 import pytest
+import safetensors.torch
 import torch
 import transformers
+from safetensors import safe_open
 from transformers import MambaConfig as HFMambaConfig
 from transformers import MambaForCausalLM
 
+from mamba_bio_audio.cli import main as cli
 from mamba_bio_audio.config import MambaConfig
+from mamba_bio_audio.data import DNATokenizer, MuLaw
 from mamba_bio_audio.errors import CheckpointError
-from mamba_bio_audio.models import MambaLM
+from mamba_bio_audio.models import MambaClassifier, MambaLM
 from mamba_bio_audio.models.convert import checkpoint_format, foreign_lm, save_foreign
+from mamba_bio_audio.pipelines.run_config import DataConfig
+from mamba_bio_audio.pipelines.tasks import save_tokenizer
 
 transformers.logging.set_verbosity_error()
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -180,3 +188,214 @@ def test_what_the_formats_lack_is_refused_before_writing(tmp_path, fmt):
         with pytest.raises(ValueError, match=f"model.{key}"):
             save_foreign(our_model(**overrides), tmp_path / f"{fmt}-{key}", fmt)
         assert not (tmp_path / f"{fmt}-{key}").exists()
+
+
+# ---- the convert command, and the other commands on folders from elsewhere ----
+
+
+def run(argv, capsys) -> tuple[int, str]:
+    """The console script in-process: (exit status, stderr)."""
+    capsys.readouterr()
+    try:
+        rc = cli([str(a) for a in argv])
+    except SystemExit as exc:  # argparse
+        rc = exc.code
+    return rc, capsys.readouterr().err
+
+
+def ours_folder(folder, model: MambaLM, tokenizer) -> None:
+    model.save_pretrained(folder, extra_files=save_tokenizer(tokenizer, DataConfig(
+        kind="genome" if isinstance(tokenizer, DNATokenizer) else "recordings")))
+
+
+def same_folders(a, b) -> None:
+    """Bit for bit: the same files, the same JSON bytes, the same tensors (dtype, shape, bits)
+    and safetensors metadata. (The bytes of model.safetensors are not compared: safetensors
+    writes its metadata in a hash-map order that changes from one process to the next.)"""
+    assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir())
+    for p in a.iterdir():
+        if p.suffix != ".safetensors":
+            assert p.read_bytes() == (b / p.name).read_bytes(), p.name
+    with safe_open(str(a / "model.safetensors"), "pt") as fa, \
+            safe_open(str(b / "model.safetensors"), "pt") as fb:
+        assert fa.metadata() == fb.metadata() and sorted(fa.keys()) == sorted(fb.keys())
+        for k in fa.keys():  # noqa: SIM118
+            ta, tb = fa.get_tensor(k), fb.get_tensor(k)
+            assert ta.dtype == tb.dtype and torch.equal(ta.view(torch.int32), tb.view(torch.int32))
+
+
+@pytest.mark.parametrize("fmt", ["hf", "mamba_ssm"])
+def test_round_trip_through_the_cli_is_bit_identical(tmp_path, capsys, fmt):
+    ours = our_model(d_model=32, mlp_expand=4 if fmt == "mamba_ssm" else 0, tie_embeddings=False)
+    ours_folder(tmp_path / "ours", ours, DNATokenizer())
+    assert run(["convert", tmp_path / "ours", "--out", tmp_path / fmt, "--to", fmt], capsys)[0] == 0
+    assert checkpoint_format(tmp_path / fmt) == fmt
+    assert run(["convert", tmp_path / fmt, "--out", tmp_path / "back"], capsys)[0] == 0
+    same_folders(tmp_path / "ours", tmp_path / "back")
+
+
+def test_hf_to_ours_to_hf_keeps_transformers_logits(tmp_path, capsys):
+    theirs = hf_model(tmp_path / "hf", vocab_size=16, tie_word_embeddings=False)
+    assert run(["convert", tmp_path / "hf", "--out", tmp_path / "ours", "--tokenizer", "dna"],
+               capsys)[0] == 0
+    ours = MambaLM.from_pretrained(tmp_path / "ours")
+    assert ours.config.vocab_size == 12 and ours.config.padded_vocab_size == 16
+    assert json.loads((tmp_path / "ours" / "tokenizer.json").read_text())["type"] == "dna_char"
+    max_logit_difference(ours, theirs, ids(12))
+    assert run(["convert", tmp_path / "ours", "--out", tmp_path / "hf2", "--to", "hf"],
+               capsys)[0] == 0
+    again = MambaForCausalLM.from_pretrained(tmp_path / "hf2").eval()
+    x = ids(16)
+    with torch.no_grad():
+        assert torch.equal(again(x).logits, theirs(x).logits)
+
+
+def test_generate_classify_finetune_take_folders_from_elsewhere(tmp_path, capsys):
+    hf_model(tmp_path / "hf", vocab_size=16)  # DNA: 12 ids of 16 rows
+    rc, err = run(["generate", "--model", tmp_path / "hf", "--length", "30", "--out",
+                   tmp_path / "gen"], capsys)
+    assert rc == 2 and "--tokenizer dna|mulaw" in err and not (tmp_path / "gen").exists()
+    assert run(["generate", "--model", tmp_path / "hf", "--tokenizer", "dna", "--length", "30",
+                "--out", tmp_path / "gen"], capsys)[0] == 0
+    record = (tmp_path / "gen" / "generated.fa").read_text().split(">")[1]
+    assert len("".join(record.splitlines()[1:])) == 30
+
+    assert run(["classify", "--config", "classify_splice", "--init", tmp_path / "hf", "--out",
+                tmp_path / "cls", "--no-baseline", *TINY_TRAIN], capsys)[0] == 0
+    clf = json.loads((tmp_path / "cls" / "checkpoints" / "best" / "config.json").read_text())
+    assert clf["d_model"] == 16 and clf["n_classes"] == 3
+
+    theirs = hf_model(vocab_size=256, seed=3)  # audio: 256 mu-law levels
+    write_mamba_ssm_folder(tmp_path / "ssm", theirs, vocab_size=256)
+    assert run(["finetune", "--model", tmp_path / "ssm", "--out", tmp_path / "fine",
+                "data.seq_len=64", "data.val_items=2", "data.test_items=2", *TINY_TRAIN],
+               capsys)[0] == 0
+    summary = json.loads((tmp_path / "fine" / "summary.json").read_text())
+    assert summary["test_bits_per_sample_before"] > 0
+    before = MambaLM.from_pretrained(tmp_path / "ssm")
+    after = MambaLM.from_pretrained(tmp_path / "fine" / "checkpoints" / "last")
+    assert after.config == before.config
+
+
+TINY_TRAIN = ["train.steps=2", "train.eval_every=2", "train.batch_size=2",
+              "train.warmup_steps=1", "train.progress=false"]
+
+
+def edit_json(path, **changes):
+    data = json.loads(path.read_text())
+    data.update(changes)
+    for key in [k for k, v in changes.items() if v is DELETE]:
+        del data[key]
+    path.write_text(json.dumps(data))
+
+
+DELETE = object()
+
+
+def edit_weights(folder, drop=(), add=None):
+    path = folder / "model.safetensors"
+    weights = safetensors.torch.load_file(str(path))
+    for key in drop:
+        del weights[key]
+    weights.update(add or {})
+    safetensors.torch.save_file(weights, str(path))
+
+
+class Evil:  # a pickled object: torch.load(weights_only=True) must refuse to build it
+    def __reduce__(self):
+        return (print, ("this ran",))
+
+
+def bad_hf(folder, **config):
+    hf_model(folder)
+    edit_json(folder / "config.json", **config)
+
+
+def bad_ssm(folder, ssm_cfg=None, **config):
+    write_mamba_ssm_folder(folder, hf_model(vocab_size=16), vocab_size=16, **config)
+    if ssm_cfg:
+        edit_json(folder / "config.json", ssm_cfg={**json.loads(
+            (folder / "config.json").read_text())["ssm_cfg"], **ssm_cfg})
+
+
+def evil_bin(folder):
+    hf_model(folder)
+    (folder / "model.safetensors").unlink()
+    torch.save({"backbone.norm_f.weight": Evil()}, folder / "pytorch_model.bin")
+
+
+def lm_folder(folder, **overrides):
+    ours_folder(folder, our_model(**overrides), MuLaw() if overrides.get("vocab_size") == 256
+                else DNATokenizer())
+
+
+BAD = {  # name: (make the source folder, extra arguments, words the message must contain)
+    "hf-layernorm": (lambda d: bad_hf(d, rms_norm=False), [], ["rms_norm=False", "LayerNorm"]),
+    "hf-activation": (lambda d: bad_hf(d, hidden_act="gelu"), [], ["hidden_act='gelu'", "silu"]),
+    "hf-unknown-key": (lambda d: bad_hf(d, mixer_rms_eps=1e-6), [], ["'mixer_rms_eps'"]),
+    "hf-wrong-type": (lambda d: bad_hf(d, use_bias="yes"), [], ["bias='yes'", "bool"]),
+    "hf-expand-fraction": (lambda d: bad_hf(d, expand=1.5), [], ["expand=1.5"]),
+    "hf-intermediate-size": (lambda d: bad_hf(d, intermediate_size=40), [],
+                             ["intermediate_size=40", "32"]),
+    "hf-mamba2": (lambda d: bad_hf(d, model_type="mamba2"), [], ["model_type='mamba2'",
+                                                                  "Mamba-2"]),
+    "hf-d-conv-mismatch": (lambda d: bad_hf(d, conv_kernel=3), [],
+                           ["conv1d.weight", "(32, 1, 4)", "(32, 1, 3)"]),
+    "hf-missing-weight": (lambda d: (hf_model(d), edit_weights(
+        d, drop=["backbone.layers.1.mixer.D"])), [], ["missing", "backbone.layers.1.mixer.D"]),
+    "hf-unexpected-weight": (lambda d: (hf_model(d), edit_weights(
+        d, add={"backbone.layers.2.norm.weight": torch.ones(16)})), [],
+        ["unexpected", "backbone.layers.2.norm.weight"]),
+    "hf-untied-head-differs": (lambda d: (hf_model(d), edit_weights(
+        d, add={"lm_head.weight": torch.zeros(12, 16)})), [], ["lm_head.weight", "differs"]),
+    "hf-no-weights": (lambda d: (hf_model(d), (d / "model.safetensors").unlink()), [],
+                      ["no weights", "model.safetensors", "pytorch_model.bin"]),
+    "hf-not-json": (lambda d: (hf_model(d), (d / "config.json").write_text("{model")), [],
+                    ["config.json", "not valid json"]),
+    "bin-with-code": (evil_bin, [], ["pytorch_model.bin", "unreadable weights",
+                                     "weights_only=True"]),
+    "ssm-mamba2": (lambda d: bad_ssm(d, ssm_cfg={"layer": "Mamba2"}), [],
+                   ["ssm_cfg.layer='Mamba2'", "Mamba-2"]),
+    "ssm-mamba2-key": (lambda d: bad_ssm(d, ssm_cfg={"headdim": 64}), [], ["ssm_cfg.headdim"]),
+    "ssm-layernorm": (lambda d: bad_ssm(d, rms_norm=False), [], ["rms_norm=False", "LayerNorm"]),
+    "ssm-attention": (lambda d: bad_ssm(d, attn_layer_idx=[1]), [], ["attn_layer_idx=[1]"]),
+    "ssm-unknown-key": (lambda d: bad_ssm(d, norm_epsilon=1e-6), [], ["'norm_epsilon'"]),
+    "ssm-bad-d-conv": (lambda d: bad_ssm(d, ssm_cfg={"d_conv": 0}), [], ["d_conv=0"]),
+    "not-mamba": (lambda d: bad_hf(d, model_type="gpt2"), [], ["not a mamba lm checkpoint"]),
+    "classifier": (lambda d: MambaClassifier(MambaConfig(d_model=16, n_layer=1, n_classes=2))
+                   .save_pretrained(d), [], ["MambaClassifier"]),
+    "to-hf-lti": (lambda d: lm_folder(d, selective=False), ["--to", "hf"],
+                  ["model.selective=False", "cannot be written as hf"]),
+    "to-hf-mlp": (lambda d: lm_folder(d, mlp_expand=2), ["--to", "hf"], ["model.mlp_expand=2"]),
+    "to-ssm-unet": (lambda d: lm_folder(d, backbone="unet", unet_pool=[2]),
+                    ["--to", "mamba_ssm"], ["model.backbone='unet'"]),
+    "tokenizer-too-big": (lambda d: hf_model(d, vocab_size=16), ["--tokenizer", "mulaw"],
+                          ["256 token ids", "16 rows"]),
+    "tokenizer-mismatch": (lambda d: lm_folder(d, vocab_size=256), ["--tokenizer", "dna"],
+                           ["vocabulary (256)", "12 ids"]),
+}
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_checkpoints_give_one_line_and_write_nothing(tmp_path, capsys, case):
+    make, extra, words = BAD[case]
+    src, out = tmp_path / "src", tmp_path / "out"
+    make(src)
+    rc, err = run(["convert", src, "--out", out, *extra], capsys)
+    lines = err.strip().splitlines()
+    print(f"{case}: exit {rc}: {lines[-1] if lines else ''}")  # the messages: pytest -rP
+    assert rc == 2 and "Traceback" not in err and "this ran" not in err
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "disk full" not in lines[0]  # refused before anything is written
+    for word in words:
+        assert word.lower() in lines[0].lower(), (word, lines[0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]  # no DST, no temp folder
+
+
+def test_convert_never_overwrites(tmp_path, capsys):
+    hf_model(tmp_path / "hf")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "mine.txt").write_text("keep")
+    rc, err = run(["convert", tmp_path / "hf", "--out", tmp_path / "out"], capsys)
+    assert rc == 2 and "already exists" in err
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["mine.txt"]
