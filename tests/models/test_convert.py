@@ -4,6 +4,9 @@ logits and greedy generations after conversion either way (tiny random models, C
 that read checkpoints from elsewhere."""
 
 import json
+import re
+import shlex
+from pathlib import Path
 
 import pytest
 import safetensors.torch
@@ -15,7 +18,7 @@ from transformers import MambaForCausalLM
 
 from mamba_bio_audio.cli import main as cli
 from mamba_bio_audio.config import MambaConfig
-from mamba_bio_audio.data import DNATokenizer, MuLaw
+from mamba_bio_audio.data import LONG_AUDIO_DIR, DNATokenizer, MuLaw
 from mamba_bio_audio.errors import CheckpointError
 from mamba_bio_audio.models import MambaClassifier, MambaLM
 from mamba_bio_audio.models.convert import checkpoint_format, foreign_lm, save_foreign
@@ -250,31 +253,11 @@ def test_hf_to_ours_to_hf_keeps_transformers_logits(tmp_path, capsys):
         assert torch.equal(again(x).logits, theirs(x).logits)
 
 
-def test_generate_classify_finetune_take_folders_from_elsewhere(tmp_path, capsys):
-    hf_model(tmp_path / "hf", vocab_size=16)  # DNA: 12 ids of 16 rows
+def test_generate_asks_for_a_tokenizer_that_a_folder_lacks(tmp_path, capsys):
+    hf_model(tmp_path / "hf")
     rc, err = run(["generate", "--model", tmp_path / "hf", "--length", "30", "--out",
                    tmp_path / "gen"], capsys)
     assert rc == 2 and "--tokenizer dna|mulaw" in err and not (tmp_path / "gen").exists()
-    assert run(["generate", "--model", tmp_path / "hf", "--tokenizer", "dna", "--length", "30",
-                "--out", tmp_path / "gen"], capsys)[0] == 0
-    record = (tmp_path / "gen" / "generated.fa").read_text().split(">")[1]
-    assert len("".join(record.splitlines()[1:])) == 30
-
-    assert run(["classify", "--config", "classify_splice", "--init", tmp_path / "hf", "--out",
-                tmp_path / "cls", "--no-baseline", *TINY_TRAIN], capsys)[0] == 0
-    clf = json.loads((tmp_path / "cls" / "checkpoints" / "best" / "config.json").read_text())
-    assert clf["d_model"] == 16 and clf["n_classes"] == 3
-
-    theirs = hf_model(vocab_size=256, seed=3)  # audio: 256 mu-law levels
-    write_mamba_ssm_folder(tmp_path / "ssm", theirs, vocab_size=256)
-    assert run(["finetune", "--model", tmp_path / "ssm", "--out", tmp_path / "fine",
-                "data.seq_len=64", "data.val_items=2", "data.test_items=2", *TINY_TRAIN],
-               capsys)[0] == 0
-    summary = json.loads((tmp_path / "fine" / "summary.json").read_text())
-    assert summary["test_bits_per_sample_before"] > 0
-    before = MambaLM.from_pretrained(tmp_path / "ssm")
-    after = MambaLM.from_pretrained(tmp_path / "fine" / "checkpoints" / "last")
-    assert after.config == before.config
 
 
 TINY_TRAIN = ["train.steps=2", "train.eval_every=2", "train.batch_size=2",
@@ -399,3 +382,48 @@ def test_convert_never_overwrites(tmp_path, capsys):
     rc, err = run(["convert", tmp_path / "hf", "--out", tmp_path / "out"], capsys)
     assert rc == 2 and "already exists" in err
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["mine.txt"]
+
+
+def readme_commands() -> list[list[str]]:
+    """The `mamba-bio-audio` lines of the README section "Using checkpoints from elsewhere"."""
+    text = (Path(__file__).parents[2] / "README.md").read_text()
+    section = text.split("## Using checkpoints from elsewhere\n")[1].split("\n## ")[0]
+    blocks = re.findall(r"```bash\n(.*?)```", section, re.S)
+    return [shlex.split(line, comments=True)[1:] for block in blocks
+            for line in block.splitlines() if line.startswith("mamba-bio-audio ")]
+
+
+def test_readme_commands_run(tmp_path, capsys, monkeypatch):
+    """Every command of the README section, in a folder holding what it names: a transformers
+    DNA LM (hf-mamba), a mamba_ssm audio LM (ssm-mamba) and a recording (my_recordings/).
+    The training commands get tiny sizes appended."""
+    monkeypatch.chdir(tmp_path)
+    theirs = hf_model(tmp_path / "hf-mamba", vocab_size=16)
+    write_mamba_ssm_folder(tmp_path / "ssm-mamba", hf_model(vocab_size=256, seed=3), 256)
+    (tmp_path / "my_recordings").mkdir()
+    flac = next(LONG_AUDIO_DIR.glob("*.flac"))
+    (tmp_path / "my_recordings" / flac.name).write_bytes(flac.read_bytes())
+    commands = readme_commands()
+    assert [c[0] for c in commands] == ["convert"] * 3 + ["generate", "classify", "finetune"]
+    for argv in commands:
+        if argv[0] == "classify":
+            argv = [*argv, "--no-baseline", *TINY_TRAIN]
+        elif argv[0] == "finetune":
+            argv = [*argv, "data.seq_len=64", "data.val_items=2", "data.test_items=2", *TINY_TRAIN]
+        rc, err = run(argv, capsys)
+        assert rc == 0, (argv, err)
+    again = MambaForCausalLM.from_pretrained(tmp_path / "hf-again").eval()
+    x = ids(12)
+    with torch.no_grad():
+        assert torch.equal(again(x).logits[..., :12], theirs(x).logits[..., :12])
+    assert checkpoint_format(tmp_path / "ssm-again") == "mamba_ssm"
+    gen, cls, fine = ((tmp_path / "runs").glob(f"{c}-*") for c in ("generate", "classify",
+                                                                   "finetune"))
+    (gen,), (cls,), (fine,) = gen, cls, fine
+    record = (gen / "generated.fa").read_text().split(">")[1]
+    assert len("".join(record.splitlines()[1:])) == 1000
+    clf = json.loads((cls / "checkpoints" / "best" / "config.json").read_text())
+    assert clf["d_model"] == 16 and clf["n_classes"] == 3 and clf["vocab_size"] == 12
+    assert json.loads((fine / "summary.json").read_text())["test_bits_per_sample_before"] > 0
+    tuned = MambaLM.from_pretrained(fine / "checkpoints" / "last")
+    assert tuned.config == MambaLM.from_pretrained(tmp_path / "ssm-mamba").config
