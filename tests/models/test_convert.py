@@ -128,6 +128,36 @@ def test_padded_vocabulary_to_hf_keeps_the_padding_rows(tmp_path):
         MambaLM.from_pretrained(tmp_path / "hf", vocab_size=17)
 
 
+@pytest.mark.parametrize("layout", ["shards", "bin", "bare-model"])
+def test_hf_weight_files(tmp_path, layout):
+    """Sharded safetensors (model.safetensors.index.json), pytorch_model.bin, and a bare
+    MambaModel's names (no "backbone." prefix, tied head) all give transformers' logits."""
+    folder = tmp_path / "hf"
+    theirs = hf_model()
+    if layout == "shards":
+        theirs.save_pretrained(folder, max_shard_size="2KB")
+        assert (folder / "model.safetensors.index.json").is_file()
+        assert len(list(folder.glob("model-*.safetensors"))) > 1
+    else:
+        theirs.save_pretrained(folder)
+        (folder / "model.safetensors").unlink()
+        weights = theirs.state_dict()
+        if layout == "bare-model":
+            weights = {k.removeprefix("backbone."): v for k, v in weights.items()
+                       if k.startswith("backbone.")}
+        torch.save(weights, folder / "pytorch_model.bin")
+    max_logit_difference(MambaLM.from_pretrained(folder), theirs, ids(12))
+
+
+def test_a_side_file_that_no_longer_fits_is_ignored(tmp_path):
+    save_foreign(our_model(), tmp_path / "hf", "hf", {"tokenizer": DNATokenizer().to_dict()})
+    side = tmp_path / "hf" / "mamba_bio_audio.json"
+    edit_json(side, model={**json.loads(side.read_text())["model"], "d_state": 8})
+    with pytest.warns(UserWarning, match="describes another model"):
+        model = MambaLM.from_pretrained(tmp_path / "hf")
+    assert model.config.vocab_size == 16 and model.config.d_state == 4
+
+
 def write_mamba_ssm_folder(folder, theirs: MambaForCausalLM, vocab_size: int, **config):
     """A mamba_ssm MambaLMHeadModel folder, from its documented names (config_mamba.py and the
     state dict of MambaLMHeadModel: backbone.embedding, backbone.layers.{i}.mixer.*,
