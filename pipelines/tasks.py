@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from mamba_bio_audio import data as mdata
 from mamba_bio_audio.errors import CheckpointError, ConfigError
+from mamba_bio_audio.modules import context_parallel
 
 from .trainer import LossOutput
 
@@ -62,6 +63,9 @@ def lm_loss(model, batch: dict) -> LossOutput:
     the last position's logits are dropped.
     """
     ids = batch["ids"]  # (b, l)
+    cp = context_parallel.active()
+    if cp is not None:
+        return _lm_loss_context_parallel(model, ids, batch.get("mask"), cp)
     logits = model(ids)[:, :-1]  # (b, l-1, V)
     targets = ids[:, 1:]
     mask = batch.get("mask")
@@ -75,15 +79,44 @@ def lm_loss(model, batch: dict) -> LossOutput:
     return LossOutput(losses.mean(), float(targets.numel()), int(ids.numel()))
 
 
+def _lm_loss_context_parallel(model, ids, mask, cp) -> LossOutput:
+    """`lm_loss` with the window split over a context-parallel group (every rank holds the whole
+    batch and runs the model on its slice; the last position of a slice predicts the next slice's
+    first token). Each rank's loss is scaled so that the ranks' gradients, averaged as DDP does,
+    are those of one process on whole windows, and its weight so that the logged mean is too."""
+    s = ids.shape[1] // cp.size
+    local = context_parallel.local_slice(ids, cp)
+    targets = ids[:, cp.rank * s + 1:(cp.rank + 1) * s + 1]  # one fewer on the last rank
+    logits = model(local)[:, :targets.shape[1]]
+    losses = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                             reduction="none")
+    if mask is not None:
+        m = mask[:, cp.rank * s + 1:(cp.rank + 1) * s + 1].reshape(-1).float()
+        losses, n = losses * m, float(mask[:, 1:].sum().clamp_min(1))
+    else:
+        n = float(ids.shape[0] * (ids.shape[1] - 1))
+    return LossOutput(losses.sum() * cp.size / n, n / cp.size, int(local.numel()))
+
+
 def classifier_loss(model, batch: dict) -> LossOutput:
-    """Cross-entropy of the class logits; `sums["accuracy"]` counts the correct predictions."""
-    logits = model(batch["ids"], mask=batch.get("mask"))  # (b, n_classes)
+    """Cross-entropy of the class logits; `sums["accuracy"]` counts the correct predictions.
+
+    Under context parallelism every rank runs its slice and the pooling sums over the slices,
+    so all ranks hold the same logits: each counts 1/size of the examples."""
+    ids, mask = batch["ids"], batch.get("mask")
+    cp = context_parallel.active()
+    share = 1
+    if cp is not None:
+        ids = context_parallel.local_slice(ids, cp)
+        mask = context_parallel.local_slice(mask, cp) if mask is not None else None
+        share = cp.size
+    logits = model(ids, mask=mask)  # (b, n_classes)
     labels = batch["label"]
     loss = F.cross_entropy(logits.float(), labels)
     correct = (logits.argmax(-1) == labels).sum()
-    tokens = math.prod(batch["ids"].shape[:2])  # positions (frames for float features)
-    return LossOutput(loss, float(labels.numel()), int(tokens),
-                      {"accuracy": float(correct)})
+    tokens = math.prod(ids.shape[:2])  # positions (frames for float features)
+    return LossOutput(loss, float(labels.numel()) / share, int(tokens),
+                      {"accuracy": float(correct) / share})
 
 
 @torch.no_grad()

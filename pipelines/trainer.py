@@ -45,6 +45,9 @@ from tqdm.auto import tqdm
 
 from mamba_bio_audio.cpu import fast_cpu_math
 from mamba_bio_audio.errors import CheckpointError, ConfigError, UserError
+from mamba_bio_audio.modules import context_parallel
+from mamba_bio_audio.modules.context_parallel import context_parallel as context_parallel_scope
+from mamba_bio_audio.modules.context_parallel import new_groups as new_context_groups
 
 from .checkpoint import atomic_save_dir, check_checkpoint
 from .distributed import (
@@ -76,6 +79,10 @@ class TrainConfig:
     `fsdp`: under torchrun, shard the weights, gradients and optimizer state over the ranks
     (FSDP2, one unit per Mamba block) instead of replicating the model (DDP); checkpoints are
     gathered into ordinary model folders.
+    `context_parallel`: under torchrun, split every sequence into this many contiguous slices, one
+    per rank of a group (consecutive ranks), for sequences too long for one device; the groups
+    are data-parallel replicas (world = groups x context_parallel). Causal isotropic models only;
+    the window length must divide by it (see modules/context_parallel.py).
     `skip_nonfinite`: a step whose loss or gradient norm is NaN/inf is skipped (no update; at most
     `MAX_SKIPPED_IN_A_ROW` in a row) instead of stopping the run with TrainingDiverged.
     """
@@ -103,11 +110,12 @@ class TrainConfig:
     device: str = "auto"
     skip_nonfinite: bool = False
     fsdp: bool = False
+    context_parallel: int = 1
     progress: bool = True
 
     def validate(self) -> None:
         """Raise ConfigError on values that cannot work (names the `train.<key>`)."""
-        for key in ("steps", "batch_size", "grad_accum", "log_every"):
+        for key in ("steps", "batch_size", "grad_accum", "log_every", "context_parallel"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"train.{key} must be >= 1, got {getattr(self, key)}")
         if self.lr <= 0:
@@ -196,6 +204,28 @@ def setup_distributed(device: torch.device) -> tuple[int, int]:
             torch.cuda.set_device(device)
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return dist.get_rank(), dist.get_world_size()
+
+
+def context_group(cfg: TrainConfig, world: int, model: torch.nn.Module):
+    """This rank's context-parallel group for `train.context_parallel` > 1 (None otherwise);
+    ConfigError where it cannot work."""
+    n = cfg.context_parallel
+    if n == 1:
+        return None
+    if world % n:
+        raise ConfigError(f"train.context_parallel={n} needs torchrun with a multiple of {n} "
+                          f"processes (--nproc_per_node), got {world}")
+    config = getattr(model, "config", None)
+    if config is not None and config.backbone == "unet":
+        raise ConfigError(f"train.context_parallel={n}: the U-Net pools across slice boundaries; "
+                          f"context parallelism needs model.backbone=isotropic")
+    if config is not None and config.bidirectional:
+        raise ConfigError(f"train.context_parallel={n}: a bidirectional model reads the future "
+                          f"of every slice; context parallelism needs model.bidirectional=false")
+    if cfg.fsdp:
+        raise ConfigError(f"train.context_parallel={n} with train.fsdp=true is not supported; "
+                          f"use one of the two")
+    return new_context_groups(n)
 
 
 def is_main_process() -> bool:
@@ -295,7 +325,9 @@ def evaluate(model: torch.nn.Module, loss_fn: Callable, data: Dataset, batch_siz
     was_training = model.training
     model.eval()
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-    indices = list(range(rank, len(data), world))
+    cp = context_parallel.active()
+    data_rank, data_world = (rank // cp.size, world // cp.size) if cp else (rank, world)
+    indices = list(range(data_rank, len(data), data_world))
     loader = DataLoader(torch.utils.data.Subset(data, indices), batch_size=batch_size,
                         shuffle=False, collate_fn=collate_fn)
     totals: dict[str, float] = {}
@@ -390,6 +422,9 @@ class Trainer:
         if self.device.type == "cpu":
             fast_cpu_math()
         self.rank, self.world = setup_distributed(self.device)
+        self.cp = context_group(cfg, self.world, model)
+        cp_size = self.cp.size if self.cp else 1
+        self.data_rank, self.data_world = self.rank // cp_size, self.world // cp_size
         self.out_dir = Path(out_dir)
         self.loss_fn = loss_fn
         self.train_data, self.val_data = train_data, val_data
@@ -446,7 +481,7 @@ class Trainer:
     def _epoch_order(self, epoch: int) -> list[int]:
         g = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
         perm = torch.randperm(len(self.train_data), generator=g).tolist()
-        return perm[self.rank::self.world]
+        return perm[self.data_rank::self.data_world]  # the ranks of a context group share items
 
     def _batches(self):
         """Yield (batch, seq_len) forever, continuing from (epoch, position)."""
@@ -485,6 +520,11 @@ class Trainer:
         if main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             self._open_tensorboard()
+        with context_parallel_scope(self.cp):
+            return self._fit(main)
+
+    def _fit(self, main: bool) -> FitResult:
+        cfg = self.cfg
         self.model.train()
         batches = self._batches()
         start_time = time.perf_counter()
@@ -569,8 +609,9 @@ class Trainer:
     def evaluate(self, data: Dataset, max_batches: int = 0, desc: str = "eval") -> dict:
         """Average loss and metrics of `loss_fn` over `data` with the current model."""
         bs = self.cfg.eval_batch_size or self.cfg.batch_size
-        return evaluate(self.model, self.loss_fn, data, bs, self.device, self.collate_fn,
-                        max_batches, self.autocast, progress=self.cfg.progress, desc=desc)
+        with context_parallel_scope(self.cp):
+            return evaluate(self.model, self.loss_fn, data, bs, self.device, self.collate_fn,
+                            max_batches, self.autocast, progress=self.cfg.progress, desc=desc)
 
     def restore_best(self) -> bool:
         """Load the weights of checkpoints/best into the model; False when there is none."""
@@ -662,6 +703,7 @@ class Trainer:
                 "tokens_seen": self.tokens_seen, "best_value": self.best_value,
                 "optimizer": optimizer, "scheduler": self.scheduler.state_dict(),
                 "rng": rng, "world_size": self.world, "fsdp": sharded,
+                "context_parallel": self.cp.size if self.cp else 1,
                 "train_config": dataclasses.asdict(self.cfg)}
 
     def save_checkpoint(self, path: Path) -> None:
@@ -710,6 +752,10 @@ class Trainer:
         if missing or unexpected:
             raise CheckpointError(f"--resume {path}: the weights do not fit this model "
                                   f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+        saved_cp, cp = state.get("context_parallel", 1), self.cp.size if self.cp else 1
+        if saved_cp != cp:
+            raise CheckpointError(f"--resume {path}: saved with train.context_parallel={saved_cp}; "
+                                  f"resume with the same (got {cp})")
         if state.get("world_size", 1) != self.world:
             raise CheckpointError(f"--resume {path}: saved with {state['world_size']} ranks, "
                                   f"resumed with {self.world}; the data order would differ")

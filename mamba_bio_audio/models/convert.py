@@ -234,6 +234,9 @@ def config_to_hf(config: MambaConfig) -> dict:
         "time_step_max": config.dt_max, "time_step_floor": config.dt_init_floor,
         "initializer_range": config.initializer_range,
         "tie_word_embeddings": config.tie_embeddings, "dtype": "float32",
+        # no special tokens: transformers' default 0 would end generation at id 0 (a mu-law
+        # sample, a DNA [CLS]) and read it as padding in prompts
+        "bos_token_id": None, "eos_token_id": None, "pad_token_id": None,
     }
 
 

@@ -28,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..kernels import selective_scan, selective_state_update
+from . import context_parallel
 
 
 def reverse_index(mask: torch.Tensor) -> torch.Tensor:
@@ -138,7 +139,10 @@ class SelectiveSSM(nn.Module):
             y: (b, d, l)
         """
         L = x.shape[-1]
-        if state is None:
+        cp = context_parallel.active() if state is None else None
+        if cp is not None:  # this rank holds a slice: the conv reads the previous slice's tail
+            x_pad = torch.cat([cp.previous_tail(x, self.d_conv - 1), x], dim=-1)
+        elif state is None:
             x_pad = F.pad(x, (self.d_conv - 1, 0))  # (b, d, l + k - 1)
         else:
             x_pad = torch.cat([state.conv[:, :, 1:].to(x.dtype), x], dim=-1)
@@ -146,10 +150,15 @@ class SelectiveSSM(nn.Module):
                                  groups=self.d_inner))  # (b, d, l)
         dt, B, C = self.selection(x_conv)
         A = -torch.exp(self.A_log.float())  # (d, N)
+        initial = None if state is None else state.ssm
+        if cp is not None:  # the state entering this slice, from every slice's zero-start scan
+            _, end = selective_scan(x_conv, dt, A, B, C, delta_bias=self.delta_bias(),
+                                    delta_softplus=True, return_final_state=True)
+            delta_sum = F.softplus(dt.float() + self.delta_bias()[:, None]).sum(-1)  # (b, d)
+            initial = cp.start_state(end, torch.exp(A * delta_sum[..., None]))
         out = selective_scan(x_conv, dt, A, B, C, self.D.float(), z=z,
                              delta_bias=self.delta_bias(), delta_softplus=True,
-                             initial_state=None if state is None else state.ssm,
-                             return_final_state=state is not None)
+                             initial_state=initial, return_final_state=state is not None)
         if state is None:
             return out
         y, final = out

@@ -4,6 +4,7 @@ import torch
 
 from ..config import POOLINGS
 from ..errors import ConfigError
+from . import context_parallel
 
 
 def masked_pool(h: torch.Tensor, mask: torch.Tensor = None, mode: str = "mean") -> torch.Tensor:
@@ -25,6 +26,16 @@ def masked_pool(h: torch.Tensor, mask: torch.Tensor = None, mode: str = "mean") 
     if mask.shape != h.shape[:2]:
         raise ValueError(f"mask has shape {tuple(mask.shape)}; expected (batch, length) = "
                          f"{tuple(h.shape[:2])}")
+    cp = context_parallel.active()
+    if cp is not None:  # h and mask are this rank's slice: pool over every slice
+        if mode != "mean":
+            raise ConfigError(f"pooling={mode!r} under context parallelism: only mean pooling "
+                              f"is split over the ranks; use model.pooling=mean")
+        m = mask.unsqueeze(-1).to(h.dtype)
+        count = cp.sum(m.sum(1))
+        if not bool((count > 0).all()):
+            raise ValueError("mask: every sequence needs at least one real (True) position")
+        return cp.sum((h * m).sum(1)) / count
     if not bool(mask.any(dim=1).all()):
         raise ValueError("mask: every sequence needs at least one real (True) position")
     if mode == "mean":

@@ -106,6 +106,8 @@ def test_transformers_reads_our_model_written_as_hf(tmp_path):
     ours = our_model(vocab_size=16, tie_embeddings=False, bias=True)
     save_foreign(ours, tmp_path / "hf", "hf")
     theirs = MambaForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    # no special tokens: id 0 neither ends generation nor counts as padding
+    assert theirs.generation_config.eos_token_id is None and theirs.config.pad_token_id is None
     max_logit_difference(ours, theirs, ids(16))
     prompt = ids(16, batch=2, length=5, seed=3)
     assert torch.equal(greedy(ours, prompt), greedy(theirs, prompt))
