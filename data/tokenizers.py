@@ -69,6 +69,12 @@ class DNATokenizer:
         """Number of ids (12)."""
         return len(self.vocab)
 
+    @property
+    def complement_ids(self) -> list[int]:
+        """The id of each id's complement (A<->T, C<->G; N and specials map to themselves): the
+        map an RC-equivariant model (``model.rc_equivariant``) is built with."""
+        return self._rc_ids.tolist()
+
     def _bytes(self, seq: str | bytes) -> np.ndarray:
         if isinstance(seq, str):
             seq = seq.encode("ascii", errors="replace")

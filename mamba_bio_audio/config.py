@@ -42,6 +42,11 @@ class MambaConfig:
     frame), projected to d_model by a Linear layer (classifiers only; ``vocab_size`` is unused).
 
     Only `MambaClassifier` reads ``n_classes``, ``pooling`` and ``class_names``.
+
+    ``rc_equivariant=True`` (isotropic, token ids): every block runs on the sequence and on its
+    reverse complement with the same weights (Caduceus "PS"), so the backbone's output for RC(x)
+    is the channel-flipped, position-reversed output for x; ``complement`` is the map of token ids
+    to their complements' ids (the DNA pipelines take it from the tokenizer).
     """
 
     d_model: int = 128
@@ -73,6 +78,8 @@ class MambaConfig:
     n_classes: int = 0
     pooling: str = "mean"
     class_names: Optional[list[str]] = None
+    rc_equivariant: bool = False  # reverse-complement parameter sharing (DNA; see backbone.py)
+    complement: Optional[list[int]] = None  # token id -> its complement's id (rc_equivariant)
 
     def __post_init__(self):
         self.validate()
@@ -125,6 +132,8 @@ class MambaConfig:
         if self.class_names is not None:
             need(len(self.class_names) == self.n_classes, "class_names",
                  f"n_classes={self.n_classes} names")
+        if self.rc_equivariant:
+            self._validate_rc()
         if self.backbone == "unet":
             need(len(self.unet_pool) >= 1 and all(isinstance(p, int) and p >= 2
                                                   for p in self.unet_pool),
@@ -134,6 +143,20 @@ class MambaConfig:
                 raise ConfigError("model.bidirectional=True: the U-Net backbone is causal only; "
                                   "use backbone=isotropic for a bidirectional model")
         return self
+
+    def _validate_rc(self) -> None:
+        if self.backbone != "isotropic" or self.input_dim > 0:
+            raise ConfigError("model.rc_equivariant=true is built for the isotropic backbone on "
+                              "token ids (backbone=isotropic, input_dim=0)")
+        if self.n_classes > 0 and self.pooling == "last":
+            raise ConfigError("model.pooling='last' is not reverse-complement invariant (the last "
+                              "base of RC(x) is the first of x); use mean or max with "
+                              "model.rc_equivariant=true")
+        c = self.complement
+        if c is not None and (sorted(c) != list(range(self.vocab_size))
+                              or any(c[c[i]] != i for i in range(len(c)))):
+            raise ConfigError(f"model.complement={c!r}: expected a map of the {self.vocab_size} "
+                              "token ids onto themselves that is its own inverse (A<->T, C<->G)")
 
     def to_dict(self) -> dict:
         return to_dict(self)

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from .run_config import add_run_arguments, resolve_run, save_run_config, write_summary
-from .tasks import classification_datasets, classifier_loss, predict_proba, save_tokenizer
+from .tasks import (classification_datasets, classifier_loss, predict_proba, rc_flip_fraction,
+                    rc_model_fields, save_tokenizer)
 from .trainer import Trainer, is_main_process, log
 
 
@@ -49,9 +50,12 @@ def build_model(cfg, data):
         if lm.config.vocab_size != data.tokenizer.vocab_size:
             raise CheckpointError(f"--init {cfg.init}: its vocabulary ({lm.config.vocab_size}) "
                                   f"does not match the data's ({data.tokenizer.vocab_size})")
-        return MambaClassifier.from_lm(lm, n, cfg.model.pooling, data.class_names)
+        # model.rc_equivariant=true turns a plain LM's backbone into an RC one (same weights)
+        return MambaClassifier.from_lm(lm, n, cfg.model.pooling, data.class_names,
+                                       **rc_model_fields(cfg.model, data.tokenizer))
     inputs = ({"input_dim": feature_dim} if feature_dim
-              else {"input_dim": 0, "vocab_size": data.tokenizer.vocab_size})
+              else {"input_dim": 0, "vocab_size": data.tokenizer.vocab_size,
+                    **rc_model_fields(cfg.model, data.tokenizer)})
     model_cfg = dataclasses.replace(cfg.model, n_classes=n, class_names=list(data.class_names),
                                     **inputs)
     return MambaClassifier(model_cfg)
@@ -100,6 +104,7 @@ def main(args) -> int:
         "test_macro_f1": metrics["macro_f1"],
         "test_mcc": metrics["mcc"],
         "test_reverse_complement_averaged": cfg.data.rc_test,
+        "rc_equivariant": model.config.rc_equivariant,
         "confusion_matrix": metrics["confusion_matrix"],
         "init": cfg.init,
         "steps": result.step,
@@ -107,6 +112,10 @@ def main(args) -> int:
         "tokens_per_second": result.tokens_per_second,
         "train_wall_seconds": result.wall_seconds,
     }
+    if data.modality == "dna":  # calls of single strands (before any rc_test averaging)
+        summary["test_rc_flip_fraction"] = rc_flip_fraction(
+            trainer.raw_model, data.test, cfg.train.eval_batch_size or cfg.train.batch_size,
+            trainer.device, data.tokenizer)
     if cfg.baseline and not args.no_baseline:
         log("fitting the baseline ...")
         summary["baseline"] = baseline(data, n)
@@ -168,6 +177,9 @@ def report(s: dict, run_dir) -> str:
     lines = [f"classify finished: {s['steps']} steps, {s['wall_seconds']:.0f} s in all",
              f"  test ({s['test_items']} items)  model: accuracy {s['test_accuracy']:.4f}  "
              f"macro F1 {s['test_macro_f1']:.4f}  MCC {s['test_mcc']:.4f}"]
+    if "test_rc_flip_fraction" in s:
+        lines.append(f"  calls that flip when a test sequence is reverse-complemented (one strand "
+                     f"scored): {s['test_rc_flip_fraction']:.4f}")
     if "baseline" in s:
         b = s["baseline"]
         lines.append(f"  baseline ({b['name']}): accuracy {b['accuracy']:.4f}  "

@@ -15,7 +15,7 @@ import dataclasses
 import time
 
 from .run_config import add_run_arguments, resolve_run, save_run_config, write_summary
-from .tasks import bits, lm_datasets, lm_loss, save_tokenizer
+from .tasks import bits, lm_datasets, lm_loss, rc_model_fields, save_tokenizer
 from .trainer import Trainer, is_main_process, log
 
 
@@ -31,7 +31,8 @@ def main(args) -> int:
     t0 = time.perf_counter()
     cfg, run_dir, resume = resolve_run(args, "pretrain")
     data = lm_datasets(cfg.data)
-    cfg.model = dataclasses.replace(cfg.model, vocab_size=data.tokenizer.vocab_size)
+    cfg.model = dataclasses.replace(cfg.model, vocab_size=data.tokenizer.vocab_size,
+                                    **rc_model_fields(cfg.model, data.tokenizer))
     if is_main_process():
         run_dir = save_run_config(cfg, run_dir, args)
     model = MambaLM(cfg.model)

@@ -138,6 +138,9 @@ class RunConfig:
         self.model.validate()
         self.data.validate()
         self.train.validate()
+        if self.model.rc_equivariant and self.data.kind not in ("genome", *DNA_CLASSIFICATION):
+            raise ConfigError(f"model.rc_equivariant=true is for DNA (data.kind=genome | "
+                              f"{' | '.join(DNA_CLASSIFICATION)}), not data.kind={self.data.kind}")
         return self
 
 

@@ -63,6 +63,8 @@ def lm_loss(model, batch: dict) -> LossOutput:
     the last position's logits are dropped.
     """
     ids = batch["ids"]  # (b, l)
+    if getattr(model, "module", model).config.rc_equivariant:
+        return _lm_loss_both_strands(model, ids, batch.get("mask"))
     cp = context_parallel.active()
     if cp is not None:
         return _lm_loss_context_parallel(model, ids, batch.get("mask"), cp)
@@ -77,6 +79,29 @@ def lm_loss(model, batch: dict) -> LossOutput:
         loss = (losses * m).sum() / n
         return LossOutput(loss, float(n), int(ids.numel()))
     return LossOutput(losses.mean(), float(targets.numel()), int(ids.numel()))
+
+
+def _lm_loss_both_strands(model, ids, mask) -> LossOutput:
+    """`lm_loss` of an RC-equivariant LM: the mean cross-entropy of its next-base head (logits at
+    t predict ids[t + 1]) and of its previous-base head (logits at t predict ids[t - 1]), i.e. of
+    the window read on both strands."""
+    both = model(ids, both_strands=True).float()  # (b, l, 2, V)
+    V = both.shape[-1]
+    losses = torch.cat([
+        F.cross_entropy(both[:, :-1, 0].reshape(-1, V), ids[:, 1:].reshape(-1), reduction="none"),
+        F.cross_entropy(both[:, 1:, 1].reshape(-1, V), ids[:, :-1].reshape(-1), reduction="none")])
+    m = (torch.ones_like(ids[:, 1:], dtype=torch.bool) if mask is None else mask[:, 1:])
+    m = m.reshape(-1).float().repeat(2)
+    n = m.sum().clamp_min(1)
+    return LossOutput((losses * m).sum() / n, float(n), int(ids.numel()))
+
+
+def rc_model_fields(model_cfg, tokenizer) -> dict:
+    """MambaConfig fields that an RC-equivariant model takes from the data's tokenizer (its
+    complement map); {} for other models."""
+    if not model_cfg.rc_equivariant:
+        return {}
+    return {"rc_equivariant": True, "complement": tokenizer.complement_ids}
 
 
 def _lm_loss_context_parallel(model, ids, mask, cp) -> LossOutput:
@@ -149,6 +174,22 @@ def predict_proba(model, dataset, batch_size: int, device, progress: bool = True
         if "label" in batch:
             labels.append(np.asarray(batch["label"]))
     return np.concatenate(probs), (np.concatenate(labels) if labels else None)
+
+
+@torch.no_grad()
+def rc_flip_fraction(model, dataset, batch_size: int, device, tokenizer) -> float:
+    """The fraction of a DNA dataset's items whose call (the argmax class of the model on one
+    strand) changes when the item is reverse-complemented: 0 for an RC-invariant classifier."""
+    from torch.utils.data import DataLoader
+
+    model.eval()
+    flips = n = 0
+    for batch in DataLoader(dataset, batch_size=batch_size):
+        ids, mask = batch["ids"].to(device), batch["mask"].to(device)
+        rc = tokenizer.reverse_complement_ids(ids, mask)
+        flips += int((model(ids, mask=mask).argmax(-1) != model(rc, mask=mask).argmax(-1)).sum())
+        n += ids.shape[0]
+    return flips / max(n, 1)
 
 
 def bits(nats: float) -> float:

@@ -5,6 +5,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import ConfigError
+from ..modules import context_parallel
 from ..modules.block import Stack
 from ..modules.mixer import reverse_index
 from ..modules.norm import RMSNorm
@@ -21,10 +22,23 @@ class MambaBackbone(nn.Module):
     from config.input_dim float features to d_model, e.g. log-mel frames); the model has one of
     the two, never both.
 
+    Reverse-complement parameter sharing (config.rc_equivariant, Caduceus "PS"): `forward` runs
+    the body on x and on RC(x) (one batch of 2b, the same weights) and returns (b, L, 2 * d_model):
+    channels [:d] the strand read forward, channels [d:] the reverse strand's hidden states put
+    back in x's coordinates (positions reversed, channels flipped). So for every x, by
+    construction,
+
+        forward(RC(x)) == forward(x).flip(1).flip(2)      (positions of real tokens only)
+
+    With a causal body the first half at t has read x[:t+1] and the second half x[t:] (the
+    reverse strand read causally). `step`, and `forward` with a state, run the forward strand
+    alone (what generation needs).
+
     Args:
         config: a MambaConfig.
     Shape:
-        forward: (b, L) int, or (b, L, input_dim) float -> (b, L, d_model);
+        forward: (b, L) int, or (b, L, input_dim) float -> (b, L, d_model)
+            ((b, L, 2 * d_model) with config.rc_equivariant and no state);
         step: (b,) int, or (b, input_dim) float -> (b, d_model)
     """
 
@@ -40,6 +54,12 @@ class MambaBackbone(nn.Module):
         else:
             self.body = Stack(config, config.d_model, config.n_layer)
         self.norm_f = RMSNorm(config.d_model, config.norm_eps)
+        if config.rc_equivariant:
+            if config.complement is None:
+                raise ConfigError("model.rc_equivariant=true needs model.complement, the id of "
+                                  "each token's complement (DNATokenizer.complement_ids)")
+            # not in the state dict: the weights are those of a plain model
+            self.register_buffer("complement", torch.tensor(config.complement), persistent=False)
 
     def forward(self, ids: torch.Tensor, state=None, mask: torch.Tensor = None) -> torch.Tensor:
         """Args:
@@ -51,8 +71,17 @@ class MambaBackbone(nn.Module):
                 reverses only the real tokens. Pad on the right: then no real token reads
                 padding, in either direction (a causal backbone needs no mask for that).
         Returns:
-            (b, L, d_model) hidden states (fp32 with residual_in_fp32).
+            (b, L, d_model) hidden states (fp32 with residual_in_fp32); (b, L, 2 * d_model) for
+            both strands with config.rc_equivariant and no state (see the class docstring).
         """
+        if self.config.rc_equivariant and state is None:
+            return self._both_strands(ids, mask)
+        return self.forward_strand(ids, state, mask)
+
+    def forward_strand(self, ids: torch.Tensor, state=None, mask: torch.Tensor = None
+                       ) -> torch.Tensor:
+        """The body on the input as read (no reverse complement): (b, L) -> (b, L, d_model);
+        arguments as `forward`."""
         x = self.embed(ids, step=False)  # (b, L, d)
         P = self.config.pool_product
         if ids.shape[1] % P:
@@ -67,6 +96,20 @@ class MambaBackbone(nn.Module):
         else:
             x = self.body(x, state)
         return self.norm_f(x)
+
+    def _both_strands(self, ids: torch.Tensor, mask: torch.Tensor = None) -> torch.Tensor:
+        """(b, L) ids -> (b, L, 2d): the forward strand, then the reverse strand in x's
+        coordinates (see the class docstring)."""
+        if context_parallel.active() is not None:
+            raise ConfigError("model.rc_equivariant=true under context parallelism: the reverse "
+                              "strand needs the whole sequence on one rank")
+        if ids.dim() != 2 or ids.is_floating_point():
+            self.embed(ids)  # raises the ValueError that names the expected input
+        rc = reverse_strand(self.complement[ids], mask)  # (b, L), padding stays in place
+        both_mask = None if mask is None else torch.cat([mask, mask])
+        h = self.forward_strand(torch.cat([ids, rc]), mask=both_mask)  # (2b, L, d)
+        fwd, rev = h.chunk(2)
+        return torch.cat([fwd, reverse_strand(rev, mask).flip(-1)], dim=-1)
 
     def step(self, ids: torch.Tensor, state) -> torch.Tensor:
         """One time step: ids (b,) or features (b, input_dim) -> (b, d_model); `state` is updated
@@ -102,3 +145,20 @@ class MambaBackbone(nn.Module):
         if self.config.bidirectional:
             raise ValueError("a bidirectional backbone has no recurrent mode")
         return self.body.allocate_state(batch_size, device or self.norm_f.weight.device)
+
+
+def reverse_strand(x: torch.Tensor, mask: torch.Tensor = None) -> torch.Tensor:
+    """Reverse the positions of the real tokens of each row (padding stays where it is).
+
+    Args:
+        x: (b, L) or (b, L, d).
+        mask: (b, L) bool, True at real tokens (one contiguous run per row); None: all real.
+    Returns:
+        x with dim 1 permuted; applying it twice gives x back.
+    """
+    if mask is None:
+        return x.flip(1)
+    idx = reverse_index(mask)  # (b, L)
+    if x.dim() == 3:
+        idx = idx.unsqueeze(-1).expand_as(x)
+    return x.gather(1, idx)

@@ -16,7 +16,9 @@ class MambaClassifier(PretrainedModel):
 
     Args:
         config: a MambaConfig with n_classes >= 1; `pooling` is mean, last or max (padding is
-            ignored), `class_names` optional.
+            ignored), `class_names` optional. With config.rc_equivariant the pooled features of
+            the two strands are averaged (the reverse strand's channels flipped back) before
+            the head, so the logits of RC(x) equal those of x by construction.
     Shape:
         forward: (b, L) int, or (b, L, input_dim) float with config.input_dim > 0
             [, mask (b, L) bool] -> logits (b, n_classes)
@@ -40,11 +42,15 @@ class MambaClassifier(PretrainedModel):
         Returns:
             logits (b, n_classes)
         """
-        hidden = self.backbone(ids, mask=mask)  # (b, L, d)
-        return self.head(masked_pool(hidden, mask, self.config.pooling))
+        hidden = self.backbone(ids, mask=mask)  # (b, L, d), or (b, L, 2d) for both strands
+        pooled = masked_pool(hidden, mask, self.config.pooling)
+        if self.config.rc_equivariant:  # RC(x) swaps the halves and flips their channels
+            d = self.config.d_model
+            pooled = (pooled[:, :d] + pooled[:, d:].flip(-1)) / 2  # (b, d)
+        return self.head(pooled)
 
     @classmethod
-    def from_lm(cls, lm, n_classes: int, pooling: str = "mean", class_names=None):
+    def from_lm(cls, lm, n_classes: int, pooling: str = "mean", class_names=None, **changes):
         """A classifier on a pretrained LM's backbone (copied), with a fresh head.
 
         Args:
@@ -52,9 +58,13 @@ class MambaClassifier(PretrainedModel):
             n_classes: number of classes.
             pooling: "mean", "last" or "max".
             class_names: optional list of n_classes names, saved with the model.
+            changes: other MambaConfig fields to change that keep the weights' shapes, e.g.
+                rc_equivariant=True and complement=[...] (a plain LM's weights fit an
+                RC-equivariant model of the same size).
         """
         config = dataclasses.replace(lm.config, n_classes=n_classes, pooling=pooling,
-                                     class_names=None if class_names is None else list(class_names))
+                                     class_names=None if class_names is None else list(class_names),
+                                     **changes)
         model = cls(config).to(lm.lm_head.weight.device)
         model.backbone.load_state_dict(lm.backbone.state_dict())
         return model

@@ -12,10 +12,25 @@ from .pretrained import PretrainedModel, init_weights
 class MambaLM(PretrainedModel):
     """Next-token prediction over DNA tokens or mu-law audio samples.
 
+    With config.rc_equivariant (DNA): the backbone reads both strands with shared weights and the
+    model has two heads on the tied output layer: next-base logits from the forward strand (what
+    `forward`, `step` and generation use) and previous-base logits from the reverse strand, the
+    vocabulary mapped through `complement`. By construction
+
+        forward(RC(x), both_strands=True) == forward(x, both_strands=True)
+                                              .flip(1).flip(2)[..., complement]
+
+    i.e. the next-base distribution for RC(x) at t is the complement-mapped previous-base
+    distribution for x at L-1-t. A causal next-base head alone cannot be RC-equivariant: its
+    output at t would have to depend only on x[:t+1] and, through the identity, only on x[t:],
+    so only on x[t]. Training (`lm_loss`) scores both heads, i.e. both strands of every window.
+
     Args:
         config: a MambaConfig (bidirectional must be False).
     Shape:
-        forward: (b, L) int -> logits (b, L, vocab_size);  step: (b,) int -> (b, vocab_size)
+        forward: (b, L) int -> logits (b, L, vocab_size) ((b, L, 2, vocab_size) with
+            both_strands: [..., 0, :] next base, [..., 1, :] previous base);
+        step: (b,) int -> (b, vocab_size)
     """
 
     model_type = "MambaLM"
@@ -50,15 +65,27 @@ class MambaLM(PretrainedModel):
             return super().from_pretrained(directory, device)
         return foreign_lm(directory, vocab_size).to(device)
 
-    def forward(self, ids: torch.Tensor, state=None) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, state=None, both_strands: bool = False) -> torch.Tensor:
         """Args:
             ids: (b, L) token ids.
             state: optional state from `allocate_state`, advanced to the end of ids.
+            both_strands: config.rc_equivariant only: also the previous-base logits (see the
+                class docstring).
         Returns:
-            logits (b, L, vocab_size) (the padding rows of the vocabulary are dropped).
+            logits (b, L, vocab_size) (the padding rows of the vocabulary are dropped), or
+            (b, L, 2, vocab_size) with both_strands.
         """
-        hidden = self.backbone(ids, state)  # (b, L, d)
-        return self.lm_head(hidden)[..., : self.config.vocab_size]
+        V = self.config.vocab_size
+        if not both_strands:
+            return self.lm_head(self.backbone.forward_strand(ids, state))[..., :V]
+        if not self.config.rc_equivariant or state is not None:
+            raise ValueError("both_strands=True needs an RC-equivariant model "
+                             "(model.rc_equivariant=true) and no state")
+        d = self.config.d_model
+        hidden = self.backbone(ids)  # (b, L, 2d)
+        nxt = self.lm_head(hidden[..., :d])[..., :V]
+        prev = self.lm_head(hidden[..., d:].flip(-1))[..., :V][..., self.backbone.complement]
+        return torch.stack([nxt, prev], dim=2)
 
     def allocate_state(self, batch_size: int, device=None):
         """Zero recurrent state for `batch_size` sequences; its size does not depend on length."""
