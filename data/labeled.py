@@ -148,6 +148,38 @@ def _read_uci(path: Path) -> list[LabeledRecord]:
     return records
 
 
+def _read_folder(path: Path) -> list[LabeledRecord]:
+    """The Genomic Benchmarks layout (what the ``genomic-benchmarks`` package downloads):
+    ``<name>/{train,test}/<class>/*.txt``, one sequence a file; the split folders are the
+    official split. A folder of ``<class>/*.txt`` alone (no split folders) is read too."""
+    children = sorted(c for c in path.iterdir() if c.is_dir() and not c.name.startswith("."))
+    split_dirs = [c for c in children if c.name.lower() in SPLIT_ALIASES]
+    if split_dirs and len(split_dirs) != len(children):
+        other = next(c for c in children if c not in split_dirs)
+        raise DataError(f"{path}: mixes split folders ({', '.join(c.name for c in split_dirs)}) "
+                        f"and {other.name!r}; expected <folder>/{{train,test}}/<class>/*.txt")
+    parts = [(c, SPLIT_ALIASES[c.name.lower()]) for c in split_dirs] or [(path, None)]
+    records = []
+    for root, split in parts:
+        classes = sorted(c for c in root.iterdir() if c.is_dir() and not c.name.startswith("."))
+        if not classes:
+            raise DataError(f"{root}: no class folders; expected <folder>/{{train,test}}/"
+                            "<class>/*.txt (one sequence a file), as genomic-benchmarks writes")
+        for folder in classes:
+            files = sorted(folder.glob("*.txt"))
+            if not files:
+                raise DataError(f"{folder}: no .txt files (one sequence a file)")
+            for f in files:
+                try:
+                    seq = "".join(f.read_text(encoding="ascii").split())
+                except UnicodeDecodeError:
+                    raise DataError(f"{f}: not a text file of nucleotides") from None
+                if not seq:
+                    raise DataError(f"{f}: empty sequence")
+                records.append(LabeledRecord(f.stem, seq, folder.name, str(f), split))
+    return records
+
+
 def read_labeled(
     path: str | Path,
     format: str | None = None,
@@ -158,7 +190,8 @@ def read_labeled(
     """Parse a labelled-sequence file.
 
     Args:
-        path: the file.
+        path: the file, or a folder in the Genomic Benchmarks layout
+            ``{train,test}/<class>/*.txt`` (the split folders give the split).
         format: "csv", "tsv", "fasta" or "uci" (default: from the file name).
         sequence_column: CSV/TSV column with the sequence (default "seq" or "sequence").
         label_column: CSV/TSV column with the label.
@@ -168,6 +201,8 @@ def read_labeled(
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: labelled-sequence file not found")
+    if path.is_dir():
+        return _read_folder(path)
     if path.stat().st_size == 0:
         raise DataError(f"{path}: the file is empty")
     format = format or _detect_format(path)
@@ -212,6 +247,19 @@ def assign_splits(
     return splits
 
 
+def _val_from_train(records, splits, fractions, seed) -> list[str]:
+    """Move a stratified, deterministic share of the train items to val (see LabeledSequences)."""
+    train = [i for i, s in enumerate(splits) if s == "train"]
+    share = fractions[1] / (fractions[0] + fractions[1])
+    # fractions (1 - share, 1): every item past the train share goes to val
+    sub = assign_splits([records[i].sequence.upper() for i in train],
+                        [records[i].label for i in train], (1 - share, 1.0), seed)
+    out = list(splits)
+    for i, s in zip(train, sub):
+        out[i] = s
+    return out
+
+
 class LabeledSequences(SplitDataset):
     """Labelled DNA sequences, padded or cropped to ``seq_len``.
 
@@ -219,12 +267,15 @@ class LabeledSequences(SplitDataset):
     ``class_names[label]`` is the label as written in the file (sorted; numerically if all are
     integers).
 
-    The file's own split (CSV column ``split``, FASTA ``split=X``) is used when present; otherwise
-    a deterministic stratified split by ``fractions`` (``assign_splits``). A label that appears in
+    The file's own split (CSV column ``split``, FASTA ``split=X``, the split folders of a Genomic
+    Benchmarks folder) is used when present, with a validation set drawn from train when it has
+    none (``fractions[1] / (fractions[0] + fractions[1])`` of each class, by ``assign_splits``);
+    otherwise a deterministic stratified split by ``fractions`` (``assign_splits``). A label that appears in
     val/test but not in train is an error.
 
     Args:
-        path: CSV/TSV, FASTA or UCI splice file (see ``read_labeled``).
+        path: CSV/TSV, FASTA or UCI splice file, or a Genomic Benchmarks folder (see
+            ``read_labeled``).
         split: "train", "val" or "test".
         seq_len: length of every item (default: the longest sequence in the file). Longer
             sequences are cropped, shorter padded with ``[PAD]``, on the tokenizer's padding side.
@@ -260,6 +311,8 @@ class LabeledSequences(SplitDataset):
         records = read_labeled(path, format, sequence_column, label_column, split_column)
         if all(r.split is not None for r in records):
             splits = [r.split for r in records]
+            if "val" not in splits:  # e.g. Genomic Benchmarks' official train/test split
+                splits = _val_from_train(records, splits, fractions, seed)
         elif any(r.split is not None for r in records):
             r = next(r for r in records if r.split is None)
             raise DataError(f"{r.where}: no split given, but other rows of the file have one")

@@ -345,8 +345,9 @@ def classification_datasets(d) -> ClassData:
         from mamba_bio_audio.data.labeled import LabeledSequences
 
         if d.kind == "labeled" and not d.path:
-            raise ConfigError("data.kind=labeled needs data.path=FILE (CSV/TSV with sequence and "
-                              "label columns, or FASTA with label=X in the headers)")
+            raise ConfigError("data.kind=labeled needs data.path=FILE or FOLDER (CSV/TSV with "
+                              "sequence and label columns, FASTA with label=X in the headers, or "
+                              "a Genomic Benchmarks folder {train,test}/<class>/*.txt)")
         path = Path(d.path) if d.path else mdata.SPLICE_DATA
         frac = (1 - d.val_fraction - d.test_fraction, d.val_fraction, d.test_fraction)
         common = dict(seq_len=d.seq_len, fractions=frac, seed=d.seed, tokenizer=tok)
