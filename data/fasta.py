@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import sys
 import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
@@ -48,7 +49,7 @@ def fasta_stem(path: str | Path) -> str:
     return name
 
 
-def _check_fasta_start(path: Path) -> bool:
+def check_fasta_start(path: Path) -> bool:
     """Raise DataError unless ``path`` exists and starts with a '>' header; return True if BGZF."""
     if not path.exists():
         raise DataError(f"{path}: FASTA file not found")
@@ -77,6 +78,74 @@ def _check_fasta_start(path: Path) -> bool:
     return compressed
 
 
+def is_bgzf(path: Path) -> bool:
+    """Whether a gzip file is BGZF (blocked gzip: an extra field 'BC' in its first header)."""
+    with open(path, "rb") as f:
+        head = f.read(18)
+    return len(head) == 18 and head[3] & 4 != 0 and head[12:14] == b"BC"
+
+
+def bgzf_copy(path: Path) -> Path:
+    """A BGZF copy of a plain-gzip FASTA (UCSC's hg38.fa.gz, NCBI downloads), which pyfaidx
+    cannot seek in: written once into ``cache_dir()/bgzf`` (a progress bar and a message say so),
+    found there again by the file's path, size and modification time."""
+    from Bio import bgzf
+    from tqdm.auto import tqdm
+
+    stat = path.stat()
+    key = hashlib.sha1(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
+    target = cache_dir() / "bgzf" / f"{key[:16]}_{path.name}"
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tqdm.write(f"{path}: plain gzip, which allows no random access; writing a BGZF copy once to "
+               f"{target} (set MAMBA_BIO_AUDIO_CACHE to choose the folder)", file=sys.stderr)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        with gzip.open(path, "rb") as src, bgzf.BgzfWriter(str(tmp), "wb") as dst, tqdm(
+                total=stat.st_size, unit="B", unit_scale=True, desc="gzip -> BGZF") as bar:
+            while chunk := src.read(1 << 22):
+                dst.write(chunk)
+                bar.update(src.fileobj.tell() - bar.n)
+        os.replace(tmp, target)
+    except (OSError, EOFError) as err:
+        raise DataError(f"{path}: cannot read the compressed file ({err})") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+# IUPAC nucleotide codes, gaps and stops; a record with more than 1 % other letters is not DNA
+NUCLEOTIDE_CODES = b"ACGTUNRYKMSWBDHVacgtunrykmswbdhv-.*"
+
+
+def read_records(path: str | Path):
+    """(name, sequence) of every record of a FASTA file (plain or gzip), read in one pass
+    (Biopython), each checked to be nucleotides; DataError naming the file otherwise."""
+    from Bio.SeqIO.FastaIO import SimpleFastaParser
+
+    path = Path(path)
+    check_fasta_start(path)
+    opener = gzip.open if path.name.endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="ascii") as handle:
+            for title, seq in SimpleFastaParser(handle):
+                name = title.split()[0] if title.split() else "(no name)"
+                check_nucleotides(path, name, seq)
+                yield name, seq
+    except (UnicodeDecodeError, EOFError, gzip.BadGzipFile) as err:
+        raise DataError(f"{path}: not a text FASTA file ({err})") from None
+
+
+def check_nucleotides(path: Path, name: str, seq: str) -> None:
+    """DataError for a record that is not nucleotides (e.g. a protein FASTA)."""
+    other = seq.encode("ascii").translate(None, NUCLEOTIDE_CODES)
+    if len(other) > 0.01 * len(seq):
+        letters = "".join(sorted(set(other.decode())))[:12]
+        raise DataError(f"{path}: record {name!r}: {len(other):,} of {len(seq):,} letters are not "
+                        f"nucleotide codes ({letters!r}); is it a protein FASTA? The model reads DNA")
+
+
 def _is_writable(folder: Path) -> bool:
     """Whether a file can be created in ``folder`` (tried, since permissions alone can mislead)."""
     try:
@@ -97,7 +166,9 @@ class FastaFile:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        compressed = _check_fasta_start(self.path)
+        compressed = check_fasta_start(self.path)
+        if compressed and not is_bgzf(self.path):
+            self.path = bgzf_copy(self.path)
         self._index_kwargs = self._index_location(compressed)
         self._fasta = None
         self._pid = None
@@ -155,10 +226,6 @@ class FastaFile:
                 rebuild=False,
                 **index_kwargs,
             )
-        except pyfaidx.UnsupportedCompressionFormat as e:
-            raise DataError(
-                f"{self.path}: gzip FASTA must be BGZF-compressed (use `bgzip`, not `gzip`)"
-            ) from e
         except pyfaidx.FastaIndexingError as e:
             raise DataError(f"{self.path}: malformed FASTA ({e})") from e
         except ValueError as e:

@@ -74,17 +74,20 @@ def _read_table(
     split_column: str | None,
 ) -> list[LabeledRecord]:
     opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rt", newline="") as f:
+    # utf-8-sig: a spreadsheet's byte-order mark is not part of the first column's name;
+    # newline="": the csv module handles CRLF line ends itself
+    with opener(path, "rt", newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f, delimiter=delimiter)
-        columns = reader.fieldnames or []
+        columns = [c.strip() for c in reader.fieldnames or []]
+        reader.fieldnames = columns
         if not columns:
             raise DataError(f"{path}: the file is empty; expected a header line with columns")
         seq_col = sequence_column or next((c for c in ("seq", "sequence") if c in columns), "seq")
         missing = [c for c in (seq_col, label_column) if c not in columns]
         if missing:
             raise DataError(
-                f"{path}: no column {missing[0]!r}; the header has {columns} "
-                f"(choose the columns with sequence_column= and label_column=)"
+                f"{path}: no column {missing[0]!r}; the header has {columns}, expected a "
+                f"'sequence' (or 'seq') column and a {label_column!r} column (optional 'split')"
             )
         use_split = split_column is not None and split_column in columns
         records = []
@@ -201,21 +204,20 @@ def read_labeled(
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: labelled-sequence file not found")
-    if path.is_dir():
-        return _read_folder(path)
     if path.stat().st_size == 0:
         raise DataError(f"{path}: the file is empty")
+    if path.is_dir():
+        return _read_folder(path)
     format = format or _detect_format(path)
-    if format in ("csv", "tsv"):
-        records = _read_table(
-            path, "," if format == "csv" else "\t", sequence_column, label_column, split_column
-        )
-    elif format == "fasta":
-        records = _read_fasta(path)
-    elif format == "uci":
-        records = _read_uci(path)
-    else:
+    readers = {"csv": lambda: _read_table(path, ",", sequence_column, label_column, split_column),
+               "tsv": lambda: _read_table(path, "\t", sequence_column, label_column, split_column),
+               "fasta": lambda: _read_fasta(path), "uci": lambda: _read_uci(path)}
+    if format not in readers:
         raise ValueError(f"format must be 'csv', 'tsv', 'fasta' or 'uci', got {format!r}")
+    try:
+        records = readers[format]()
+    except (UnicodeDecodeError, EOFError, gzip.BadGzipFile) as err:
+        raise DataError(f"{path}: not a {format.upper()} text file ({err})") from None
     if not records:
         raise DataError(f"{path}: no sequences found")
     return records

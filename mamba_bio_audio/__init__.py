@@ -7,9 +7,20 @@ import os
 # Set before torch is first imported; a value the user set is kept.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from .config import MambaConfig
-from .models import MambaClassifier, MambaLM
-
 __version__ = "0.1.0"
 
 __all__ = ["MambaConfig", "MambaLM", "MambaClassifier", "__version__"]
+
+
+def __getattr__(name):
+    """Import the model classes (and torch) on first use, so that `mamba-bio-audio --help`
+    answers without importing torch."""
+    if name == "MambaConfig":
+        from .config import MambaConfig
+
+        return MambaConfig
+    if name in ("MambaLM", "MambaClassifier"):
+        from . import models
+
+        return getattr(models, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

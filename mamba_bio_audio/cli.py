@@ -8,9 +8,10 @@ so that `mamba-bio-audio --help` stays fast.
 import argparse
 import gc
 import importlib
+import signal
 import sys
 
-from .errors import UserError
+from .errors import RunComplete, UserError
 
 COMMANDS = {
     "pretrain": ("pretrain", "pretrain a causal LM on a reference genome or on recordings"),
@@ -25,8 +26,25 @@ COMMANDS = {
 }
 
 
+DESCRIPTION = """Mamba selective state space models for DNA and raw audio: pretrain a DNA or
+speech LM, train classifiers (species, labeled sequences, spoken digits), predict with them on
+FASTA/CSV/audio files, generate DNA or audio, fine-tune on long recordings. Every command runs on
+bundled data out of the box; `mamba-bio-audio COMMAND --help` lists its options."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: `error: <command>: <what is wrong>` and exit status 2."""
+
+    def error(self, message):
+        print(f"error: {self.prog}: {one_line(message)} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mamba-bio-audio", description=__doc__.splitlines()[0])
+    from . import __version__
+
+    parser = Parser(prog="mamba-bio-audio", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
@@ -40,20 +58,32 @@ def main(argv=None) -> int:
         if not argv or argv[0] in ("-h", "--help"):
             parser.print_help()
             return 0 if argv else 2
+        if argv[0] == "--version":
+            parser.parse_args(argv[:1])
         parser.error(f"unknown command {argv[0]!r}; choose from {', '.join(COMMANDS)}")
     name = argv[0]
     from .cpu import fast_cpu_math
 
     fast_cpu_math()  # first, before any torch op starts the OpenMP threads (see its docstring)
+    quiet_warnings()
     module = importlib.import_module(f"mamba_bio_audio.pipelines.{COMMANDS[name][0]}")
-    parser = argparse.ArgumentParser(prog=f"mamba-bio-audio {name}", description=COMMANDS[name][1])
+    parser = Parser(prog=f"mamba-bio-audio {name}", description=COMMANDS[name][1],
+                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     module.add_arguments(parser)
     try:  # options and positionals in any order ("pretrain --no-baselines model.d_model=64")
         args = parser.parse_intermixed_args(argv[1:])
     except TypeError:  # commands with sub-commands (bench) cannot be parsed intermixed
         args = parser.parse_args(argv[1:])
+    failed = True
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # clean up as after Ctrl-C
     try:
-        return int(module.main(args) or 0)
+        status = int(module.main(args) or 0)
+        failed = status != 0
+        return status
+    except RunComplete as done:
+        failed = False
+        print(one_line(str(done)))
+        return 0
     except UserError as err:
         print(f"error: {one_line(str(err))}", file=sys.stderr)
         return 2
@@ -66,7 +96,46 @@ def main(argv=None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     finally:
+        signal.signal(signal.SIGTERM, previous)
+        if failed:
+            _remove_unfinished_outputs()
         _leave_process_group()
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _remove_unfinished_outputs() -> None:
+    """A failed command leaves no output folder behind that holds no checkpoint."""
+    run_config = sys.modules.get("mamba_bio_audio.pipelines.run_config")
+    if run_config is not None:
+        run_config.remove_unfinished_outputs()
+
+
+_shown_warnings: set = set()
+
+
+def quiet_warnings() -> None:
+    """Warnings as one line each, once per process, above any progress bar; none for the CPU
+    path of the scan when tensors are on the CPU (there it is the expected path)."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r"[\w.]+: cpu tensors run on the PyTorch path")
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = f"warning: {one_line(str(message))}"
+        if text in _shown_warnings:
+            return
+        _shown_warnings.add(text)
+        if "tqdm" in sys.modules:
+            from tqdm import tqdm
+
+            tqdm.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr)
+
+    warnings.showwarning = show
 
 
 def _leave_process_group() -> None:

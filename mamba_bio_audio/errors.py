@@ -19,3 +19,7 @@ class DataError(UserError, ValueError):
 
 class CheckpointError(UserError, ValueError):
     """A checkpoint folder that is missing files or belongs to another kind of model."""
+
+
+class RunComplete(Exception):
+    """Nothing to do: `--resume` of a run that has already finished (the CLI exits with 0)."""

@@ -20,36 +20,47 @@ import torch
 
 from mamba_bio_audio.errors import UserError
 
-from .run_config import default_run_dir, write_atomic, write_summary
+from .arguments import (model_folder, non_negative_int, positive_float, positive_int,
+                        probability)
+from .run_config import check_new_run_dir, default_run_dir, make_output_dir, write_atomic, write_summary
 from .convert import add_tokenizer_argument, model_data_config, model_tokenizer
 from .trainer import resolve_device
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--model", required=True, metavar="DIR", help="LM checkpoint folder")
+    parser.add_argument("--model", required=True, metavar="DIR",
+                        help="LM: a run folder of `pretrain`/`finetune` (its best checkpoint) or "
+                             "a checkpoint folder")
     parser.add_argument("--out", default=None, help="output folder (default: runs/generate-<time>)")
-    parser.add_argument("--n", type=int, default=1, help="number of samples (default: 1)")
-    parser.add_argument("--seconds", type=float, default=1.0, help="audio: seconds per sample")
-    parser.add_argument("--length", type=int, default=1000, help="DNA: bases per sample")
+    parser.add_argument("--n", type=positive_int, default=1, help="number of samples")
+    parser.add_argument("--seconds", type=positive_float, default=None,
+                        help="audio LM: seconds per sample (default: 1)")
+    parser.add_argument("--length", type=positive_int, default=None,
+                        help="DNA LM: bases per sample (default: 1000)")
     parser.add_argument("--prompt", default=None,
                         help="audio: a recording to continue; DNA: a FASTA whose first record is "
                              "continued")
-    parser.add_argument("--prompt-seconds", type=float, default=0.5,
-                        help="audio: seconds of the prompt recording to use (default: 0.5)")
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top-k", type=int, default=0)
-    parser.add_argument("--top-p", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--prompt-seconds", type=positive_float, default=0.5,
+                        help="audio: seconds of the prompt recording to use")
+    parser.add_argument("--temperature", type=positive_float, default=1.0,
+                        help="sampling temperature (> 0; lower is more conservative)")
+    parser.add_argument("--top-k", type=non_negative_int, default=0,
+                        help="sample among the k most likely tokens (0: all)")
+    parser.add_argument("--top-p", type=probability, default=1.0,
+                        help="nucleus sampling: the smallest set of tokens with this total "
+                             "probability, in (0, 1] (1: all)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the sampling")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda[:N]")
     add_tokenizer_argument(parser)
 
 
 def main(args) -> int:
     from mamba_bio_audio.models import MambaLM
 
-    if args.n < 1:
-        raise UserError(f"--n {args.n}: expected at least 1 sample")
+    if args.out:
+        check_new_run_dir(Path(args.out), "generate")
     device = resolve_device(args.device)
+    args.model = model_folder(args.model, want="MambaLM")
     tok = model_tokenizer(args.model, args.tokenizer)
     vocab = getattr(tok, "vocab_size", None)  # None: float features, not an LM's tokenizer
     model = MambaLM.from_pretrained(args.model, device=device, vocab_size=vocab).eval()
@@ -58,14 +69,18 @@ def main(args) -> int:
                         f"does not fit the tokenizer ({tok.vocab_size} ids)")
     is_audio = hasattr(tok, "levels")
     rate = int(model_data_config(args.model).get("sample_rate", 8000)) if is_audio else None
+    unused = "--length" if is_audio and args.length else ("--seconds" if not is_audio and
+                                                          args.seconds else None)
+    if unused:
+        raise UserError(f"{unused}: the model is {'an audio' if is_audio else 'a DNA'} LM; give "
+                        f"{'--seconds' if is_audio else '--length'} instead")
     prompt = audio_prompt(args, tok, rate) if is_audio else dna_prompt(args, tok)
-    new = round(args.seconds * rate) if is_audio else args.length
+    new = round((args.seconds or 1.0) * rate) if is_audio else (args.length or 1000)
     if new < 1:
         raise UserError("nothing to generate: --seconds/--length gives 0 new tokens")
     prompt_ids = prompt.unsqueeze(0).repeat(args.n, 1)
     # created after the inputs are checked: no empty folders
-    out_dir = Path(args.out) if args.out else default_run_dir("generate", create=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = make_output_dir(Path(args.out) if args.out else default_run_dir("generate"))
 
     times = []
     last = [time.perf_counter()]
@@ -115,7 +130,11 @@ def audio_prompt(args, tok, rate: int) -> torch.Tensor:
     if not args.prompt:
         return torch.tensor([tok.pad_id])
     from mamba_bio_audio.data.audio import audio_info, read_audio
+    from mamba_bio_audio.data.fasta import FASTA_SUFFIXES
 
+    if str(args.prompt).lower().removesuffix(".gz").endswith(FASTA_SUFFIXES):
+        raise UserError(f"--prompt {args.prompt}: the model is an audio LM; expected a recording "
+                        "(WAV, FLAC, ...)")
     info = audio_info(args.prompt)  # read only the prompt's frames, at the file's own rate
     frames = min(info.frames, max(1, round(args.prompt_seconds * info.samplerate)))
     wave, _ = read_audio(args.prompt, rate, frames=frames)
@@ -129,19 +148,15 @@ def dna_prompt(args, tok) -> torch.Tensor:
     if not args.prompt:
         g = torch.Generator().manual_seed(args.seed)
         return torch.tensor([tok.vocab["ACGT"[int(torch.randint(4, (1,), generator=g))]]])
-    import gzip
+    from mamba_bio_audio.data.fasta import FASTA_SUFFIXES, read_records
 
-    from Bio import SeqIO
-
-    opener = gzip.open if str(args.prompt).endswith(".gz") else open
-    try:
-        with opener(args.prompt, "rt") as handle:
-            record = next(SeqIO.parse(handle, "fasta"), None)
-    except FileNotFoundError:
-        raise UserError(f"--prompt {args.prompt}: no such file") from None
-    if record is None or len(record.seq) == 0:
+    if not str(args.prompt).lower().removesuffix(".gz").endswith(FASTA_SUFFIXES):
+        raise UserError(f"--prompt {args.prompt}: the model is a DNA LM; expected a FASTA file "
+                        f"({', '.join(FASTA_SUFFIXES)}, optionally .gz)")
+    seq = next((seq for _, seq in read_records(args.prompt) if seq), None)
+    if seq is None:
         raise UserError(f"--prompt {args.prompt}: no FASTA record with sequence")
-    return tok.encode(str(record.seq))
+    return tok.encode(seq)
 
 
 def write_fasta(ids: torch.Tensor, tok, path: Path) -> str:

@@ -1,13 +1,18 @@
 """`mamba-bio-audio predict`: apply a trained classifier to FASTA, CSV or audio files.
 
-    mamba-bio-audio predict --model runs/classify-X/checkpoints/best genome.fa --out pred.csv
+    mamba-bio-audio predict --model runs/classify-X genome.fa --out pred.csv
     mamba-bio-audio predict --model DIR seqs.csv clip1.wav clip2.flac --out pred.csv
 
 FASTA (plain or gzip): windows of the model's length over every record (`--stride`, default the
-window length; a last window ends at the record's end), one row per window with record, start, end.
-CSV: one row per line, the sequence read from column `sequence` (`--column`). Audio: one row per
-clip when it fits the model's length, else one per window. Every row carries the predicted label
-and each class's probability (`p_<class>`).
+window length; a last window ends at the record's end), one row per window with record, start,
+end and `ambiguous` (the fraction of bases other than A, C, G, T). CSV: one row per line, the
+sequence read from column `sequence` (`--column`). Audio: one row per clip when it fits the
+model's length, else one per window. Every row carries the predicted label and each class's
+probability (`p_<class>`).
+
+Beside it, `--summary` (default `<out>.summary.csv`) has one row per record and per file: the
+mean class probabilities over its windows and the call, leaving out windows that are mostly
+ambiguous bases (counted in `low_quality`).
 """
 
 from __future__ import annotations
@@ -15,34 +20,35 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import os
 import sys
+import time
 from pathlib import Path
-
-import numpy as np
-import torch
-from tqdm.auto import tqdm
 
 from mamba_bio_audio.errors import DataError, UserError
 
-from .tasks import class_probabilities, load_data_config, load_tokenizer
-from .trainer import resolve_device
+from .arguments import model_folder, positive_int
 
 FASTA_SUFFIXES = (".fa", ".fasta", ".fna", ".fas")
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
+LOW_QUALITY = 0.5  # windows with more than this fraction of ambiguous bases are not summarised
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--model", required=True, metavar="DIR",
-                        help="classifier checkpoint folder (e.g. runs/classify-X/checkpoints/best)")
+                        help="classifier: a run folder of `classify` (its best checkpoint) or a "
+                             "checkpoint folder")
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="FASTA, CSV or audio files")
-    parser.add_argument("--out", default="predictions.csv", help="output CSV (default: %(default)s)")
-    parser.add_argument("--seq-len", type=int, default=None,
+    parser.add_argument("--out", default="predictions.csv", help="output CSV, one row per window")
+    parser.add_argument("--summary", default=None,
+                        help="per-record and per-file CSV (default: <out>.summary.csv)")
+    parser.add_argument("--seq-len", type=positive_int, default=None,
                         help="window length (default: the length the model was trained on)")
-    parser.add_argument("--stride", type=int, default=None, help="window step (default: seq-len)")
+    parser.add_argument("--stride", type=positive_int, default=None,
+                        help="window step (default: seq-len)")
     parser.add_argument("--column", default="sequence", help="CSV column holding the sequence")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch-size", type=positive_int, default=64,
+                        help="windows per forward pass")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda[:N]")
 
 
 def kind_of(path: Path) -> str:
@@ -68,32 +74,68 @@ def windows(n: int, seq_len: int, stride: int) -> list[tuple[int, int]]:
     return [(s, s + seq_len) for s in starts]
 
 
+def scan_fasta(path: Path, seq_len: int, stride: int) -> tuple[int, list[str]]:
+    """Check a FASTA before any compute: (number of windows, names of empty records)."""
+    from mamba_bio_audio.data.fasta import read_records
+
+    n, empty, records = 0, [], 0
+    for name, seq in read_records(path):
+        records += 1
+        if seq:
+            n += len(windows(len(seq), seq_len, stride))
+        else:
+            empty.append(name)
+    if records == len(empty):
+        raise DataError(f"{path}: no sequence in any record (expected '>name' lines followed by "
+                        "sequence)")
+    return n, empty
+
+
 def fasta_items(path: Path, tok, seq_len: int, stride: int):
-    """(row fields, ids) for every window of every record of a FASTA file."""
-    from Bio import SeqIO
+    """(row fields, ids) for every window of every non-empty record of a FASTA file."""
+    from mamba_bio_audio.data.fasta import read_records
 
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt") as handle:
-        n_records = 0
-        for record in SeqIO.parse(handle, "fasta"):
-            n_records += 1
-            seq = str(record.seq)
-            for start, end in windows(len(seq), seq_len, stride):
-                yield {"record": record.id, "start": start, "end": end}, tok.encode(seq[start:end])
-    if n_records == 0:
-        raise DataError(f"{path}: no FASTA records (expected '>name' lines followed by sequence)")
+    for name, seq in read_records(path):
+        for start, end in windows(len(seq), seq_len, stride) if seq else ():
+            piece = seq[start:end]
+            ids, unknown = tok.encode(piece, return_unknown=True)
+            ambiguous = (unknown + piece.upper().count("N")) / len(piece)
+            yield {"record": name, "start": start, "end": end,
+                   "ambiguous": f"{ambiguous:.3f}"}, ids
 
 
-def csv_items(path: Path, tok, column: str):
-    text = path.read_text()
+def read_csv_rows(path: Path, column: str) -> list[tuple[str, str]]:
+    """(name, sequence) per line of a CSV/TSV (a spreadsheet's BOM and CRLF line ends are fine)."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not a text CSV file ({err})") from None
     dialect = "excel-tab" if path.name.lower().endswith(".tsv") else "excel"
-    reader = csv.DictReader(io.StringIO(text), dialect=dialect)
-    if reader.fieldnames is None or column not in reader.fieldnames:
+    reader = csv.DictReader(io.StringIO(text, newline=""), dialect=dialect)
+    reader.fieldnames = [c.strip() for c in reader.fieldnames or []]
+    if column not in reader.fieldnames:
         raise DataError(f"{path}: no column {column!r}; columns are {reader.fieldnames} "
                         "(choose one with --column)")
-    for i, row in enumerate(reader):
-        name = row.get("name") or row.get("id") or str(i)
-        yield {"record": name, "start": 0, "end": len(row[column])}, tok.encode(row[column])
+    rows = []
+    try:
+        for i, row in enumerate(reader):
+            seq = (row.get(column) or "").strip()
+            if not seq:
+                raise DataError(f"{path}, line {reader.line_num}: empty sequence in column "
+                                f"{column!r}")
+            rows.append((row.get("name") or row.get("id") or str(i), seq))
+    except csv.Error as err:
+        raise DataError(f"{path}, line {reader.line_num}: malformed CSV ({err})") from None
+    if not rows:
+        raise DataError(f"{path}: no rows under the header")
+    return rows
+
+
+def csv_items(rows, tok):
+    for name, seq in rows:
+        ids, unknown = tok.encode(seq, return_unknown=True)
+        ambiguous = (unknown + seq.upper().count("N")) / len(seq)
+        yield {"record": name, "start": 0, "end": len(seq), "ambiguous": f"{ambiguous:.3f}"}, ids
 
 
 def audio_items(path: Path, tok, seq_len: int, stride: int, sample_rate: int):
@@ -105,6 +147,8 @@ def audio_items(path: Path, tok, seq_len: int, stride: int, sample_rate: int):
     from mamba_bio_audio.data.audio import read_audio
 
     wave, _ = read_audio(path, sample_rate)
+    if len(wave) == 0:
+        raise DataError(f"{path}: the recording holds no samples")
     peak = float(wave.abs().max())
     if peak > 0:
         wave = wave / peak  # the training clips were peak-normalised too
@@ -117,10 +161,19 @@ def audio_items(path: Path, tok, seq_len: int, stride: int, sample_rate: int):
 def main(args) -> int:
     from mamba_bio_audio.models import MambaClassifier
 
+    from .run_config import check_writable, write_atomic
+    from .tasks import load_data_config, load_tokenizer
+    from .trainer import resolve_device
+
+    out = Path(args.out)
+    summary_path = Path(args.summary) if args.summary else out.with_suffix(".summary.csv")
+    check_writable(out, "--out")
+    check_writable(summary_path, "--summary")
     device = resolve_device(args.device)
-    model = MambaClassifier.from_pretrained(args.model, device=device).eval()
-    tok = load_tokenizer(args.model)
-    data_cfg = load_data_config(args.model)
+    folder = model_folder(args.model, want="MambaClassifier")
+    model = MambaClassifier.from_pretrained(folder, device=device).eval()
+    tok = load_tokenizer(folder)
+    data_cfg = load_data_config(folder)
     seq_len = args.seq_len or data_cfg.get("seq_len")
     if not seq_len:
         raise UserError(f"--model {args.model}: no data_config.json with the window length; "
@@ -129,56 +182,107 @@ def main(args) -> int:
     rc_tok = tok if data_cfg.get("rc_test") else None
     names = [str(c) for c in (model.config.class_names or range(model.config.n_classes))]
     is_audio = hasattr(tok, "levels") or hasattr(tok, "feature_dim")  # mu-law or log-mel
+
+    # every input is read and checked before any compute
     paths = [Path(p) for p in args.inputs]
+    total, csv_rows = 0, {}
     for p in paths:
+        if p.is_dir():
+            raise UserError(f"{p}: is a folder; expected a FASTA, CSV or audio file")
         if not p.is_file():
             raise UserError(f"{p}: no such file")
         k = kind_of(p)
         if (k == "audio") != is_audio:
             raise UserError(f"{p}: {k} input, but the model was trained on "
                             f"{'audio' if is_audio else 'DNA'}")
-
-    rows = []
-    bar = tqdm(desc="predict", unit="window", disable=not sys.stderr.isatty())
-    for path in paths:
-        k = kind_of(path)
         if k == "fasta":
-            items = fasta_items(path, tok, seq_len, stride)
+            n, empty = scan_fasta(p, seq_len, stride)
+            total += n
+            if empty:
+                print(f"predict: {p}: {len(empty)} empty record(s) skipped "
+                      f"({', '.join(empty[:5])}{', ...' if len(empty) > 5 else ''})",
+                      file=sys.stderr)
         elif k == "csv":
-            items = csv_items(path, tok, args.column)
-        else:
-            items = audio_items(path, tok, seq_len, stride, data_cfg.get("sample_rate", 8000))
-        batch = []
-        for item in items:
-            batch.append(item)
-            if len(batch) == args.batch_size:
-                rows += classify_batch(model, batch, path, names, tok.pad_id, device, rc_tok)
-                bar.update(len(batch))
-                batch = []
-        if batch:
-            rows += classify_batch(model, batch, path, names, tok.pad_id, device, rc_tok)
-            bar.update(len(batch))
-    bar.close()
-    write_csv(Path(args.out), rows)
-    print(f"predict: {len(rows)} rows from {len(paths)} file(s) -> {args.out}")
+            csv_rows[p] = read_csv_rows(p, args.column)
+            total += len(csv_rows[p])
+    unit = "frames" if hasattr(tok, "feature_dim") else ("samples" if is_audio else "bp")
+    print(f"predict: {total or 'the'} windows of {seq_len:,} {unit} from {len(paths)} file(s)"
+          f"{' (both strands)' if rc_tok is not None else ''} on {device}", file=sys.stderr)
+
+    summary = Summary(names)
+    start_time = time.perf_counter()
+
+    def predict_into(tmp: Path) -> int:
+        from tqdm.auto import tqdm
+
+        count = 0
+        bar = tqdm(total=total or None, desc="predict", unit="window", file=sys.stderr,
+                   disable=None)  # None: a bar on a terminal only
+        with open(tmp, "w", newline="") as f, bar:
+            writer = None
+            for path in paths:
+                k = kind_of(path)
+                if k == "fasta":
+                    items = fasta_items(path, tok, seq_len, stride)
+                elif k == "csv":
+                    items = csv_items(csv_rows[path], tok)
+                else:
+                    items = audio_items(path, tok, seq_len, stride,
+                                        data_cfg.get("sample_rate", 8000))
+                for batch in batched(items, args.batch_size):
+                    rows = classify_batch(model, batch, path, names, tok.pad_id, device, rc_tok)
+                    if writer is None:
+                        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+                        writer.writeheader()
+                    writer.writerows(rows)
+                    summary.add(rows, by_record=k != "csv")
+                    count += len(rows)
+                    bar.update(len(rows))
+        return count
+
+    count = [0]
+    write_atomic(out, lambda tmp: count.__setitem__(0, predict_into(tmp)))
+    wall = time.perf_counter() - start_time
+    write_atomic(summary_path, summary.csv_text())
+    print(f"predict: {count[0]:,} windows in {wall:.1f} s ({count[0] / max(wall, 1e-9):,.1f} "
+          f"windows/s) -> {out}; per record and file -> {summary_path}")
+    summary.print_table()
     return 0
 
 
-@torch.no_grad()
+def batched(items, size: int):
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def classify_batch(model, batch, path: Path, names: list, pad_id: int, device,
                    rc_tokenizer=None) -> list[dict]:
     """Pad a batch of (fields, ids) to its longest item, classify, return the CSV rows.
     ids are (L,) token ids or (L, n_features) float frames. `rc_tokenizer`: average each DNA
     window with its reverse complement (the model was trained with data.rc_test)."""
+    import numpy as np
+    import torch
+
+    from .tasks import class_probabilities
+
     length = max(len(ids) for _, ids in batch)
     length += (-length) % model.config.pool_product  # U-Net lengths must divide the pooling
+    length = max(length, model.config.d_conv)  # the causal conv needs d_conv positions
     first = batch[0][1]
     ids = torch.full((len(batch), length, *first.shape[1:]), pad_id, dtype=first.dtype)
     mask = torch.zeros(len(batch), length, dtype=torch.bool)
     for i, (_, x) in enumerate(batch):
         ids[i, :len(x)] = x
         mask[i, :len(x)] = True
-    probs = class_probabilities(model, ids.to(device), mask.to(device), rc_tokenizer).cpu().numpy()
+    with torch.inference_mode():
+        probs = class_probabilities(model, ids.to(device), mask.to(device),
+                                    rc_tokenizer).cpu().numpy()
     rows = []
     for (fields, _), p in zip(batch, probs):
         row = {"file": str(path), **fields, "predicted": names[int(np.argmax(p))]}
@@ -187,12 +291,61 @@ def classify_batch(model, batch, path: Path, names: list, pad_id: int, device,
     return rows
 
 
-def write_csv(path: Path, rows: list[dict]) -> None:
-    """Write the rows (atomically: temp file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["file"])
+class Summary:
+    """Mean class probabilities per record and per file over the windows of good quality."""
+
+    def __init__(self, names: list[str]):
+        self.names = names
+        self.groups: dict = {}  # (file, record) -> [windows, low quality, sums]
+
+    def add(self, rows: list[dict], by_record: bool) -> None:
+        for row in rows:
+            keys = [(row["file"], "(all)")]
+            if by_record:
+                keys.append((row["file"], row["record"]))
+            low = float(row.get("ambiguous", 0)) > LOW_QUALITY
+            for key in keys:
+                g = self.groups.setdefault(key, [0, 0, [0.0] * len(self.names)])
+                g[0] += 1
+                if low:
+                    g[1] += 1
+                    continue
+                for i, n in enumerate(self.names):
+                    g[2][i] += float(row[f"p_{n}"])
+
+    def rows(self) -> list[dict]:
+        records_per_file: dict = {}
+        for file, record in self.groups:
+            records_per_file[file] = records_per_file.get(file, 0) + (record != "(all)")
+        out = []
+        for (file, record), (n, low, sums) in self.groups.items():
+            if record != "(all)" and records_per_file[file] == 1:
+                continue  # one record: its row is the file's row
+            if record == "(all)" and records_per_file[file] == 1:
+                record = next(r for f, r in self.groups if f == file and r != "(all)")
+            good = n - low
+            means = [s / good if good else float("nan") for s in sums]
+            call = self.names[max(range(len(means)), key=means.__getitem__)] if good else ""
+            out.append({"file": file, "record": record, "windows": n, "low_quality": low,
+                        "predicted": call,
+                        **{f"p_{c}": f"{m:.4f}" for c, m in zip(self.names, means)}})
+        return sorted(out, key=lambda r: (r["file"], r["record"] != "(all)"))
+
+    def csv_text(self) -> str:
+        rows = self.rows()
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["file"])
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
+        return buffer.getvalue()
+
+    def print_table(self, limit: int = 20) -> None:
+        rows = self.rows()
+        for row in rows[:limit]:
+            best = row["predicted"]
+            p = row.get(f"p_{best}", "") if best else ""
+            low = f", {row['low_quality']} low-quality" if row["low_quality"] else ""
+            print(f"  {row['file']} {row['record']}: {best or 'no call'}"
+                  f"{f' (mean p {p})' if best else ''} over {row['windows']:,} windows{low}")
+        if len(rows) > limit:
+            print(f"  ... {len(rows) - limit} more rows in the summary file")

@@ -28,8 +28,9 @@ from pathlib import Path
 import yaml
 
 from mamba_bio_audio.config import MambaConfig, apply_overrides, from_dict, load_yaml, to_dict
-from mamba_bio_audio.errors import ConfigError
+from mamba_bio_audio.errors import ConfigError, RunComplete
 
+from .checkpoint import load_trainer_state
 from .trainer import TrainConfig, find_checkpoint, seed_everything
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -176,7 +177,10 @@ def load_run_config(name_or_file: str, overrides: list[str] = (), command: str |
     """Load a YAML run config, apply `key=value` overrides, check it is meant for `command`."""
     path = config_path(name_or_file)
     cfg = from_dict(RunConfig, load_yaml(path), where="")
+    kind, stages = cfg.data.kind, list(cfg.train.seq_len_stages)
     cfg = apply_overrides(cfg, list(overrides))
+    if cfg.data.kind != kind and cfg.train.seq_len_stages == stages:
+        cfg.train.seq_len_stages = []  # the config's warm-up was for its own kind of data
     if command is not None and cfg.command != command:
         raise ConfigError(f"--config {name_or_file}: this config is for `{cfg.command}`, not "
                           f"`{command}`; pick one of "
@@ -222,9 +226,30 @@ def resolve_run(args: argparse.Namespace, command: str) -> tuple[RunConfig, Path
     else:
         run_dir = Path(args.out) if args.out else default_run_dir(command)
         source = args.config or args.default_config
+        if args.out and int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 only: the
+            check_new_run_dir(run_dir)  # others may look after it has written config.yaml
     cfg = load_run_config(source, args.overrides, command)
+    if resume_ckpt is not None:
+        step = load_trainer_state(resume_ckpt).get("step", 0)
+        if step >= cfg.train.steps and (run_dir / "summary.json").is_file():
+            raise RunComplete(f"{run_dir}: this run is complete (step {step} of "
+                              f"train.steps={cfg.train.steps}); its results are in "
+                              f"{run_dir / 'summary.json'}. To train on, resume with a larger "
+                              "train.steps=N")
     seed_everything(cfg.train.seed)  # the model's initial weights: the same on every rank and run
     return cfg, run_dir, resume_ckpt
+
+
+def check_new_run_dir(run_dir: Path, command: str = "") -> None:
+    """Refuse `--out DIR` when DIR already holds a run (its results would be overwritten)."""
+    if run_dir.is_file():
+        raise ConfigError(f"--out {run_dir}: is a file; expected a run folder to create")
+    held = [name for name in ("config.yaml", "summary.json", "checkpoints")
+            if (run_dir / name).exists()]
+    if held:
+        hint = ("" if command == "generate" else f"continue it with --resume {run_dir}, or ")
+        raise ConfigError(f"--out {run_dir}: already holds a run ({', '.join(held)}); "
+                          f"{hint}give a new folder")
 
 
 def _run_dir_of(checkpoint: Path) -> Path:
@@ -264,10 +289,35 @@ def save_run_config(cfg: RunConfig, run_dir: Path, args: argparse.Namespace | No
     """
     if args is not None and not args.out and not args.resume:
         run_dir = default_run_dir(run_dir.name.split("-")[0], create=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
+        CREATED_DIRS.append(run_dir)
+    else:
+        make_output_dir(run_dir)
     text = f"# resolved config of this run\n{yaml.safe_dump(to_dict(cfg), sort_keys=False)}"
     write_atomic(run_dir / "config.yaml", text)
     return run_dir
+
+
+CREATED_DIRS: list[Path] = []  # output folders this process created (removed if it fails early)
+
+
+def make_output_dir(path: Path) -> Path:
+    """mkdir -p `path`, remembering the folders this creates (see `remove_unfinished_outputs`)."""
+    path = Path(path)
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    path.mkdir(parents=True, exist_ok=True)
+    CREATED_DIRS.extend(reversed(missing))
+    return path
+
+
+def remove_unfinished_outputs() -> None:
+    """After a failed command: delete the folders it created that hold no checkpoint, so that a
+    failure leaves nothing behind; a run with a checkpoint is kept (it can be resumed)."""
+    import shutil
+
+    for path in reversed(CREATED_DIRS):
+        if path.is_dir() and not any(path.glob("**/checkpoints/*/config.json")):
+            shutil.rmtree(path, ignore_errors=True)
+    CREATED_DIRS.clear()
 
 
 def write_summary(run_dir: Path, summary: dict) -> Path:
@@ -285,9 +335,39 @@ def _jsonable(obj):
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write text to a temp file beside `path`, then rename it into place."""
+def write_atomic(path: Path, content) -> Path:
+    """Write a file whole or not at all: into a temp file beside `path`, then rename it.
+
+    content: str, bytes, or a function that writes the file at the path it is given (e.g.
+    matplotlib's savefig). A failure removes the temp file and names `path`, not the temp file.
+    """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        if isinstance(content, str):
+            tmp.write_text(content)
+        elif isinstance(content, bytes):
+            tmp.write_bytes(content)
+        else:
+            content(tmp)
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise OSError(err.errno, err.strerror, str(path)) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def check_writable(path: Path, option: str) -> None:
+    """Before any compute: raise ConfigError unless a file can be written at `path` (its folder
+    may not exist yet; nothing is created here)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{option} {path}: is a folder; expected a file name")
+    folder = next((p for p in path.parents if p.exists()), Path("."))
+    if not folder.is_dir():
+        raise ConfigError(f"{option} {path}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option} {path}: cannot write into {folder} (permission denied)")

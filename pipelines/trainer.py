@@ -102,7 +102,7 @@ class TrainConfig:
     eval_batch_size: int = 0
     log_every: int = 10
     save_every: int = 0
-    seq_len_stages: list = field(default_factory=list)
+    seq_len_stages: list[list[int]] = field(default_factory=list)
     best_metric: str = "loss"
     best_mode: str = "min"
     seed: int = 0
@@ -133,6 +133,9 @@ class TrainConfig:
                     f"[start_step, seq_len, batch_size], got {stage!r}")
             if stage[0] <= last:
                 raise ConfigError("train.seq_len_stages must have increasing start steps")
+            if stage[0] < 0 or min(stage[1:]) < 1:
+                raise ConfigError(f"train.seq_len_stages entry {stage!r}: expected a start step "
+                                  ">= 0, a seq_len >= 1 and a batch size >= 1")
             last = stage[0]
 
 
@@ -165,6 +168,15 @@ class FitResult:
     best_dir: Path | None
     last_dir: Path
     history: list
+
+
+@contextlib.contextmanager
+def _closing(bar):
+    """Close a tqdm bar however the block ends, so that an error message gets a line of its own."""
+    try:
+        yield bar
+    finally:
+        bar.close()
 
 
 class TrainingDiverged(UserError):
@@ -417,6 +429,10 @@ class Trainer:
         cfg.validate()
         if len(train_data) == 0:
             raise UserError("the training set is empty")
+        if cfg.seq_len_stages and not hasattr(train_data, "set_seq_len"):
+            raise ConfigError(f"train.seq_len_stages={cfg.seq_len_stages}: the windows of this "
+                              f"dataset ({type(train_data).__name__}) have one length; use "
+                              "train.seq_len_stages=[]")
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
         if self.device.type == "cpu":
@@ -473,9 +489,6 @@ class Trainer:
     def _apply_stage(self, seq_len: int | None) -> None:
         if seq_len is None:
             return
-        if not hasattr(self.train_data, "set_seq_len"):
-            raise ConfigError("train.seq_len_stages needs a dataset with set_seq_len "
-                              f"({type(self.train_data).__name__} has none)")
         self.train_data.set_seq_len(seq_len)
 
     def _epoch_order(self, epoch: int) -> list[int]:
@@ -532,7 +545,7 @@ class Trainer:
         window_t, window_tok = time.perf_counter(), 0
         bar = tqdm(total=cfg.steps, initial=self.step, desc="train", dynamic_ncols=True,
                    disable=not (main and cfg.progress), file=sys.stderr)
-        with _SignalCatcher() as signals:
+        with _SignalCatcher() as signals, _closing(bar):
             while self.step < cfg.steps:
                 loss_sum, weight_sum = 0.0, 0.0
                 for micro in range(cfg.grad_accum):
@@ -651,17 +664,25 @@ class Trainer:
                 f"(train.skip_nonfinite=true; {self.skipped_steps} skipped so far)")
             return
         lr = self.scheduler.get_last_lr()[0]
-        precision = "bf16 autocast" if self.amp_dtype is not None else "fp32"
+        bf16 = self.amp_dtype is not None
         repeated = (f" for {MAX_SKIPPED_IN_A_ROW + 1} batches in a row"
                     if self.cfg.skip_nonfinite else "")
+        checkpoint = self._last_good_checkpoint()
+        advice = [f"lower train.lr (now {self.cfg.lr:g}) or train.grad_clip"]
+        if bf16:
+            advice.append("try train.precision=fp32")
+        if not self.cfg.skip_nonfinite:
+            advice.append("set train.skip_nonfinite=true to skip such batches")
+        then = (f", then resume with --resume {self.out_dir}" if checkpoint.startswith("the last")
+                else " and start again")
         raise TrainingDiverged(
             f"the training {what} became {value} at step {step}{repeated} (lr {lr:.3g}, "
-            f"precision {precision}); {self._last_good_checkpoint()}. Lower train.lr (now "
-            f"{self.cfg.lr:g}) or train.grad_clip, try train.precision=fp32, and resume with "
-            f"--resume {self.out_dir}; or set train.skip_nonfinite=true to skip such batches")
+            f"precision {'bf16 autocast' if bf16 else 'fp32'}); {checkpoint}. "
+            f"{'; '.join(advice).capitalize()}{then}")
 
     def _last_good_checkpoint(self) -> str:
-        """Where the newest checkpoint on disk is, and its step (for the divergence message)."""
+        """Where the newest checkpoint on disk is, and its step (for the divergence message);
+        starts with "the last" when there is one."""
         found = []
         for name in ("last", "best"):
             folder = self.out_dir / "checkpoints" / name
@@ -671,7 +692,7 @@ class Trainer:
                 except CheckpointError:
                     continue
         if not found:
-            return ("there is no checkpoint yet (train.save_every=N writes one every N steps)")
+            return "no checkpoint was written yet (train.save_every=N writes one every N steps)"
         step, folder = max(found, key=lambda t: t[0])
         return f"the last good checkpoint is {folder} (step {step})"
 

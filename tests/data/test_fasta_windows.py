@@ -201,14 +201,27 @@ def test_missing_empty_and_non_fasta_files(tmp_path):
     (tmp_path / "notes.fa").write_text("ACGT is not a header\n>x\nACGT\n")
     with pytest.raises(DataError, match="notes.fa: not a FASTA file: line 1"):
         GenomeWindows(tmp_path / "notes.fa", 10)
-    with gzip.open(tmp_path / "plain.fa.gz", "wt") as f:
-        f.write(">x\n" + random_dna(200) + "\n")
-    with pytest.raises(DataError, match="plain.fa.gz.*BGZF"):
-        GenomeWindows(tmp_path / "plain.fa.gz", 10)
     (tmp_path / "ragged.fa").write_text(">x\nACGTACGT\nACG\nACGTACGT\n")
     with pytest.raises(DataError, match="ragged.fa: malformed FASTA"):
         GenomeWindows(tmp_path / "ragged.fa", 4)
     assert not list(tmp_path.glob("*.tmp*"))  # no half-built index left behind
+
+
+def test_plain_gzip_is_copied_to_bgzf_once(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MAMBA_BIO_AUDIO_CACHE", str(tmp_path / "cache"))
+    seq = random_dna(5000)
+    with gzip.open(tmp_path / "plain.fa.gz", "wt") as f:  # gzip, not bgzip (UCSC, NCBI)
+        f.write(">x\n" + seq + "\n")
+    fa = FastaFile(tmp_path / "plain.fa.gz")
+    assert fa.fetch("x", 1234, 4321) == seq[1234:4321]
+    copies = list((tmp_path / "cache" / "bgzf").glob("*plain.fa.gz"))
+    assert len(copies) == 1 and fa.path == copies[0]
+    assert "BGZF copy" in capsys.readouterr().err
+    mtime = copies[0].stat().st_mtime_ns
+    assert FastaFile(tmp_path / "plain.fa.gz").fetch("x", 0, 10) == seq[:10]
+    assert copies[0].stat().st_mtime_ns == mtime  # found again, not rewritten
+    assert "BGZF copy" not in capsys.readouterr().err
+    assert not list((tmp_path / "cache").rglob("*.tmp*"))
 
 
 def test_record_shorter_than_the_window(tmp_path):
