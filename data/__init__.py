@@ -37,6 +37,7 @@ from .labeled import LabeledSequences, read_labeled
 from .recordings import LabeledClips, RecordingWindows, fsdd_split
 from .samples import (
     FSDD_DIR,
+    GENOMIC_BENCHMARKS,
     LAMBDA_FASTA,
     LONG_AUDIO_DIR,
     SAMPLES_DIR,
@@ -51,6 +52,7 @@ from .tokenizers import DNATokenizer, LinearQuantizer, MuLaw, pad_or_crop, token
 
 __all__ = [
     "FSDD_DIR",
+    "GENOMIC_BENCHMARKS",
     "LAMBDA_FASTA",
     "LONG_AUDIO_DIR",
     "SAMPLES_DIR",

@@ -3,11 +3,12 @@
 Run ``python -m mamba_bio_audio.data.build_samples SOURCE [DEST]``, where SOURCE is the folder
 described in ``data/README.md`` (genomes/, species/, genomic_benchmarks/, audio/). What it changes:
 FASTA files are compressed with BGZF (Biopython's ``Bio.bgzf``; bytes inside are unchanged) and
-the spoken-digit WAV files are re-encoded losslessly as FLAC (same samples, same rate). Everything
-else is copied byte for byte. Indexes (.fai/.gzi) are not written: readers build them at first use.
+the spoken-digit WAV files are re-encoded losslessly as FLAC (same samples, same rate), the
+Genomic Benchmarks CSVs are gzipped (``gzip_file``). Everything else is copied byte for byte. Indexes (.fai/.gzi) are not written: readers build them at first use.
 """
 
 import argparse
+import gzip
 import shutil
 import sys
 from pathlib import Path
@@ -26,6 +27,13 @@ def bgzip(src: Path, dst: Path) -> None:
             out.write(block)
 
 
+def gzip_file(src: Path, dst: Path) -> None:
+    """gzip -9 without a time stamp or name in the header (the same bytes on every rebuild)."""
+    with open(src, "rb") as f, open(dst, "wb") as raw:
+        with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=9, filename="", mtime=0) as out:
+            shutil.copyfileobj(f, out)
+
+
 def wav_to_flac(src: Path, dst: Path) -> None:
     """Re-encode a 16-bit PCM WAV as FLAC and check that every sample survives unchanged."""
     info = sf.info(str(src))
@@ -40,7 +48,8 @@ def wav_to_flac(src: Path, dst: Path) -> None:
 
 def build(source: Path, dest: Path) -> None:
     """Write the whole bundle from ``source`` into ``dest``."""
-    for sub in ("genomes", "species", "labeled/uci_splice", "audio/fsdd", "audio/long"):
+    for sub in ("genomes", "species", "labeled/uci_splice", "labeled/genomic_benchmarks",
+                "audio/fsdd", "audio/long"):
         (dest / sub).mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source / "genomes/lambda_phage.fa", dest / "genomes/lambda_phage.fa")
     bgzip(
@@ -53,6 +62,9 @@ def build(source: Path, dest: Path) -> None:
         shutil.copyfile(
             source / "genomic_benchmarks/uci_splice" / name, dest / "labeled/uci_splice" / name
         )
+    for name in ("human_nontata_promoters", "human_enhancers_cohn"):
+        gzip_file(source / "genomic_benchmarks" / name / "test.csv",
+                  dest / "labeled/genomic_benchmarks" / f"{name}.csv.gz")
     for wav in sorted((source / "audio/fsdd").glob("*.wav")):
         wav_to_flac(wav, dest / "audio/fsdd" / (wav.stem + ".flac"))
     for flac in sorted((source / "audio/long").glob("*.flac")):

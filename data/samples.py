@@ -41,6 +41,13 @@ SPECIES_DIR = SAMPLES_DIR / "species"
 SPLICE_DATA = SAMPLES_DIR / "labeled" / "uci_splice" / "splice.data"
 """UCI splice junctions: 3,190 sequences of 60 bp, classes EI, IE, N."""
 
+GENOMIC_BENCHMARKS = {
+    name: SAMPLES_DIR / "labeled" / "genomic_benchmarks" / f"{name}.csv.gz"
+    for name in ("human_nontata_promoters", "human_enhancers_cohn")
+}
+"""Genomic Benchmarks' official *test* splits (``seq,label`` CSVs, gzip): promoters, 9,034 x 251 bp;
+enhancers (Cohn), 6,948 x 500 bp. ``data.kind=labeled data.path=NAME`` reads one by its name."""
+
 FSDD_DIR = SAMPLES_DIR / "audio" / "fsdd"
 """Free Spoken Digit Dataset: 3,000 clips, 8 kHz mono FLAC, named ``{digit}_{speaker}_{index}``."""
 

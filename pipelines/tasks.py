@@ -349,6 +349,8 @@ def classification_datasets(d) -> ClassData:
                               "sequence and label columns, FASTA with label=X in the headers, or "
                               "a Genomic Benchmarks folder {train,test}/<class>/*.txt)")
         path = Path(d.path) if d.path else mdata.SPLICE_DATA
+        if d.path in mdata.GENOMIC_BENCHMARKS and not path.exists():  # a bundled one, by name
+            path = mdata.GENOMIC_BENCHMARKS[d.path]
         frac = (1 - d.val_fraction - d.test_fraction, d.val_fraction, d.test_fraction)
         common = dict(seq_len=d.seq_len, fractions=frac, seed=d.seed, tokenizer=tok)
         train = LabeledSequences(path, "train", rc_aug=d.rc_augment, **common)

@@ -11,6 +11,7 @@ import pytest
 import soundfile as sf
 from mamba_bio_audio.data import (
     FSDD_DIR,
+    GENOMIC_BENCHMARKS,
     LAMBDA_FASTA,
     LONG_AUDIO_DIR,
     SAMPLES_DIR,
@@ -19,6 +20,7 @@ from mamba_bio_audio.data import (
     YEAST_FASTA,
     YEAST_SPLITS,
     FastaFile,
+    read_labeled,
     sample_path,
 )
 
@@ -76,6 +78,11 @@ def test_bundle_is_complete_and_under_40_mb():
     assert sum(1 for line in SPLICE_DATA.read_text().splitlines() if line.strip()) == 3190
     assert len(list(FSDD_DIR.glob("*.flac"))) == 3000
     assert len(list(LONG_AUDIO_DIR.glob("*.flac"))) == 4
+    for name, (rows, length) in {"human_nontata_promoters": (9034, 251),
+                                 "human_enhancers_cohn": (6948, 500)}.items():
+        records = read_labeled(GENOMIC_BENCHMARKS[name])
+        assert len(records) == rows and {len(r.sequence) for r in records} == {length}
+        assert {r.label for r in records} == {"0", "1"}
     total = sum(p.stat().st_size for p in bundled_files())
     assert total < 40e6, total
 

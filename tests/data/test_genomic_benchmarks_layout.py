@@ -87,3 +87,20 @@ def test_classify_reads_the_folder_and_a_seq_label_csv(tmp_path, capsys):
     assert cli(["classify", "--out", str(tmp_path / "c"), *tiny,
                 f"data.path={tmp_path / 'nothing'}"]) == 2
     assert "nothing: labelled-sequence file not found" in capsys.readouterr().err
+
+
+def test_bundled_benchmark_by_name_is_split_deterministically():
+    """`data.path=human_enhancers_cohn` reads the bundled official test split and splits it 80 /
+    10 / 10 by assign_splits (stratified, by a hash of the sequence): the same every time."""
+    from mamba_bio_audio.pipelines.run_config import DataConfig
+    from mamba_bio_audio.pipelines.tasks import classification_datasets
+
+    d = DataConfig(kind="labeled", path="human_enhancers_cohn", seq_len=500)
+    data = classification_datasets(d)
+    sizes = [len(data.train), len(data.val), len(data.test)]
+    assert sum(sizes) == 6948 and all(abs(n - f * 6948) <= 2 for n, f in zip(sizes, (.8, .1, .1)))
+    assert data.class_names == ["0", "1"]
+    again = classification_datasets(d)
+    assert [r.sequence for r in again.test.records] == [r.sequence for r in data.test.records]
+    train = {r.sequence for r in data.train.records}
+    assert not train & {r.sequence for r in data.test.records}
