@@ -29,7 +29,7 @@ DEFAULT_SHAPES = ",".join([f"8x2048x{L}" for L in (1024, 2048, 4096, 8192, 16384
                           + ["1x256x16384", "1x256x131072", "8x256x4096", "1x2048x1048576",
                              "1x5120x8192"])
 DEFAULT_MODEL_ROWS = "dna-small:1x131072,audio-unet:1x131072,dna-small:8x4096"
-TUNE_SHAPES = ("8x2048x4096", "1x256x16384")
+TUNE_SHAPES = "8x2048x4096,1x256x16384,1x256x131072,8x256x4096,1x5120x8192"
 
 
 def add_arguments(p):
@@ -41,7 +41,9 @@ def add_arguments(p):
                    help="comma list of BATCHxDIMxL scan shapes (default: the issue-13 set)")
     p.add_argument("--state", type=int, default=16, help="state size N (default: %(default)s)")
     p.add_argument("--tune", action="store_true",
-                   help=f"first sweep variant, BLOCK_D, warps and segments at {', '.join(TUNE_SHAPES)}")
+                   help="first sweep BLOCK_D, warps and segments at --tune-shapes")
+    p.add_argument("--tune-shapes", default=TUNE_SHAPES,
+                   help="comma list of BATCHxDIMxL shapes for --tune (default: %(default)s)")
     p.add_argument("--parts", default="scan,decode,models",
                    help="comma list of: scan,decode,models (default: %(default)s)")
     p.add_argument("--model-rows", default=DEFAULT_MODEL_ROWS,
@@ -238,48 +240,72 @@ def run_scan(args, fl, peer):
     return rows
 
 
-def tune(args):
-    """Sweep variant, BLOCK_D, warps and segments for each direction at TUNE_SHAPES; print the best.
+def tune(args, peer=None):
+    """Sweep BLOCK_D, warps and segments of the recurrent kernels, each direction, at
+    --tune-shapes; print each shape's best against the default plan.
 
-    The defaults in kernels/selective_scan/triton_scan.py are set by hand from this record."""
+    With a peer, its forward and forward+backward on the same inputs, for scale. The defaults in
+    kernels/selective_scan/triton_scan.py are set by hand from this record."""
     from mamba_bio_audio.kernels.selective_scan import triton_scan as ts
-    results = []
-    for shape in TUNE_SHAPES:
-        batch, dim, L = parse_shapes(shape, 3, "tune")[0]
+    results, best_rows = [], []
+    for batch, dim, L in parse_shapes(args.tune_shapes, 3, "--tune-shapes"):
         N = args.state
         x = scan_inputs(batch, dim, L, N, False)
         a = (x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"], None, None, True)
         dy = torch.randn_like(x["u"])
-        auto = ts.plan(batch, dim, L, N, 1, x["u"].device).n_seg
-        seg_options = sorted({1, auto, 2 * auto, max(1, auto // 2)})
-        best = {}
-        for variant in ts.VARIANTS:
-            for bd in (4, 8, 16, 32, 64):
-                for warps in (1, 2, 4):
+        dev = x["u"].device
+        auto = ts.plan(batch, dim, L, N, 1, dev)
+        n_chunks = -(-L // auto.chunk)
+        segs = sorted({s for s in (1, auto.n_seg // 2, auto.n_seg, 2 * auto.n_seg, 4 * auto.n_seg, 2, 4)
+                       if 1 <= s <= max(1, n_chunks // 2)})
+        for direction in ("fwd", "bwd"):
+            bwd = direction == "bwd"
+
+            def timed(p):
+                if not bwd:
+                    return _bench(lambda _: ts._fwd(*a, False, p), [None], rep=40)
+                _, _, states = ts._fwd(*a, True, p)
+                return _bench(lambda _: ts._bwd(*a[:10], True, states, dy, None, True, p), [None], rep=40)
+            default = ts.plan(batch, dim, L, N, 1, dev, backward=bwd)
+            default_ms = timed(default)
+            best = (default_ms, default)
+            for bd in (4, 8, 16, 32):
+                for warps in (1, 2):
                     if bd * N < 32 * warps:
                         continue
-                    for segs in seg_options:
-                        for direction in ("fwd", "bwd"):
-                            p = ts.plan(batch, dim, L, N, 1, x["u"].device, backward=direction == "bwd",
-                                        variant=variant, block_d=bd, segments=segs, num_warps=warps)
-                            try:
-                                if direction == "fwd":
-                                    ms = _bench(lambda _: ts._fwd(*a, False, p), [None], rep=40)
-                                else:
-                                    _, _, states = ts._fwd(*a, True, p)
-                                    ms = _bench(lambda _: ts._bwd(*a[:10], True, states, dy, None, True, p),
-                                                [None], rep=40)
-                            except Exception as e:  # noqa: BLE001  (a config that fails to compile is recorded)
-                                ms = float("inf")
-                                print(f"{shape} {direction} {p}: {type(e).__name__}: {str(e)[:200]}")
-                            results.append(dict(shape=shape, direction=direction, ms=ms, **vars(p)))
-                            if ms < best.get(direction, (float("inf"),))[0]:
-                                best[direction] = (ms, p)
-        for direction, (ms, p) in best.items():
-            print(f"tune {shape} {direction}: best {ms:.3f} ms with {p} (default plan: {auto} segments)",
+                    for n_seg in segs:
+                        p = ts.plan(batch, dim, L, N, 1, dev, backward=bwd, block_d=bd, segments=n_seg,
+                                    num_warps=warps)
+                        try:
+                            ms = timed(p)
+                        except Exception as e:  # noqa: BLE001  (a config that fails is recorded)
+                            ms = float("inf")
+                            print(f"{batch}x{dim}x{L} {direction} {p}: {type(e).__name__}: {str(e)[:200]}")
+                        results.append(dict(shape=f"{batch}x{dim}x{L}", direction=direction, ms=ms, **vars(p)))
+                        best = min(best, (ms, p), key=lambda t: t[0])
+            row = dict(shape=f"{batch}x{dim}x{L}", direction=direction, default_ms=default_ms,
+                       default=vars(default), best_ms=best[0], best=vars(best[1]))
+            best_rows.append(row)
+            print(f"tune {row['shape']} {direction}: default {default_ms:.3f} ms "
+                  f"(block_d {default.block_d}, {default.n_seg} segments, {default.num_warps} warps); "
+                  f"best {best[0]:.3f} ms (block_d {best[1].block_d}, {best[1].n_seg} segments, "
+                  f"{best[1].num_warps} warps)", flush=True)
+        if peer:
+            with torch.no_grad():
+                peer_fwd = _bench(_forward(peer), [x])
+            xg = scan_inputs(batch, dim, L, N, True)
+            peer_fb = _bench(_forward_backward(peer), [xg])
+            mine = [r for r in best_rows if r["shape"] == f"{batch}x{dim}x{L}"]
+            fwd_ms, bwd_ms = mine[0]["best_ms"], mine[1]["best_ms"]
+            for r in mine:
+                r.update(peer_fwd_ms=peer_fwd, peer_fwd_bwd_ms=peer_fb)
+            print(f"tune {batch}x{dim}x{L}: best fwd / mamba_ssm fwd = {fwd_ms / peer_fwd:.2f}; "
+                  f"(best fwd + best bwd) / mamba_ssm fwd+bwd = {(fwd_ms + bwd_ms) / peer_fb:.2f}",
                   flush=True)
+            del xg
         del x, dy
-    return dict(sweep=results)
+        torch.cuda.empty_cache()
+    return dict(sweep=results, best=best_rows)
 
 
 def run_decode(args):
@@ -401,8 +427,9 @@ def run_models(args, peer):
 def main(args) -> int:
     try:
         parse_shapes(args.shapes, 3, "--shapes")
+        parse_shapes(args.tune_shapes, 3, "--tune-shapes")
         parse_model_rows(args.model_rows)
-        unknown = set(args.parts.split(",")) - {"scan", "decode", "models"}
+        unknown = set(filter(None, args.parts.split(","))) - {"scan", "decode", "models"}
         if unknown:
             raise ValueError(f"--parts: unknown part(s) {', '.join(sorted(unknown))}; "
                              f"choose from scan, decode, models")
@@ -417,7 +444,7 @@ def main(args) -> int:
     print(res["env"], flush=True)
     res["floors"] = fl = measure_floors()
     print(f"copy {fl['copy_bytes_per_s'] / 1e12:.2f} TB/s, exp2 {fl['exp_per_s'] / 1e12:.2f} T/s", flush=True)
-    steps = [("tune", lambda: tune(args)), ("scan", lambda: run_scan(args, fl, peer)),
+    steps = [("tune", lambda: tune(args, peer)), ("scan", lambda: run_scan(args, fl, peer)),
              ("decode", lambda: run_decode(args)), ("models", lambda: run_models(args, peer))]
     t_start = time.monotonic()
     for name, fn in steps:

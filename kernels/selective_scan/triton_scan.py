@@ -40,8 +40,14 @@ CHUNK = 32
 DEFAULT_VARIANT = "recurrent"
 FWD_BLOCK_D, FWD_WARPS = 16, 1
 BWD_BLOCK_D, BWD_WARPS = 32, 1
-SEGMENT_PROGRAMS_PER_SM = 8  # add segments along L until this many programs per SM exist
-MIN_SEGMENT_CHUNKS = 8  # a segment spans at least this many chunks (the local pass is overhead)
+# Segments along L (measured on an H200, docs/kernel_tuning_notes.md #5-6): none where batch x dim
+# alone gives NO_SEGMENTS_PROGRAMS_PER_SM programs per SM (the local pass would only add work);
+# below that, segments until SEGMENT_PROGRAMS_PER_SM (forward) or BWD_SEGMENT_PROGRAMS_PER_SM
+# (backward) programs per SM exist.
+NO_SEGMENTS_PROGRAMS_PER_SM = 7
+SEGMENT_PROGRAMS_PER_SM = 16
+BWD_SEGMENT_PROGRAMS_PER_SM = 8
+MIN_SEGMENT_CHUNKS = 4  # a segment spans at least this many chunks (the local pass is overhead)
 PROGRAMS_PER_SM = 4  # still below this many programs per SM, BLOCK_D halves (down to 2)
 PARTIALS_BUDGET = 2 << 30  # most bytes of deterministic dB/dC partials that a smaller BLOCK_D may cost
 MAX_TILE = 8192  # most elements of one (BLOCK_D, CHUNK, BLOCK_N) register tile for large N
@@ -107,7 +113,8 @@ def plan(batch, dim, L, N, groups, device, *, backward=False, variant=None, bloc
     sms = _sms(device)
     if segments is None and sms:
         programs = batch * triton.cdiv(dim, bd)
-        want = SEGMENT_PROGRAMS_PER_SM * sms // programs
+        target = (BWD_SEGMENT_PROGRAMS_PER_SM if backward else SEGMENT_PROGRAMS_PER_SM) * sms
+        want = target // programs if programs < NO_SEGMENTS_PROGRAMS_PER_SM * sms else 1
         segments = max(1, min(want, n_chunks // MIN_SEGMENT_CHUNKS))
     n_seg = max(1, min(segments or 1, n_chunks))
     chunks_per_seg = triton.cdiv(n_chunks, n_seg)

@@ -9,7 +9,7 @@ seq_idx starts a new sequence, and the silu gate with its derivative.
 import triton
 import triton.language as tl
 
-LOG2E = 1.4426950408889634  # exp(x) = exp2(x log2 e): the hardware's ex2 instruction
+LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x log2 e): the ex2 instruction
 
 
 @triton.jit
