@@ -53,6 +53,8 @@ def test_backbone_equivariant(bidirectional):
         h = model.backbone(ids)  # (b, L, 2d)
         h_rc = model.backbone(TOK.reverse_complement_ids(ids))
     assert h.shape == (2, 13, 16)
+    print(f"backbone (bidirectional={bidirectional}, torch path): max |backbone(RC x) - "
+          f"flip(backbone(x))| = {max_error(h_rc, h.flip(1).flip(2)):.2e}")
     assert max_error(h_rc, h.flip(1).flip(2)) < 1e-5
     assert max_error(h_rc, h) > 1e-2  # the property is not met by accident
 
@@ -76,6 +78,8 @@ def test_classifier_invariant(pooling):
     with torch.no_grad():
         logits = model(ids, mask=mask)
         logits_rc = model(TOK.reverse_complement_ids(ids, mask), mask=mask)
+    print(f"classifier ({pooling} pooling, torch path): max |logits(RC x) - logits(x)| = "
+          f"{max_error(logits_rc, logits):.2e}")
     assert max_error(logits_rc, logits) < 1e-5
     plain = MambaClassifier(MambaConfig(**{**TINY, "rc_equivariant": False}, n_classes=3,
                                         pooling=pooling))
@@ -98,6 +102,9 @@ def test_lm_strand_pair_equivariant(triton, monkeypatch):
         nxt = model(ids)
     assert both.shape == (2, ids.shape[1], 2, 12)
     # next base of RC(x) at t == complement-mapped previous base of x at L-1-t, and back
+    print(f"LM ({'triton interpreter' if triton else 'torch path'}): max |next(RC x) - "
+          f"comp(prev(x)) reversed| = "
+          f"{max_error(both_rc[:, :, 0], both.flip(1)[:, :, 1][..., COMP]):.2e}")
     assert max_error(both_rc[:, :, 0], both.flip(1)[:, :, 1][..., COMP]) < 1e-5
     assert max_error(both_rc[:, :, 1], both.flip(1)[:, :, 0][..., COMP]) < 1e-5
     assert max_error(nxt, both[:, :, 0]) < 1e-5
@@ -116,6 +123,8 @@ def test_triton_backbone_and_classifier(triton_backend):
         logits = model(ids, mask=mask)
         logits_rc = model(TOK.reverse_complement_ids(ids, mask), mask=mask)
     h, h_rc = hidden
+    print(f"triton interpreter: backbone error {max_error(h_rc[0], h[0].flip(0).flip(1)):.2e}, "
+          f"classifier error {max_error(logits_rc, logits):.2e}")
     for row, n in enumerate([7, 4]):
         assert max_error(h_rc[row, :n], h[row, :n].flip(0).flip(1)) < 1e-5
     assert max_error(logits_rc, logits) < 1e-5 and max_error(h_rc, h) > 1e-2
