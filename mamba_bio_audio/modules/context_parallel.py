@@ -11,7 +11,7 @@ all-gather of (E, P) gives every rank its true start state by a short scan over 
 and each rank scans its slice again from H_r. The backward is the mirror image for free: the
 all-gather's backward sends every rank the gradient that the later ranks' outputs put on its (E, P)
 (and the conv tail's), so gradients equal the single-process ones. The collectives are
-torch.distributed's differentiable ones (`torch.distributed.nn.functional`), gloo or NCCL.
+torch.distributed's (all_gather, all_reduce; gloo or NCCL), made differentiable here.
 
     with context_parallel(group):      # every rank of `group` holds its slice of the same batch
         logits = model(ids[:, r * S:(r + 1) * S])
@@ -43,7 +43,7 @@ class ContextGroup:
 
     def gather(self, t: torch.Tensor) -> torch.Tensor:
         """Every rank's `t`, stacked in slice order: (size, *t.shape) (differentiable)."""
-        return torch.stack(dist_fn.all_gather(t.contiguous(), group=self.group))
+        return _Gather.apply(t, self)
 
     def sum(self, t: torch.Tensor) -> torch.Tensor:
         """The sum of every rank's `t` (differentiable)."""
@@ -73,6 +73,26 @@ class ContextGroup:
             before = float(j < self.rank)  # slice j precedes this one
             h = before * (decays[j] * h + ends[j]) + (1.0 - before) * h
         return h
+
+
+class _Gather(torch.autograd.Function):
+    """all_gather whose backward all-reduces the gradients and keeps this rank's share.
+
+    (torch.distributed.nn.functional.all_gather's backward emulates reduce-scatter on gloo with
+    scatters that take group ranks for global ones, so it fails on any group but the world.)"""
+
+    @staticmethod
+    def forward(ctx, t, cp):
+        ctx.cp = cp
+        out = [torch.empty_like(t) for _ in range(cp.size)]
+        dist.all_gather(out, t.contiguous(), group=cp.group)
+        return torch.stack(out)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, group=ctx.cp.group)
+        return grad[ctx.cp.rank], None
 
 
 _active: ContextGroup | None = None
