@@ -1,4 +1,4 @@
-"""`mamba-bio-audio bench scan|generate`: benchmarks that print a table and write JSON."""
+"""`mamba-bio-audio bench scan|generate|gpu|context`: benchmarks that print a table and write JSON."""
 
 import importlib
 
@@ -6,6 +6,7 @@ BENCHMARKS = {
     "scan": "mamba_bio_audio.pipelines.bench_scan",
     "generate": "mamba_bio_audio.pipelines.bench_generate",
     "gpu": "mamba_bio_audio.pipelines.bench_gpu",
+    "context": "mamba_bio_audio.pipelines.bench_context",
 }
 
 

@@ -122,3 +122,15 @@ def test_context_parallel_without_torchrun_is_refused_in_one_line(tmp_path):
                       "processes (--nproc_per_node), got 1"], p.stderr
     assert "Traceback" not in p.stderr
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_bench_context_prints_the_longest_length_per_process_count(tmp_path):
+    out = tmp_path / "bench.json"
+    text = run([sys.executable, "-m", "mamba_bio_audio.cli", "bench", "context", "--procs", "1,2",
+                "--budget-mib", "4096", "--start-length", "256", "--max-length", "512",
+                "--d-model", "16", "--out", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["processes"] for r in rows] == [1, 2]
+    assert all(r["longest_length"] == 512 and r["peak_mib"] > 0 for r in rows), rows
+    assert "| 2 | 512 |" in text
