@@ -85,6 +85,18 @@ def is_bgzf(path: Path) -> bool:
     return len(head) == 18 and head[3] & 4 != 0 and head[12:14] == b"BC"
 
 
+def check_bgzf_end(path: Path) -> None:
+    """DataError unless a BGZF file ends with the BGZF end-of-file block (else it is cut short,
+    e.g. an interrupted download, and would silently lose the records after the cut)."""
+    from Bio.bgzf import _bgzf_eof
+
+    with open(path, "rb") as f:
+        f.seek(max(0, path.stat().st_size - len(_bgzf_eof)))
+        if f.read() != _bgzf_eof:
+            raise DataError(f"{path}: truncated BGZF file (no end-of-file block); download or "
+                            "compress it again")
+
+
 def bgzf_copy(path: Path) -> Path:
     """A BGZF copy of a plain-gzip FASTA (UCSC's hg38.fa.gz, NCBI downloads), which pyfaidx
     cannot seek in: written once into ``cache_dir()/bgzf`` (a progress bar and a message say so),
@@ -169,6 +181,8 @@ class FastaFile:
         compressed = check_fasta_start(self.path)
         if compressed and not is_bgzf(self.path):
             self.path = bgzf_copy(self.path)
+        elif compressed:
+            check_bgzf_end(self.path)
         self._index_kwargs = self._index_location(compressed)
         self._fasta = None
         self._pid = None

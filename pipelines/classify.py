@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .arguments import model_folder
 from .run_config import add_run_arguments, resolve_run, save_run_config, write_summary
 from .tasks import (classification_datasets, classifier_loss, predict_proba, rc_flip_fraction,
                     rc_model_fields, save_tokenizer)
@@ -29,7 +30,8 @@ from .trainer import Trainer, is_main_process, log
 def add_arguments(parser) -> None:
     add_run_arguments(parser, "classify")
     parser.add_argument("--init", default=None, metavar="DIR",
-                        help="start from this pretrained LM checkpoint (sets `init`)")
+                        help="start from this pretrained LM: a run folder of `pretrain` or a "
+                             "checkpoint folder (sets `init`)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the baseline")
 
 
@@ -71,7 +73,7 @@ def main(args) -> int:
         raise ConfigError("train.fsdp=true is for the LM commands (pretrain, finetune); "
                           "classifiers train replicated (train.fsdp=false)")
     if args.init:
-        cfg.init = args.init
+        cfg.init = str(model_folder(args.init, "--init", want="MambaLM"))
     data = classification_datasets(cfg.data)
     model = build_model(cfg, data)
     cfg.model = model.config

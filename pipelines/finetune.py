@@ -20,6 +20,7 @@ import time
 
 from mamba_bio_audio.errors import UserError
 
+from .arguments import model_folder
 from .run_config import add_run_arguments, resolve_run, save_run_config, write_atomic, write_summary
 from .convert import model_data_config
 from .tasks import bits, lm_datasets, lm_loss, save_tokenizer
@@ -29,7 +30,8 @@ from .trainer import Trainer, is_main_process, log
 def add_arguments(parser) -> None:
     add_run_arguments(parser, "finetune")
     parser.add_argument("--model", required=True, metavar="DIR",
-                        help="the pretrained audio LM (a checkpoint folder)")
+                        help="the pretrained audio LM: a run folder of `pretrain` (its best "
+                             "checkpoint) or a checkpoint folder")
     parser.add_argument("--recordings", default=None, metavar="PATH",
                         help="a folder of WAV/FLAC/... files (default: the bundled recordings)")
 
@@ -41,6 +43,7 @@ def main(args) -> int:
     cfg, run_dir, resume = resolve_run(args, "finetune")
     if args.recordings:
         cfg.data.path = args.recordings
+    args.model = model_folder(args.model, want="MambaLM")
     saved = model_data_config(args.model)
     if not saved:  # a checkpoint from elsewhere: read as mu-law audio with the run's settings
         saved = {"kind": "recordings", "sample_rate": cfg.data.sample_rate,

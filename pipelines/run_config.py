@@ -342,6 +342,8 @@ def write_atomic(path: Path, content) -> Path:
     matplotlib's savefig). A failure removes the temp file and names `path`, not the temp file.
     """
     path = Path(path)
+    if not path.parent.exists():
+        make_output_dir(path.parent)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
     try:
         if isinstance(content, str):

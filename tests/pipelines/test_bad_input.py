@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import random
 import resource
 import shutil
 import stat
@@ -81,6 +82,22 @@ def files(tmp_path_factory):
     (d / "bad.yaml").write_text("command: pretrain\nmodel: {d_model: 16\n")
     (d / "list.yaml").write_text("- 1\n- 2\n")
     (d / "extra_section.yaml").write_text("command: pretrain\noptimizer: {lr: 1}\n")
+    (d / "protein.fa").write_text(">sp|P69905|HBA_HUMAN\nMVLSPADKTNVKAAWGKVGAHAGEYGAEALERMFLSFPTTKTYFPHF\n")
+    (d / "reads.fastq").write_text("@read1\nACGTACGTAC\n+\nIIIIIIIIII\n")
+    (d / "binary.csv").write_bytes(b"sequence,label\n" + bytes(range(128, 256)) * 4)
+    (d / "excel_wrong.csv").write_bytes(b"\xef\xbb\xbfdna,label\r\nACGT,a\r\n")
+    rng = random.Random(0)
+    (d / "ok.csv").write_text("sequence,label\n" + "".join(
+        f"{''.join(rng.choices('ACGT', k=40))},{'ab'[i % 2]}\n" for i in range(60)))
+    (d / "empty_seq.csv").write_text("sequence,label\nACGT,a\n,b\n")
+    from Bio import bgzf
+
+    with bgzf.BgzfWriter(str(d / "cut.fa.gz"), "wb") as w:  # BGZF, cut in the middle
+        w.write((">x\n" + "".join(random.Random(0).choices("ACGT", k=200_000)) + "\n").encode())
+    cut = (d / "cut.fa.gz").read_bytes()
+    (d / "cut.fa.gz").write_bytes(cut[:len(cut) // 2])
+    (d / "unreadable.fa").write_text(">x\nACGT\n")
+    (d / "unreadable.fa").chmod(0)
     (d / "species_one").mkdir()
     (d / "species_one" / "only.fa").write_text(">x\n" + "ACGT" * 300 + "\n")
 
@@ -134,10 +151,11 @@ def files(tmp_path_factory):
     f["read_only"].chmod(stat.S_IRUSR | stat.S_IXUSR)
     yield f
     f["read_only"].chmod(stat.S_IRWXU)
+    (d / "unreadable.fa").chmod(stat.S_IRWXU)
 
 
 def case(name, argv, *expect, out="early", marks=()):
-    """out: "early" (fails before any output: the run folder holds at most config.yaml),
+    """out: "early" (fails before any output: no output folder or file is left),
     "late" (fails while writing: complete files may stay, temp files may not), None (no --out)."""
     return pytest.param(argv, expect, out, id=name, marks=marks)
 
@@ -226,6 +244,85 @@ CASES = [
          "nope.fa"),
     case("generate-prompt-empty", ["generate", "--model", "{lm}", "--prompt", "{dir}/empty.fa"],
          "empty.fa"),
+    # issue 14: the first hour of a new user
+    case("labeled-csv-binary", [C, LAB, "data.path={dir}/binary.csv", *TINY], "binary.csv"),
+    case("labeled-csv-excel-wrong-column", [C, LAB, "data.path={dir}/excel_wrong.csv", *TINY],
+         "'sequence'", "'label'"),
+    case("labeled-csv-empty-sequence", [C, LAB, "data.path={dir}/empty_seq.csv", *TINY],
+         "empty_seq.csv", "line 3"),
+    case("labeled-path-missing", [C, LAB, *TINY], "data.path"),
+    case("fasta-fastq", [P, "data.path={dir}/reads.fastq", *TINY], "reads.fastq"),
+    case("fasta-bgzf-truncated", [P, "data.path={dir}/cut.fa.gz", *TINY], "cut.fa.gz"),
+    case("fasta-is-a-folder", [P, "data.path={dir}/no_audio", *TINY], "no_audio", "folder"),
+    case("fasta-unreadable", [P, "data.path={dir}/unreadable.fa", *TINY], "unreadable.fa",
+         marks=pytest.mark.skipif(ROOT, reason="root reads unreadable files")),
+    case("config-lr-nan", [P, "train.lr=nan", *TINY], "train.lr", "finite"),
+    case("config-lr-inf", [P, "train.lr=inf", *TINY], "train.lr", "finite"),
+    case("config-stage-not-int", [P, "train.seq_len_stages=[[0,abc]]", *TINY],
+         "train.seq_len_stages"),
+    case("config-stage-negative", [P, "train.seq_len_stages=[[0,-5]]", *TINY],
+         "train.seq_len_stages"),
+    case("config-stage-longer-than-window", [P, "train.seq_len_stages=[[0,128]]", *TINY],
+         "128", "data.seq_len"),
+    case("config-steps-not-int", [P, "train.steps=1.5"], "train.steps"),
+    case("config-stages-for-fixed-windows", [C, LAB, "data.path={dir}/ok.csv",
+                                            "train.seq_len_stages=[[0,32]]", *TINY],
+         "seq_len_stages"),
+    case("out-existing-run", [P, "--out", "{lm_run}", *TINY], "already holds a run", "--resume",
+         out=None),
+    case("init-classifier-not-lm", [C, "--init", "{clf}", *TINY], "classifier"),
+    case("finetune-classifier", ["finetune", "--model", "{clf}", *TINY], "classifier"),
+    case("predict-binary-fasta", ["predict", "--model", "{clf}", "{dir}/binary.fa"], "binary.fa"),
+    case("predict-headers-only", ["predict", "--model", "{clf}", "{dir}/headers_only.fa"],
+         "headers_only.fa", "no sequence"),
+    case("predict-protein", ["predict", "--model", "{clf}", "{dir}/protein.fa"], "protein.fa",
+         "nucleotide"),
+    case("predict-fastq", ["predict", "--model", "{clf}", "{dir}/reads.fastq"], "reads.fastq"),
+    case("predict-bgzf-truncated", ["predict", "--model", "{clf}", "{dir}/cut.fa.gz"],
+         "cut.fa.gz"),
+    case("predict-bad-gzip", ["predict", "--model", "{clf}", "{dir}/bad_gzip.fa.gz"],
+         "bad_gzip.fa.gz"),
+    case("predict-input-folder", ["predict", "--model", "{clf}", "{dir}/empty_audio"],
+         "empty_audio", "folder"),
+    case("predict-csv-binary", ["predict", "--model", "{clf}", "{dir}/binary.csv"], "binary.csv"),
+    case("predict-csv-empty-sequence", ["predict", "--model", "{clf}", "{dir}/empty_seq.csv"],
+         "empty_seq.csv"),
+    case("predict-lm-run-folder", ["predict", "--model", "{lm_run}", "{dir}/short.fa"],
+         "language model"),
+    case("predict-out-read-only", ["predict", "--model", "{clf}", "{dir}/short.fa", "--out",
+                                   "{read_only}/pred.csv"], "read_only", out=None,
+         marks=pytest.mark.skipif(ROOT, reason="root writes into read-only folders")),
+    case("predict-out-is-a-folder", ["predict", "--model", "{clf}", "{dir}/short.fa", "--out",
+                                     "{dir}"], "--out", "folder", out=None),
+    case("predict-out-under-a-file", ["predict", "--model", "{clf}", "{dir}/short.fa", "--out",
+                                      "{dir}/short.fa/pred.csv"], "short.fa", out=None),
+    case("predict-batch-size-zero", ["predict", "--model", "{clf}", "{dir}/short.fa",
+                                     "--batch-size", "0"], "--batch-size"),
+    case("predict-seq-len-not-int", ["predict", "--model", "{clf}", "{dir}/short.fa",
+                                     "--seq-len", "abc"], "--seq-len"),
+    case("predict-no-inputs", ["predict", "--model", "{clf}"], "input"),
+    case("generate-top-p-above-1", ["generate", "--model", "{lm}", "--top-p", "2"], "--top-p"),
+    case("generate-top-p-not-number", ["generate", "--model", "{lm}", "--top-p", "x"], "--top-p"),
+    case("generate-temperature-zero", ["generate", "--model", "{lm}", "--temperature", "0"],
+         "--temperature"),
+    case("generate-top-k-negative", ["generate", "--model", "{lm}", "--top-k", "-1"], "--top-k"),
+    case("generate-n-not-int", ["generate", "--model", "{lm}", "--n", "two"], "--n"),
+    case("generate-seconds-negative", ["generate", "--model", "{audio_lm}", "--seconds", "-1"],
+         "--seconds"),
+    case("generate-seconds-for-dna", ["generate", "--model", "{lm}", "--seconds", "2"],
+         "--seconds", "--length"),
+    case("generate-length-for-audio", ["generate", "--model", "{audio_lm}", "--length", "20"],
+         "--length", "--seconds"),
+    case("generate-dna-model-wav-prompt", ["generate", "--model", "{lm}", "--prompt",
+                                           "{dir}/garbage_audio/a.wav"], "--prompt", "fasta"),
+    case("generate-audio-model-fasta-prompt", ["generate", "--model", "{audio_lm}", "--prompt",
+                                               "{dir}/short.fa"], "--prompt", "recording"),
+    case("generate-protein-prompt", ["generate", "--model", "{lm}", "--prompt",
+                                     "{dir}/protein.fa"], "protein.fa"),
+    case("generate-lm-run-folder-missing", ["generate", "--model", "{dir}/nope_run"], "nope_run"),
+    case("unknown-option", [P, "--no-such-option"], "--no-such-option"),
+    case("unknown-command", ["pretrian"], "pretrian"),
+    case("configs-unknown-name", ["configs", "nope_config"], "nope_config"),
 ]
 
 
@@ -258,9 +355,8 @@ def test_bad_input_gives_one_line_error(argv, expect, out, files, capsys, tmp_pa
     for word in expect:
         assert word.lower() in message, f"{word!r} not in {errors[0]!r}"
     assert leftovers(out_dir) == []
-    if out == "early" and out_dir.exists():  # a complete config.yaml at most, no outputs
-        made = sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*"))
-        assert set(made) <= {"config.yaml"}, made
+    if out == "early":  # nothing at all: not even an empty folder or a config.yaml
+        assert not out_dir.exists(), sorted(str(p) for p in out_dir.rglob("*"))
     assert not any(files["dir"].glob(".*tmp*")), "temp files left beside the inputs"
 
 
