@@ -45,14 +45,17 @@ def test_nonfinite_gradient_stops_with_step_checkpoint_and_hint(tmp_path):
     assert f"{tmp_path / 'checkpoints' / 'last'} (step 4)" in msg
     for hint in ("train.lr", "precision fp32", "train.skip_nonfinite=true", "--resume"):
         assert hint in msg
+    assert "train.precision=fp32" not in msg  # it is fp32 already
     assert trainer.step == 5
     assert all(torch.isfinite(p).all() for p in trainer.raw_model.parameters())
 
 
 def test_nonfinite_loss_without_checkpoint_says_so(tmp_path):
     trainer = Trainer(ToyLM(), poisoned({1}, "loss"), PatternData(), None, cfg(), tmp_path)
-    with pytest.raises(TrainingDiverged, match=r"loss became nan at step 1 .*no checkpoint yet"):
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at step 1 .*no checkpoint was "
+                       r"written yet") as err:
         trainer.fit()
+    assert "--resume" not in str(err.value) and "start again" in str(err.value)
 
 
 def test_skip_nonfinite_skips_the_batch_and_finishes(tmp_path, capsys):
