@@ -66,14 +66,7 @@ def main(argv=None) -> int:
 
     fast_cpu_math()  # first, before any torch op starts the OpenMP threads (see its docstring)
     quiet_warnings()
-    module = importlib.import_module(f"mamba_bio_audio.pipelines.{COMMANDS[name][0]}")
-    parser = Parser(prog=f"mamba-bio-audio {name}", description=COMMANDS[name][1],
-                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    module.add_arguments(parser)
-    try:  # options and positionals in any order ("pretrain --no-baselines model.d_model=64")
-        args = parser.parse_intermixed_args(argv[1:])
-    except TypeError:  # commands with sub-commands (bench) cannot be parsed intermixed
-        args = parser.parse_args(argv[1:])
+    module, args = parse_command(argv)
     failed = True
     previous = signal.signal(signal.SIGTERM, _interrupt)  # clean up as after Ctrl-C
     try:
@@ -100,6 +93,20 @@ def main(argv=None) -> int:
         if failed:
             _remove_unfinished_outputs()
         _leave_process_group()
+
+
+def parse_command(argv: list[str]):
+    """(the command's module, its parsed arguments) for `argv` = [command, arguments...];
+    SystemExit(2) after a one-line error when the arguments do not parse."""
+    name = argv[0]
+    module = importlib.import_module(f"mamba_bio_audio.pipelines.{COMMANDS[name][0]}")
+    parser = Parser(prog=f"mamba-bio-audio {name}", description=COMMANDS[name][1],
+                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    module.add_arguments(parser)
+    try:  # options and positionals in any order ("pretrain --no-baselines model.d_model=64")
+        return module, parser.parse_intermixed_args(argv[1:])
+    except TypeError:  # commands with sub-commands (bench) cannot be parsed intermixed
+        return module, parser.parse_args(argv[1:])
 
 
 def _interrupt(signum, frame):

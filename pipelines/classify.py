@@ -32,7 +32,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--init", default=None, metavar="DIR",
                         help="start from this pretrained LM: a run folder of `pretrain` or a "
                              "checkpoint folder (sets `init`)")
-    parser.add_argument("--no-baseline", action="store_true", help="skip the baseline")
+    parser.add_argument("--no-baseline", "--no-baselines", action="store_true", dest="no_baseline",
+                        help="skip the baseline (k-mer or MFCC features + logistic regression)")
 
 
 def build_model(cfg, data):

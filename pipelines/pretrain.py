@@ -21,7 +21,8 @@ from .trainer import Trainer, is_main_process, log
 
 def add_arguments(parser) -> None:
     add_run_arguments(parser, "pretrain")
-    parser.add_argument("--no-baselines", action="store_true",
+    parser.add_argument("--no-baselines", "--no-baseline", action="store_true",
+                        dest="no_baselines",
                         help="skip the Markov baselines (they read the whole training split)")
 
 
