@@ -32,6 +32,15 @@ FASTA/CSV/audio files, generate DNA or audio, fine-tune on long recordings. Ever
 bundled data out of the box; `mamba-bio-audio COMMAND --help` lists its options."""
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's default after its help, unless there is none or the help says it already."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False) or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors: `error: <command>: <what is wrong>` and exit status 2."""
 
@@ -61,12 +70,11 @@ def main(argv=None) -> int:
         if argv[0] == "--version":
             parser.parse_args(argv[:1])
         parser.error(f"unknown command {argv[0]!r}; choose from {', '.join(COMMANDS)}")
-    name = argv[0]
+    module, args = parse_command(argv)  # before torch where the command allows: fast errors
     from .cpu import fast_cpu_math
 
-    fast_cpu_math()  # first, before any torch op starts the OpenMP threads (see its docstring)
+    fast_cpu_math()  # before any torch op starts the OpenMP threads (see its docstring)
     quiet_warnings()
-    module, args = parse_command(argv)
     failed = True
     previous = signal.signal(signal.SIGTERM, _interrupt)  # clean up as after Ctrl-C
     try:
@@ -101,7 +109,7 @@ def parse_command(argv: list[str]):
     name = argv[0]
     module = importlib.import_module(f"mamba_bio_audio.pipelines.{COMMANDS[name][0]}")
     parser = Parser(prog=f"mamba-bio-audio {name}", description=COMMANDS[name][1],
-                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    formatter_class=HelpFormatter)
     module.add_arguments(parser)
     try:  # options and positionals in any order ("pretrain --no-baselines model.d_model=64")
         return module, parser.parse_intermixed_args(argv[1:])
