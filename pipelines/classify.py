@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from .arguments import model_folder
-from .run_config import add_run_arguments, resolve_run, save_run_config, write_summary
+from .run_config import (add_run_arguments, resolve_run, save_run_config, write_atomic,
+                         write_summary)
 from .tasks import (classification_datasets, classifier_loss, predict_proba, rc_flip_fraction,
                     rc_model_fields, save_tokenizer)
 from .trainer import Trainer, is_main_process, log
@@ -125,7 +126,7 @@ def main(args) -> int:
     summary["checkpoint"] = str(result.best_dir or result.last_dir)
     summary["wall_seconds"] = time.perf_counter() - t0
     plot_confusion(np.array(metrics["confusion_matrix"]), summary["classes"],
-                   run_dir / "confusion_matrix.png")
+                   run_dir / "confusion_matrix.png")  # its title gives the accuracy
     write_summary(run_dir, summary)
     print(report(summary, run_dir))
     return 0
@@ -152,9 +153,8 @@ def baseline(data, n_classes: int, max_train: int = 6000) -> dict:
 
 
 def plot_confusion(cm: np.ndarray, names: list, path: Path) -> None:
-    """Confusion matrix (rows: true class, columns: predicted) as a PNG, written atomically."""
-    import os
-
+    """Confusion matrix (rows: true class, columns: predicted) as a PNG, written atomically,
+    titled with the accuracy it shows."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -166,14 +166,14 @@ def plot_confusion(cm: np.ndarray, names: list, path: Path) -> None:
     ax.set_yticks(range(len(names)), names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
+    correct, total = int(np.trace(cm)), int(cm.sum())
+    ax.set_title(f"test accuracy {correct / max(total, 1):.4f} ({correct} of {total})")
     for i, j in itertools.product(range(len(names)), repeat=2):
         ax.text(j, i, str(cm[i, j]), ha="center", va="center",
                 color="white" if cm[i, j] > cm.max() / 2 else "black", fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120))
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def report(s: dict, run_dir) -> str:

@@ -12,11 +12,12 @@ with test bits per token against order-k Markov baselines fitted on the training
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 
 from .run_config import add_run_arguments, resolve_run, save_run_config, write_summary
 from .tasks import bits, lm_datasets, lm_loss, rc_model_fields, save_tokenizer
-from .trainer import Trainer, is_main_process, log
+from .trainer import Trainer, is_main_process, log, plot_loss_curve
 
 
 def add_arguments(parser) -> None:
@@ -62,9 +63,15 @@ def main(args) -> int:
         "tokens_per_second": result.tokens_per_second,
         "train_wall_seconds": result.wall_seconds,
     }
+    lines = {}
     if not args.no_baselines:
         log("fitting Markov baselines on the training split ...")
         summary["baselines"] = markov_summary(data, cfg.markov_max_order)
+        b = summary["baselines"]
+        lines[f"best Markov (k={b['markov_best_order']}), test"] = b[
+            "markov_best_test_bits_per_token"]
+    plot_loss_curve(result.history, run_dir / "loss_curve.png", "bits per token", 1 / math.log(2),
+                    lines)  # the trainer's plot in nats, redrawn in the bits printed above
     summary["checkpoint"] = str(result.best_dir or result.last_dir)
     summary["wall_seconds"] = time.perf_counter() - t0
     write_summary(run_dir, summary)

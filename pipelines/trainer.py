@@ -846,18 +846,22 @@ def read_metrics(path: Path) -> list[dict]:
     return rows
 
 
-def plot_loss_curve(rows: list[dict], path: Path, ylabel: str = "loss (nats)") -> None:
-    """Plot train_loss and val_loss against step into a PNG (written atomically)."""
+def plot_loss_curve(rows: list[dict], path: Path, ylabel: str = "loss (nats)", scale: float = 1.0,
+                    lines: dict | None = None) -> None:
+    """Plot train_loss and val_loss (times `scale`, e.g. 1/ln 2 for bits) against step into a PNG
+    (written atomically), with horizontal `lines` {label: value} (e.g. a baseline)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for key, label in (("train_loss", "train"), ("val_loss", "validation")):
-        pts = [(r["step"], r[key]) for r in rows if key in r and r[key] != ""]
+        pts = [(r["step"], float(r[key]) * scale) for r in rows if key in r and r[key] != ""]
         if pts:
             xs, ys = zip(*pts)
             ax.plot(xs, ys, label=label, marker="o" if key == "val_loss" else None, ms=3)
+    for (label, value), color in zip((lines or {}).items(), ("tab:red", "tab:purple", "tab:gray")):
+        ax.axhline(value, color=color, linestyle="--", linewidth=1, label=label)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
