@@ -140,6 +140,8 @@ def baseline(data, n_classes: int, max_train: int = 6000) -> dict:
     train_n = min(len(data.train), max_train)
     if hasattr(data.train, "set_epoch"):
         data.train.set_epoch(0)
+    if hasattr(data.train, "set_seq_len"):  # the test windows' length, not the last stage's
+        data.train.set_seq_len(data.test.seq_len)
     if data.modality == "audio":
         return mfcc_logistic_regression(data.train.waves, data.train.labels, data.test.waves,
                                         data.test.labels, n_classes, data.extra["sample_rate"])

@@ -2,6 +2,7 @@
 per-record summary, a finished run resumed, fast help, no noise on the CPU."""
 
 import csv
+import json
 import random
 import subprocess
 import sys
@@ -72,3 +73,16 @@ def test_cpu_commands_print_no_slow_path_warning(tmp_path):
         capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "SlowPathWarning" not in done.stderr and "PyTorch path" not in done.stderr
+
+
+def test_species_baseline_does_not_depend_on_the_seq_len_stage(tmp_path):
+    """The k-mer baseline is fitted on windows of the test length, whatever stage training
+    stopped in (a 2-step run used to fit it on the first stage's 64 bp windows)."""
+    def baseline_accuracy(stages):
+        run = tmp_path / f"run{len(stages)}"
+        assert cli(["classify", "--out", str(run), "data.seq_len=128", "data.train_items=300",
+                    "data.val_items=20", "data.test_items=50", f"train.seq_len_stages={stages}",
+                    *TINY]) == 0
+        return json.loads((run / "summary.json").read_text())["baseline"]["accuracy"]
+
+    assert baseline_accuracy([[0, 64], [200, 128]]) == baseline_accuracy([])
