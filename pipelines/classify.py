@@ -50,6 +50,7 @@ def build_model(cfg, data):
             raise CheckpointError(f"--init {cfg.init}: a pretrained LM reads token ids, but "
                                   f"data.features={cfg.data.features} gives float frames; use "
                                   "data.features=waveform")
+        model_folder(cfg.init, "--init", want="MambaLM")
         lm = MambaLM.from_pretrained(cfg.init, vocab_size=data.tokenizer.vocab_size)
         if lm.config.vocab_size != data.tokenizer.vocab_size:
             raise CheckpointError(f"--init {cfg.init}: its vocabulary ({lm.config.vocab_size}) "
@@ -75,7 +76,7 @@ def main(args) -> int:
         raise ConfigError("train.fsdp=true is for the LM commands (pretrain, finetune); "
                           "classifiers train replicated (train.fsdp=false)")
     if args.init:
-        cfg.init = str(model_folder(args.init, "--init", want="MambaLM"))
+        cfg.init = str(model_folder(args.init, "--init"))
     data = classification_datasets(cfg.data)
     model = build_model(cfg, data)
     cfg.model = model.config
