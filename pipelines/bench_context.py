@@ -62,10 +62,10 @@ def worker(length: int, d_model: int, n_layer: int, out: str) -> None:
     """One training step at `length` (split over the torchrun ranks); writes out.<rank>."""
     import torch
     import torch.distributed as dist
-    import torch.nn.functional as F
 
     from mamba_bio_audio import MambaConfig, MambaLM
-    from mamba_bio_audio.modules.context_parallel import context_parallel, local_slice, new_groups
+    from mamba_bio_audio.modules.context_parallel import context_parallel, new_groups
+    from mamba_bio_audio.pipelines.tasks import lm_loss
 
     torch.set_num_threads(1)
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -76,15 +76,12 @@ def worker(length: int, d_model: int, n_layer: int, out: str) -> None:
     torch.manual_seed(0)
     model = MambaLM(MambaConfig(d_model=d_model, n_layer=n_layer, vocab_size=12))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    ids = torch.randint(0, 12, (1, length + 1))
+    ids = torch.randint(0, 12, (1, length))
     cp = new_groups(world) if world > 1 else None
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
-    with context_parallel(cp):
-        x = local_slice(ids[:, :-1], cp) if cp else ids[:, :-1]
-        y = local_slice(ids[:, 1:], cp) if cp else ids[:, 1:]
-        loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
-        loss.backward()
+    with context_parallel(cp):  # the trainer's loss: this rank's slice of the window
+        lm_loss(model, {"ids": ids}).loss.backward()
     opt.step()
     step_s = time.perf_counter() - t0
     peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024  # KiB -> MiB

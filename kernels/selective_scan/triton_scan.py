@@ -136,6 +136,18 @@ def _bc_strides(M):
     return M.stride(0), M.stride(1), M.stride(2), M.stride(3)
 
 
+def _groups(M) -> int:
+    """G of B or C: 1 for (batch, N, L), M.shape[1] for (batch, G, N, L)."""
+    return 1 if M.dim() == 3 else M.shape[1]
+
+
+def _segment_pass_buffers(x, N, p: Plan):
+    """The two (batch, dim, n_seg - 1, N) fp32 outputs of a segment-local pass, and its grid."""
+    batch, dim, _ = x.shape
+    out = [_empty(batch, dim, p.n_seg - 1, N, like=x, dtype=torch.float32) for _ in range(2)]
+    return (*out, (triton.cdiv(dim, p.block_d), batch, p.n_seg - 1))
+
+
 def _strides(x, n=3):
     return x.stride() if x is not None else (0,) * n
 
@@ -148,11 +160,10 @@ def _segment_entry_states(u, delta, A, B, delta_bias, seq_idx, init, delta_softp
     """(batch, dim, n_seg, N): the state entering each segment (passes 1 and 2 of triton_segments)."""
     batch, dim, L = u.shape
     N = A.shape[1]
-    groups = 1 if B.dim() == 3 else B.shape[1]
+    groups = _groups(B)
     n_chunks = triton.cdiv(L, p.chunk)
-    P = _empty(batch, dim, p.n_seg - 1, N, like=u, dtype=torch.float32)
-    E = _empty(batch, dim, p.n_seg - 1, N, like=u, dtype=torch.float32)
-    _segment_end_kernel[(triton.cdiv(dim, p.block_d), batch, p.n_seg - 1)](
+    P, E, grid = _segment_pass_buffers(u, N, p)
+    _segment_end_kernel[grid](
         u, delta, A, B, _or(delta_bias, u), _or(seq_idx, u), P, E,
         dim, L, N, dim // groups, n_chunks, p.chunks_per_seg,
         *u.stride(), *delta.stride(), *_bc_strides(B), *_strides(seq_idx, 2),
@@ -167,11 +178,10 @@ def _segment_exit_adjoints(delta, A, C, z, delta_bias, seq_idx, dout, dfinal, de
     """(batch, dim, n_seg, N): the adjoint arriving at each segment's last step from its right."""
     batch, dim, L = delta.shape
     N = A.shape[1]
-    groups = 1 if C.dim() == 3 else C.shape[1]
+    groups = _groups(C)
     n_chunks = triton.cdiv(L, p.chunk)
-    P = _empty(batch, dim, p.n_seg - 1, N, like=delta, dtype=torch.float32)
-    mu = _empty(batch, dim, p.n_seg - 1, N, like=delta, dtype=torch.float32)
-    _segment_start_adjoint_kernel[(triton.cdiv(dim, p.block_d), batch, p.n_seg - 1)](
+    P, mu, grid = _segment_pass_buffers(delta, N, p)
+    _segment_start_adjoint_kernel[grid](
         delta, A, C, _or(z, delta), _or(delta_bias, delta), _or(seq_idx, delta), dout, P, mu,
         dim, L, N, dim // groups, n_chunks, p.chunks_per_seg,
         *delta.stride(), *_bc_strides(C), *_strides(z), *_strides(seq_idx, 2), *dout.stride(),
@@ -196,7 +206,7 @@ def _fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_soft
     """y, final state, chunk-entry states (or None) for launch plan p."""
     batch, dim, L = u.shape
     N = A.shape[1]
-    groups = 1 if B.dim() == 3 else B.shape[1]
+    groups = _groups(B)
     n_chunks = triton.cdiv(L, p.chunk)
     A = A.contiguous()
     init = initial_state.contiguous() if initial_state is not None else None
@@ -225,7 +235,7 @@ def _bwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_soft
     """Every input's gradient for launch plan p (p.chunk must be the forward's)."""
     batch, dim, L = u.shape
     N = A.shape[1]
-    groups = 1 if B.dim() == 3 else B.shape[1]
+    groups = _groups(B)
     n_chunks = states.shape[2]
     n_blocks = triton.cdiv(dim, p.block_d)
     dev, f32 = u.device, torch.float32
@@ -283,7 +293,7 @@ class SelectiveScanTriton(torch.autograd.Function):
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_softplus,
                 deterministic, options):
         batch, dim, L = u.shape
-        groups = 1 if B.dim() == 3 else B.shape[1]
+        groups = _groups(B)
         p = plan(batch, dim, L, A.shape[1], groups, u.device, **options)
         write_states = any(ctx.needs_input_grad[:9])  # forward itself runs under no_grad
         y, final, states = _fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx,
@@ -300,7 +310,7 @@ class SelectiveScanTriton(torch.autograd.Function):
         if dy is None:
             dy = torch.zeros_like(u)
         batch, dim, L = u.shape
-        groups = 1 if B.dim() == 3 else B.shape[1]
+        groups = _groups(B)
         p = plan(batch, dim, L, A.shape[1], groups, u.device, backward=True,
                  deterministic=ctx.deterministic, **ctx.options)
         grads = _bwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, ctx.delta_softplus,
