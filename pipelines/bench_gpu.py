@@ -30,6 +30,8 @@ DEFAULT_SHAPES = ",".join([f"8x2048x{L}" for L in (1024, 2048, 4096, 8192, 16384
                              "1x5120x8192"])
 DEFAULT_MODEL_ROWS = "dna-small:1x131072,audio-unet:1x131072,dna-small:8x4096"
 TUNE_SHAPES = "8x2048x4096,1x256x16384,1x256x131072,8x256x4096,1x5120x8192"
+# (BLOCK_D, warps, pipelining stages) that --tune tries, each at several segment counts
+TUNE_TILES = [(bd, 1, st) for bd in (8, 16, 32) for st in (1, 3)] + [(64, 2, 1), (64, 2, 3)]
 
 
 def add_arguments(p):
@@ -41,7 +43,7 @@ def add_arguments(p):
                    help="comma list of BATCHxDIMxL scan shapes (default: the issue-13 set)")
     p.add_argument("--state", type=int, default=16, help="state size N (default: %(default)s)")
     p.add_argument("--tune", action="store_true",
-                   help="first sweep BLOCK_D, warps and segments at --tune-shapes")
+                   help="first sweep BLOCK_D, warps, stages and segments at --tune-shapes")
     p.add_argument("--tune-shapes", default=TUNE_SHAPES,
                    help="comma list of BATCHxDIMxL shapes for --tune (default: %(default)s)")
     p.add_argument("--parts", default="scan,decode,models",
@@ -241,7 +243,7 @@ def run_scan(args, fl, peer):
 
 
 def tune(args, peer=None):
-    """Sweep BLOCK_D, warps and segments of the recurrent kernels, each direction, at
+    """Sweep BLOCK_D, warps, stages and segments of the recurrent kernels, each direction, at
     --tune-shapes; print each shape's best against the default plan.
 
     With a peer, its forward and forward+backward on the same inputs, for scale. The defaults in
@@ -269,27 +271,27 @@ def tune(args, peer=None):
             default = ts.plan(batch, dim, L, N, 1, dev, backward=bwd)
             default_ms = timed(default)
             best = (default_ms, default)
-            for bd in (4, 8, 16, 32):
-                for warps in (1, 2):
-                    if bd * N < 32 * warps:
-                        continue
-                    for n_seg in segs:
-                        p = ts.plan(batch, dim, L, N, 1, dev, backward=bwd, block_d=bd, segments=n_seg,
-                                    num_warps=warps)
-                        try:
-                            ms = timed(p)
-                        except Exception as e:  # noqa: BLE001  (a config that fails is recorded)
-                            ms = float("inf")
-                            print(f"{batch}x{dim}x{L} {direction} {p}: {type(e).__name__}: {str(e)[:200]}")
-                        results.append(dict(shape=f"{batch}x{dim}x{L}", direction=direction, ms=ms, **vars(p)))
-                        best = min(best, (ms, p), key=lambda t: t[0])
+            for bd, warps, stages in TUNE_TILES:
+                if bd * N < 32 * warps:
+                    continue
+                for n_seg in segs:
+                    p = ts.plan(batch, dim, L, N, 1, dev, backward=bwd, block_d=bd, segments=n_seg,
+                                num_warps=warps, stages=stages)
+                    try:
+                        ms = timed(p)
+                    except Exception as e:  # noqa: BLE001  (a config that fails is recorded)
+                        ms = float("inf")
+                        print(f"{batch}x{dim}x{L} {direction} {p}: {type(e).__name__}: {str(e)[:200]}")
+                    results.append(dict(shape=f"{batch}x{dim}x{L}", direction=direction, ms=ms, **vars(p)))
+                    best = min(best, (ms, p), key=lambda t: t[0])
             row = dict(shape=f"{batch}x{dim}x{L}", direction=direction, default_ms=default_ms,
                        default=vars(default), best_ms=best[0], best=vars(best[1]))
             best_rows.append(row)
             print(f"tune {row['shape']} {direction}: default {default_ms:.3f} ms "
-                  f"(block_d {default.block_d}, {default.n_seg} segments, {default.num_warps} warps); "
-                  f"best {best[0]:.3f} ms (block_d {best[1].block_d}, {best[1].n_seg} segments, "
-                  f"{best[1].num_warps} warps)", flush=True)
+                  f"(block_d {default.block_d}, {default.n_seg} segments, {default.num_warps} warps, "
+                  f"{default.stages} stages); best {best[0]:.3f} ms (block_d {best[1].block_d}, "
+                  f"{best[1].n_seg} segments, {best[1].num_warps} warps, {best[1].stages} stages)",
+                  flush=True)
         if peer:
             with torch.no_grad():
                 peer_fwd = _bench(_forward(peer), [x])

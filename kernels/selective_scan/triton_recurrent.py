@@ -4,7 +4,7 @@ A program owns (channel block, batch row, segment). Forward: start from the segm
 (H, from triton_segments.py, or the initial state when there is one segment), run
 h = a h + (Δ u) B and y = (C h + D u) silu(z) step by step, save the state entering each chunk for
 the backward. Backward: for each chunk of the segment, last first, rerun the chunk forward from its
-saved state into a per-program scratch (CHUNK, BLOCK_D, BLOCK_N), then walk it backwards with the
+saved state into a per-program scratch (CHUNK, BLOCK_N, BLOCK_D), then walk it backwards with the
 adjoint g_t = a_{t+1} g_{t+1} + C_t dy_t in registers, starting from the segment's exit adjoint.
 Every gradient is formed from (h_t, g_t), using a_t h_{t-1} = h_t - (Δ u)_t B_t.
 """
@@ -12,62 +12,84 @@ Every gradient is formed from (h_t, g_t), using a_t h_{t-1} = h_t - (Δ u)_t B_t
 import triton
 import triton.language as tl
 
-from .triton_steps import _channel_params, _gate_grad, _program, _segment_chunks, _step_inputs
+from .triton_steps import (_channel_params, _decay_from, _gate_grad, _program, _segment_chunks,
+                           _state_offsets, _step_inputs)
+
+
+@triton.jit
+def _fwd_loads(u_base, dt_base, B_base, C_base, z_base, t, mask_d, mask_n, s_u_l, s_dt_l, s_B_l,
+               s_C_l, s_z_l, L, HAS_Z: tl.constexpr):
+    """Step t's raw inputs as float32: u, delta (before the bias), B_t, C_t, z (zeros past L)."""
+    m = mask_d & (t < L)
+    mn = mask_n & (t < L)
+    u = tl.load(u_base + t * s_u_l, mask=m, other=0.0).to(tl.float32)
+    dt = tl.load(dt_base + t * s_dt_l, mask=m, other=0.0).to(tl.float32)
+    Bt = tl.load(B_base + t * s_B_l, mask=mn, other=0.0).to(tl.float32)
+    Ct = tl.load(C_base + t * s_C_l, mask=mn, other=0.0).to(tl.float32)
+    if HAS_Z:
+        z = tl.load(z_base + t * s_z_l, mask=m, other=0.0).to(tl.float32)
+    else:
+        z = u
+    return u, dt, Bt, Ct, z
 
 
 @triton.jit
 def _fwd_recurrent_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, delta_bias_ptr, init_ptr, seq_ptr,
     y_ptr, states_ptr, final_ptr,
-    dim, L, N, dim_per_group, n_chunks, chunks_per_seg,
+    dim, L, N: tl.constexpr, dim_per_group, n_chunks, chunks_per_seg,
     s_u_b, s_u_d, s_u_l,
     s_dt_b, s_dt_d, s_dt_l,
     s_B_b, s_B_g, s_B_n, s_B_l,
     s_C_b, s_C_g, s_C_n, s_C_l,
     s_z_b, s_z_d, s_z_l,
     s_seq_b, s_seq_l,
+    s_y_b, s_y_d, s_y_l,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_DELTA_BIAS: tl.constexpr,
     DELTA_SOFTPLUS: tl.constexpr, HAS_INIT: tl.constexpr, HAS_SEQ_IDX: tl.constexpr,
     WRITE_STATES: tl.constexpr,
-    BLOCK_D: tl.constexpr, CHUNK: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr, CHUNK: tl.constexpr, BLOCK_N: tl.constexpr, STAGES: tl.constexpr,
 ):
     """init (batch, dim, n_seg, N): each segment's entry state. Writes y, the state entering each
     chunk (batch, dim, n_chunks, N) and, from the last segment, the final state (batch, dim, N)."""
-    pid_d, b, s, d, n, mask_d, mask_n, mask_dn, g = _program(dim, BLOCK_D, BLOCK_N, N, dim_per_group)
+    pid_d, b, s, d, n, mask_d, mask_n, mask_nd, g = _program(dim, BLOCK_D, BLOCK_N, N, dim_per_group)
     n_seg = tl.num_programs(2)
-    A, A2, Dv, bias = _channel_params(A_ptr, D_ptr, delta_bias_ptr, d, n, N, mask_d, mask_dn, HAS_D,
+    A, A2, Dv, bias = _channel_params(A_ptr, D_ptr, delta_bias_ptr, d, n, dim, N, mask_d, mask_nd, HAS_D,
                                       HAS_DELTA_BIAS)
     if HAS_INIT:
-        h = tl.load(init_ptr + ((b * dim + d[:, None]) * n_seg + s) * N + n[None, :], mask=mask_dn,
+        h = tl.load(init_ptr + _state_offsets(d, n, dim, N, b * n_seg + s), mask=mask_nd,
                     other=0.0).to(tl.float32)
     else:
-        h = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
+        h = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     u_base = u_ptr + b * s_u_b + d * s_u_d
     dt_base = delta_ptr + b * s_dt_b + d * s_dt_d
     z_base = z_ptr + b * s_z_b + d * s_z_d
     B_base = B_ptr + b * s_B_b + g * s_B_g + n * s_B_n
     C_base = C_ptr + b * s_C_b + g * s_C_g + n * s_C_n
     seq_base = seq_ptr + b * s_seq_b
-    y_base = y_ptr + b * dim * L + d * L
+    y_base = y_ptr + b * s_y_b + d * s_y_d
     c0, c1, t0, t1 = _segment_chunks(s, chunks_per_seg, n_chunks, CHUNK, L)
+    # step t + 1's inputs are loaded while step t computes (carried through the loop), so that no
+    # step waits on its own loads
+    u_n, dt_n, B_n, C_n, z_n = _fwd_loads(u_base, dt_base, B_base, C_base, z_base, t0, mask_d, mask_n,
+                                          s_u_l, s_dt_l, s_B_l, s_C_l, s_z_l, L, HAS_Z)
     for c in range(c0, c1):
         if WRITE_STATES:
-            tl.store(states_ptr + ((b * dim + d[:, None]) * n_chunks + c) * N + n[None, :], h,
-                     mask=mask_dn)
-        for i in range(0, CHUNK):
+            tl.store(states_ptr + _state_offsets(d, n, dim, N, b * n_chunks + c), h, mask=mask_nd)
+        for i in tl.range(0, CHUNK, num_stages=STAGES):
             t = c * CHUNK + i
             m = mask_d & (t < L)
-            u, raw, dt, Bt, a = _step_inputs(u_base, dt_base, B_base, seq_base, t, m, mask_n, bias, A2,
-                                             s_u_l, s_dt_l, s_B_l, s_seq_l, L, DELTA_SOFTPLUS,
-                                             HAS_SEQ_IDX)
-            h = a * h + (dt * u)[:, None] * Bt[None, :]
-            Ct = tl.load(C_base + t * s_C_l, mask=mask_n & (t < L), other=0.0).to(tl.float32)
-            y = tl.sum(h * Ct[None, :], axis=1) + u * Dv
+            u, raw, Bt, Ct, z = u_n, dt_n + bias, B_n, C_n, z_n
+            u_n, dt_n, B_n, C_n, z_n = _fwd_loads(u_base, dt_base, B_base, C_base, z_base, t + 1,
+                                                  mask_d, mask_n, s_u_l, s_dt_l, s_B_l, s_C_l, s_z_l,
+                                                  L, HAS_Z)
+            dt, a = _decay_from(raw, seq_base, t, m, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX)
+            h = a * h + Bt[:, None] * (dt * u)[None, :]
+            y = tl.sum(h * Ct[:, None], axis=0) + u * Dv
             if HAS_Z:
-                z = tl.load(z_base + t * s_z_l, mask=m, other=0.0).to(tl.float32)
                 y *= z * tl.sigmoid(z)
-            tl.store(y_base + t, y, mask=m)
-    tl.store(final_ptr + (b * dim + d[:, None]) * N + n[None, :], h, mask=mask_dn & (s == n_seg - 1))
+            tl.store(y_base + t * s_y_l, y, mask=m)
+    tl.store(final_ptr + _state_offsets(d, n, dim, N, b), h, mask=mask_nd & (s == n_seg - 1))
 
 
 @triton.jit
@@ -75,7 +97,7 @@ def _bwd_recurrent_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, delta_bias_ptr, seq_ptr,
     states_ptr, dout_ptr, dexit_ptr, scratch_ptr,
     du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dinit_ptr,
-    dim, L, N, dim_per_group, n_chunks, chunks_per_seg,
+    dim, L, N: tl.constexpr, dim_per_group, n_chunks, chunks_per_seg,
     s_u_b, s_u_d, s_u_l,
     s_dt_b, s_dt_d, s_dt_l,
     s_B_b, s_B_g, s_B_n, s_B_l,
@@ -83,28 +105,29 @@ def _bwd_recurrent_kernel(
     s_z_b, s_z_d, s_z_l,
     s_seq_b, s_seq_l,
     s_do_b, s_do_d, s_do_l,
-    s_dB_b, s_dB_blk, s_dB_n,
+    s_io_b, s_io_d, s_io_l,
+    s_dB_b, s_dB_blk, s_dB_n, s_dB_l,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_DELTA_BIAS: tl.constexpr,
     DELTA_SOFTPLUS: tl.constexpr, HAS_INIT: tl.constexpr, HAS_SEQ_IDX: tl.constexpr,
     HAS_DEXIT: tl.constexpr, DETERMINISTIC: tl.constexpr,
-    BLOCK_D: tl.constexpr, CHUNK: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr, CHUNK: tl.constexpr, BLOCK_N: tl.constexpr, STAGES: tl.constexpr,
 ):
     """dexit (batch, dim, n_seg, N): the adjoint arriving at each segment's last step from its right
     (the final state's gradient for the last segment). dA, dD, dbias are written per (batch row,
     segment) for a fixed-order sum; dB, dC per channel block (DETERMINISTIC) or by atomics."""
-    pid_d, b, s, d, n, mask_d, mask_n, mask_dn, g_idx = _program(dim, BLOCK_D, BLOCK_N, N,
+    pid_d, b, s, d, n, mask_d, mask_n, mask_nd, g_idx = _program(dim, BLOCK_D, BLOCK_N, N,
                                                                  dim_per_group)
     n_seg = tl.num_programs(2)
-    A, A2, Dv, bias = _channel_params(A_ptr, D_ptr, delta_bias_ptr, d, n, N, mask_d, mask_dn, HAS_D,
+    A, A2, Dv, bias = _channel_params(A_ptr, D_ptr, delta_bias_ptr, d, n, dim, N, mask_d, mask_nd, HAS_D,
                                       HAS_DELTA_BIAS)
-    part = (b * n_seg + s) * dim + d  # this program's row of the per-(batch, segment) partials
+    part = (b * n_seg + s) * dim + d  # this program's dD, dbias partials (batch x n_seg, dim)
     if HAS_DEXIT:
-        g = tl.load(dexit_ptr + ((b * dim + d[:, None]) * n_seg + s) * N + n[None, :], mask=mask_dn,
+        g = tl.load(dexit_ptr + _state_offsets(d, n, dim, N, b * n_seg + s), mask=mask_nd,
                     other=0.0).to(tl.float32)
     else:
-        g = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
-    a_next = tl.full([BLOCK_D, BLOCK_N], 1.0, dtype=tl.float32)  # a_{t+1}; 1 after the segment
-    dA_acc = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
+        g = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    a_next = tl.full([BLOCK_N, BLOCK_D], 1.0, dtype=tl.float32)  # a_{t+1}; 1 after the segment
+    dA_acc = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dD_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
     dbias_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
 
@@ -115,10 +138,10 @@ def _bwd_recurrent_kernel(
     B_base = B_ptr + b * s_B_b + g_idx * s_B_g + n * s_B_n
     C_base = C_ptr + b * s_C_b + g_idx * s_C_g + n * s_C_n
     seq_base = seq_ptr + b * s_seq_b
-    io_base = b * dim * L + d * L  # du, ddelta, dz are allocated contiguous
+    io_base = b * s_io_b + d * s_io_d  # du, ddelta, dz share one layout
     n_blocks = tl.num_programs(0)
     scratch = (scratch_ptr + ((b * n_seg + s) * n_blocks + pid_d) * CHUNK * BLOCK_D * BLOCK_N
-               + tl.arange(0, BLOCK_D)[:, None] * BLOCK_N + n[None, :])  # (BD, BN) at step 0
+               + n[:, None] * BLOCK_D + tl.arange(0, BLOCK_D)[None, :])  # (BN, BD) at step 0
     if DETERMINISTIC:
         dB_base = dB_ptr + b * s_dB_b + pid_d * s_dB_blk + n * s_dB_n
         dC_base = dC_ptr + b * s_dB_b + pid_d * s_dB_blk + n * s_dB_n
@@ -128,18 +151,18 @@ def _bwd_recurrent_kernel(
     c0, c1, t0, t1 = _segment_chunks(s, chunks_per_seg, n_chunks, CHUNK, L)
     for i in range(0, c1 - c0):
         c = c1 - 1 - i
-        h = tl.load(states_ptr + ((b * dim + d[:, None]) * n_chunks + c) * N + n[None, :],
-                    mask=mask_dn, other=0.0)
-        for j in range(0, CHUNK):
+        h = tl.load(states_ptr + _state_offsets(d, n, dim, N, b * n_chunks + c), mask=mask_nd,
+                    other=0.0)
+        for j in tl.range(0, CHUNK, num_stages=STAGES):
             t = c * CHUNK + j
             m = mask_d & (t < L)
             u, raw, dt, Bt, a = _step_inputs(u_base, dt_base, B_base, seq_base, t, m, mask_n, bias, A2,
                                              s_u_l, s_dt_l, s_B_l, s_seq_l, L, DELTA_SOFTPLUS,
                                              HAS_SEQ_IDX)
-            h = a * h + (dt * u)[:, None] * Bt[None, :]
+            h = a * h + Bt[:, None] * (dt * u)[None, :]
             tl.store(scratch + j * BLOCK_D * BLOCK_N, h)
         tl.debug_barrier()
-        for j in range(0, CHUNK):
+        for j in tl.range(0, CHUNK, num_stages=STAGES):
             jj = CHUNK - 1 - j
             t = c * CHUNK + jj
             m = mask_d & (t < L)
@@ -151,41 +174,40 @@ def _bwd_recurrent_kernel(
             dout = tl.load(do_base + t * s_do_l, mask=m, other=0.0).to(tl.float32)
             if HAS_Z:
                 z = tl.load(z_base + t * s_z_l, mask=m, other=0.0).to(tl.float32)
-                dy, dz = _gate_grad(dout, tl.sum(h * Ct[None, :], axis=1) + u * Dv, z)
-                tl.store(dz_ptr + io_base + t, dz, mask=m)
+                dy, dz = _gate_grad(dout, tl.sum(h * Ct[:, None], axis=0) + u * Dv, z)
+                tl.store(dz_ptr + io_base + t * s_io_l, dz, mask=m)
             else:
                 dy = dout
             x = dt * u
-            g = a_next * g + dy[:, None] * Ct[None, :]  # (BD, BN)
-            dx = tl.sum(g * Bt[None, :], axis=1)
-            gh = g * (h - x[:, None] * Bt[None, :])  # g_t a_t h_{t-1}
-            ddt = dx * u + tl.sum(gh * A, axis=1)
-            dA_acc += gh * dt[:, None]
+            g = a_next * g + Ct[:, None] * dy[None, :]  # (BN, BD)
+            dx = tl.sum(g * Bt[:, None], axis=0)
+            gh = g * (h - Bt[:, None] * x[None, :])  # g_t a_t h_{t-1}
+            ddt = dx * u + tl.sum(gh * A, axis=0)
+            dA_acc += gh * dt[None, :]
             du = dx * dt
             if HAS_D:
                 du += dy * Dv
                 dD_acc += dy * u
-            tl.store(du_ptr + io_base + t, du, mask=m)
+            tl.store(du_ptr + io_base + t * s_io_l, du, mask=m)
             if DELTA_SOFTPLUS:
                 ddt = ddt * tl.sigmoid(raw)
             ddt = tl.where(m, ddt, 0.0)
-            tl.store(ddelta_ptr + io_base + t, ddt, mask=m)
+            tl.store(ddelta_ptr + io_base + t * s_io_l, ddt, mask=m)
             dbias_acc += ddt
-            dB_t = tl.sum(g * x[:, None], axis=0)  # (BN,)
-            dC_t = tl.sum(h * dy[:, None], axis=0)
+            dB_t = tl.sum(g * x[None, :], axis=1)  # (BN,)
+            dC_t = tl.sum(h * dy[None, :], axis=1)
             mask_bn = mask_n & (t < L)
             if DETERMINISTIC:
-                tl.store(dB_base + t, dB_t, mask=mask_bn)
-                tl.store(dC_base + t, dC_t, mask=mask_bn)
+                tl.store(dB_base + t * s_dB_l, dB_t, mask=mask_bn)
+                tl.store(dC_base + t * s_dB_l, dC_t, mask=mask_bn)
             else:
-                tl.atomic_add(dB_base + t, dB_t, mask=mask_bn)
-                tl.atomic_add(dC_base + t, dC_t, mask=mask_bn)
+                tl.atomic_add(dB_base + t * s_dB_l, dB_t, mask=mask_bn)
+                tl.atomic_add(dC_base + t * s_dB_l, dC_t, mask=mask_bn)
             a_next = a
         tl.debug_barrier()
-    tl.store(dA_ptr + part[:, None] * N + n[None, :], dA_acc, mask=mask_dn)
+    tl.store(dA_ptr + _state_offsets(d, n, dim, N, b * n_seg + s), dA_acc, mask=mask_nd)
     if HAS_INIT:  # a_0 g_0, from the first segment
-        tl.store(dinit_ptr + (b * dim + d[:, None]) * N + n[None, :], a_next * g,
-                 mask=mask_dn & (s == 0))
+        tl.store(dinit_ptr + _state_offsets(d, n, dim, N, b), a_next * g, mask=mask_nd & (s == 0))
     if HAS_D:
         tl.store(dD_ptr + part, dD_acc, mask=mask_d)
     if HAS_DELTA_BIAS:

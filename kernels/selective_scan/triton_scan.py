@@ -13,8 +13,10 @@ Layout (one algorithm a file, as fla's ``ops/<op>/``):
   ``SelectiveScanTriton`` and ``selective_scan_triton``.
 
 A program owns (block of BLOCK_D channels, batch row, segment). The forward writes y, the final
-state and, for backward, the state entering each chunk, (batch, dim, n_chunks, N): never a
-(batch, dim, L, N) tensor. Backward reruns each chunk from its saved state.
+state and, for backward, the state entering each chunk, (batch, n_chunks, N, dim): never a
+(batch, dim, L, N) tensor. Backward reruns each chunk from its saved state. Inside the kernels
+every state buffer has the channel axis last (A as (N, dim), states as (batch, ..., N, dim); see
+triton_steps.py); the public shapes (A (dim, N), states (batch, dim, N)) are transposed here.
 
 When batch x dim alone gives too few programs to fill the GPU (batch 1 at a small d_inner: the
 shapes this project trains DNA and audio models at), the plan adds segments until about
@@ -33,13 +35,18 @@ from .triton_tiled import _bwd_tiled_kernel, _fwd_tiled_kernel
 
 MAX_N = 256
 VARIANTS = ("recurrent", "tiled")
-# Default tiles, from the sweep on an H100 (docs/kernel_tuning_notes.md): CHUNK steps per chunk
+# Default tiles, from the sweeps on an H200 (docs/kernel_tuning_notes.md #8): CHUNK steps per chunk
 # (shared by forward and backward: the forward saves one state per chunk), channels per program
-# and warps per program, for each direction.
+# and warps per program, for each direction; SEGMENT_BLOCK_D channels per program where the
+# sequence is cut into segments (batch x dim too small to fill the GPU).
 CHUNK = 32
 DEFAULT_VARIANT = "recurrent"
 FWD_BLOCK_D, FWD_WARPS = 16, 1
-BWD_BLOCK_D, BWD_WARPS = 32, 1
+BWD_BLOCK_D, BWD_WARPS = 16, 1
+SEGMENT_BLOCK_D = 32
+# Software-pipelining depth of the recurrent kernels' step loops (`tl.range(num_stages=)`: the
+# compiler prefetches the next steps' inputs through shared memory); 1 is a plain loop.
+STAGES = 1
 # Segments along L (measured on an H200, docs/kernel_tuning_notes.md #5-6): none where batch x dim
 # alone gives NO_SEGMENTS_PROGRAMS_PER_SM programs per SM (the local pass would only add work);
 # below that, segments until SEGMENT_PROGRAMS_PER_SM (forward) or BWD_SEGMENT_PROGRAMS_PER_SM
@@ -69,6 +76,7 @@ class Plan:
     chunks_per_seg: int
     n_seg: int
     num_warps: int
+    stages: int = STAGES
 
 
 def _pow2_divisor(x: int, cap: int) -> int:
@@ -85,7 +93,7 @@ def _sms(device) -> int:
 
 
 def plan(batch, dim, L, N, groups, device, *, backward=False, variant=None, block_d=None, chunk=None,
-         segments=None, num_warps=None, deterministic=True) -> Plan:
+         segments=None, num_warps=None, stages=None, deterministic=True) -> Plan:
     """Pick the variant, tiles and segment count for one direction of the scan.
 
     Explicit arguments win; None picks: BLOCK_D from the defaults (shrunk so that the
@@ -113,9 +121,12 @@ def plan(batch, dim, L, N, groups, device, *, backward=False, variant=None, bloc
     sms = _sms(device)
     if segments is None and sms:
         programs = batch * triton.cdiv(dim, bd)
-        target = (BWD_SEGMENT_PROGRAMS_PER_SM if backward else SEGMENT_PROGRAMS_PER_SM) * sms
-        want = target // programs if programs < NO_SEGMENTS_PROGRAMS_PER_SM * sms else 1
-        segments = max(1, min(want, n_chunks // MIN_SEGMENT_CHUNKS))
+        if programs < NO_SEGMENTS_PROGRAMS_PER_SM * sms:
+            if block_d is None and not tiled and groups == 1:
+                bd = max(bd, SEGMENT_BLOCK_D)
+                programs = batch * triton.cdiv(dim, bd)
+            target = (BWD_SEGMENT_PROGRAMS_PER_SM if backward else SEGMENT_PROGRAMS_PER_SM) * sms
+            segments = max(1, min(target // programs, n_chunks // MIN_SEGMENT_CHUNKS))
     n_seg = max(1, min(segments or 1, n_chunks))
     chunks_per_seg = triton.cdiv(n_chunks, n_seg)
     n_seg = triton.cdiv(n_chunks, chunks_per_seg)
@@ -126,7 +137,7 @@ def plan(batch, dim, L, N, groups, device, *, backward=False, variant=None, bloc
                 break
             bd //= 2
     warps = num_warps or (BWD_WARPS if backward else FWD_WARPS)
-    return Plan(variant, bd, T, block_n, chunks_per_seg, n_seg, warps)
+    return Plan(variant, bd, T, block_n, chunks_per_seg, n_seg, warps, stages or STAGES)
 
 
 def _bc_strides(M):
@@ -136,16 +147,35 @@ def _bc_strides(M):
     return M.stride(0), M.stride(1), M.stride(2), M.stride(3)
 
 
+def _empty_like_io(x, dtype=None):
+    """An uninitialised (batch, dim, L) output laid out in memory as x is (time-contiguous, or
+    channels-last as the mixer's delta and z are), so that it is written as x is read."""
+    order = sorted(range(3), key=lambda i: -x.stride(i))
+    out = _empty(*(x.shape[i] for i in order), like=x, dtype=dtype)
+    return out.permute(*sorted(range(3), key=order.index))
+
+
+def _n_contiguous(M):
+    """B or C with the state axis contiguous, so that a step loads its N values as one vector: a
+    copy unless it already is (the mixer passes x_proj's output, (batch, L, N) in memory, as is)."""
+    return M if M.stride(-2) == 1 or M.shape[-2] == 1 else M.transpose(-1, -2).contiguous().transpose(-1, -2)
+
+
 def _groups(M) -> int:
     """G of B or C: 1 for (batch, N, L), M.shape[1] for (batch, G, N, L)."""
     return 1 if M.dim() == 3 else M.shape[1]
 
 
 def _segment_pass_buffers(x, N, p: Plan):
-    """The two (batch, dim, n_seg - 1, N) fp32 outputs of a segment-local pass, and its grid."""
+    """The two (batch, n_seg - 1, N, dim) fp32 outputs of a segment-local pass, and its grid."""
     batch, dim, _ = x.shape
-    out = [_empty(batch, dim, p.n_seg - 1, N, like=x, dtype=torch.float32) for _ in range(2)]
+    out = [_empty(batch, p.n_seg - 1, N, dim, like=x, dtype=torch.float32) for _ in range(2)]
     return (*out, (triton.cdiv(dim, p.block_d), batch, p.n_seg - 1))
+
+
+def _stages(p: Plan):
+    """The STAGES argument of the recurrent kernels (the tiled ones have no step loop)."""
+    return dict(STAGES=p.stages) if p.variant == "recurrent" else {}
 
 
 def _strides(x, n=3):
@@ -156,15 +186,15 @@ def _or(x, dummy):
     return x if x is not None else dummy
 
 
-def _segment_entry_states(u, delta, A, B, delta_bias, seq_idx, init, delta_softplus, p: Plan):
-    """(batch, dim, n_seg, N): the state entering each segment (passes 1 and 2 of triton_segments)."""
+def _segment_entry_states(u, delta, At, B, delta_bias, seq_idx, init, delta_softplus, p: Plan):
+    """(batch, n_seg, N, dim): the state entering each segment (passes 1 and 2 of triton_segments)."""
     batch, dim, L = u.shape
-    N = A.shape[1]
+    N = At.shape[0]
     groups = _groups(B)
     n_chunks = triton.cdiv(L, p.chunk)
     P, E, grid = _segment_pass_buffers(u, N, p)
     _segment_end_kernel[grid](
-        u, delta, A, B, _or(delta_bias, u), _or(seq_idx, u), P, E,
+        u, delta, At, B, _or(delta_bias, u), _or(seq_idx, u), P, E,
         dim, L, N, dim // groups, n_chunks, p.chunks_per_seg,
         *u.stride(), *delta.stride(), *_bc_strides(B), *_strides(seq_idx, 2),
         HAS_DELTA_BIAS=delta_bias is not None, DELTA_SOFTPLUS=delta_softplus,
@@ -173,16 +203,16 @@ def _segment_entry_states(u, delta, A, B, delta_bias, seq_idx, init, delta_softp
     return _carry(init, P, E, p, reverse=False)
 
 
-def _segment_exit_adjoints(delta, A, C, z, delta_bias, seq_idx, dout, dfinal, delta_softplus,
+def _segment_exit_adjoints(delta, At, C, z, delta_bias, seq_idx, dout, dfinal, delta_softplus,
                            p: Plan):
-    """(batch, dim, n_seg, N): the adjoint arriving at each segment's last step from its right."""
+    """(batch, n_seg, N, dim): the adjoint arriving at each segment's last step from its right."""
     batch, dim, L = delta.shape
-    N = A.shape[1]
+    N = At.shape[0]
     groups = _groups(C)
     n_chunks = triton.cdiv(L, p.chunk)
     P, mu, grid = _segment_pass_buffers(delta, N, p)
     _segment_start_adjoint_kernel[grid](
-        delta, A, C, _or(z, delta), _or(delta_bias, delta), _or(seq_idx, delta), dout, P, mu,
+        delta, At, C, _or(z, delta), _or(delta_bias, delta), _or(seq_idx, delta), dout, P, mu,
         dim, L, N, dim // groups, n_chunks, p.chunks_per_seg,
         *delta.stride(), *_bc_strides(C), *_strides(z), *_strides(seq_idx, 2), *dout.stride(),
         HAS_Z=z is not None, HAS_DELTA_BIAS=delta_bias is not None, DELTA_SOFTPLUS=delta_softplus,
@@ -192,8 +222,8 @@ def _segment_exit_adjoints(delta, A, C, z, delta_bias, seq_idx, dout, dfinal, de
 
 
 def _carry(x0, P, E, p: Plan, reverse):
-    batch, dim, _, N = P.shape
-    out = _empty(batch, dim, p.n_seg, N, like=P)
+    batch, _, N, dim = P.shape
+    out = _empty(batch, p.n_seg, N, dim, like=P)
     bd = min(CARRY_BLOCK_D, triton.next_power_of_2(dim))
     _segment_carry_kernel[(triton.cdiv(dim, bd), batch, 1)](
         _or(x0, P), P, E, out, dim, N, p.n_seg, HAS_X0=x0 is not None, REVERSE=reverse,
@@ -205,84 +235,88 @@ def _fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_soft
          p: Plan):
     """y, final state, chunk-entry states (or None) for launch plan p."""
     batch, dim, L = u.shape
+    B, C = _n_contiguous(B), _n_contiguous(C)
     N = A.shape[1]
     groups = _groups(B)
     n_chunks = triton.cdiv(L, p.chunk)
-    A = A.contiguous()
-    init = initial_state.contiguous() if initial_state is not None else None
+    At = A.t().contiguous()
+    init = initial_state.transpose(1, 2).contiguous() if initial_state is not None else None
     if p.n_seg > 1:
-        init = _segment_entry_states(u, delta, A, B, delta_bias, seq_idx, init, delta_softplus, p)
-    y = _empty(batch, dim, L, like=u)
-    final = _empty(batch, dim, N, like=u, dtype=torch.float32)
-    states = _empty(batch, dim, n_chunks, N, like=u, dtype=torch.float32) if write_states else None
+        init = _segment_entry_states(u, delta, At, B, delta_bias, seq_idx, init, delta_softplus, p)
+    y = _empty_like_io(u)
+    final = _empty(batch, N, dim, like=u, dtype=torch.float32)
+    states = _empty(batch, n_chunks, N, dim, like=u, dtype=torch.float32) if write_states else None
     kernel = _fwd_tiled_kernel if p.variant == "tiled" else _fwd_recurrent_kernel
     kernel[(triton.cdiv(dim, p.block_d), batch, p.n_seg)](
-        u, delta, A, B, C, _or(D, u), _or(z, u), _or(delta_bias, u), _or(init, u), _or(seq_idx, u),
+        u, delta, At, B, C, _or(D, u), _or(z, u), _or(delta_bias, u), _or(init, u), _or(seq_idx, u),
         y, _or(states, u), final,
         dim, L, N, dim // groups, n_chunks, p.chunks_per_seg,
         *u.stride(), *delta.stride(), *_bc_strides(B), *_bc_strides(C), *_strides(z),
-        *_strides(seq_idx, 2),
+        *_strides(seq_idx, 2), *y.stride(),
         HAS_D=D is not None, HAS_Z=z is not None, HAS_DELTA_BIAS=delta_bias is not None,
         DELTA_SOFTPLUS=delta_softplus, HAS_INIT=init is not None, HAS_SEQ_IDX=seq_idx is not None,
         WRITE_STATES=write_states, BLOCK_D=p.block_d, CHUNK=p.chunk, BLOCK_N=p.block_n,
-        num_warps=p.num_warps,
+        num_warps=p.num_warps, **_stages(p),
     )
-    return y, final, states
+    return y, final.transpose(1, 2).contiguous(), states
 
 
 def _bwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_softplus, states,
          dout, dfinal, deterministic, p: Plan):
     """Every input's gradient for launch plan p (p.chunk must be the forward's)."""
     batch, dim, L = u.shape
+    B, C = _n_contiguous(B), _n_contiguous(C)
     N = A.shape[1]
     groups = _groups(B)
-    n_chunks = states.shape[2]
+    n_chunks = states.shape[1]
     n_blocks = triton.cdiv(dim, p.block_d)
     dev, f32 = u.device, torch.float32
-    A = A.contiguous()
-    dexit = dfinal
+    At = A.t().contiguous()
+    dexit = dfinal.transpose(1, 2).contiguous() if dfinal is not None else None
     if p.n_seg > 1:
-        dexit = _segment_exit_adjoints(delta, A, C, z, delta_bias, seq_idx, dout, dfinal,
+        dexit = _segment_exit_adjoints(delta, At, C, z, delta_bias, seq_idx, dout, dexit,
                                        delta_softplus, p)
-    du = _empty(batch, dim, L, like=u)
-    ddelta = _empty(batch, dim, L, like=delta)
-    dz = _empty(batch, dim, L, like=z) if z is not None else None
+    du = _empty_like_io(u)  # ddelta and dz take du's layout: the kernel has one set of strides
+    ddelta = _empty_like_io(du, dtype=delta.dtype)
+    dz = _empty_like_io(du, dtype=z.dtype) if z is not None else None
     # dA, dD, dbias: one partial per (batch row, segment), summed below in a fixed order
-    dA_part = _empty(batch * p.n_seg, dim, N, like=u, dtype=f32)
+    dA_part = _empty(batch * p.n_seg, N, dim, like=u, dtype=f32)
     dD_part = _empty(batch * p.n_seg, dim, like=u, dtype=f32) if D is not None else None
     dbias_part = _empty(batch * p.n_seg, dim, like=u, dtype=f32) if delta_bias is not None else None
-    dinit = _empty(batch, dim, N, like=u, dtype=f32) if initial_state is not None else None
-    if deterministic:  # one slice per channel block, summed below in a fixed order
-        dB = _empty(batch, n_blocks, N, L, like=u, dtype=f32)
-        dC = _empty(batch, n_blocks, N, L, like=u, dtype=f32)
+    dinit = _empty(batch, N, dim, like=u, dtype=f32) if initial_state is not None else None
+    # (batch, slices, L, N), N contiguous as each step writes it: one slice per channel block,
+    # summed below in a fixed order (deterministic), or one per group filled by atomics
+    if deterministic:
+        dB = _empty(batch, n_blocks, L, N, like=u, dtype=f32)
+        dC = _empty(batch, n_blocks, L, N, like=u, dtype=f32)
     else:
-        dB = torch.zeros(batch, groups, N, L, device=dev, dtype=f32)
-        dC = torch.zeros(batch, groups, N, L, device=dev, dtype=f32)
+        dB = torch.zeros(batch, groups, L, N, device=dev, dtype=f32)
+        dC = torch.zeros(batch, groups, L, N, device=dev, dtype=f32)
     recurrent = p.variant == "recurrent"
     scratch = ((torch.empty(batch * p.n_seg * n_blocks * p.chunk * p.block_d * p.block_n, device=dev,
                             dtype=f32),) if recurrent else ())
     (_bwd_recurrent_kernel if recurrent else _bwd_tiled_kernel)[(n_blocks, batch, p.n_seg)](
-        u, delta, A, B, C, _or(D, u), _or(z, u), _or(delta_bias, u), _or(seq_idx, u),
+        u, delta, At, B, C, _or(D, u), _or(z, u), _or(delta_bias, u), _or(seq_idx, u),
         states, dout, _or(dexit, u), *scratch,
         du, ddelta, _or(dz, u), dA_part, dB, dC, _or(dD_part, u), _or(dbias_part, u), _or(dinit, u),
         dim, L, N, dim // groups, n_chunks, p.chunks_per_seg,
         *u.stride(), *delta.stride(), *_bc_strides(B), *_bc_strides(C), *_strides(z),
-        *_strides(seq_idx, 2), *dout.stride(), dB.stride(0), dB.stride(1), dB.stride(2),
+        *_strides(seq_idx, 2), *dout.stride(), *du.stride(), dB.stride(0), dB.stride(1), dB.stride(3), dB.stride(2),
         HAS_D=D is not None, HAS_Z=z is not None, HAS_DELTA_BIAS=delta_bias is not None,
         DELTA_SOFTPLUS=delta_softplus, HAS_INIT=initial_state is not None,
         HAS_SEQ_IDX=seq_idx is not None, HAS_DEXIT=dexit is not None, DETERMINISTIC=deterministic,
-        BLOCK_D=p.block_d, CHUNK=p.chunk, BLOCK_N=p.block_n, num_warps=p.num_warps,
+        BLOCK_D=p.block_d, CHUNK=p.chunk, BLOCK_N=p.block_n, num_warps=p.num_warps, **_stages(p),
     )
     if deterministic:
-        dB = dB.view(batch, groups, n_blocks // groups, N, L).sum(2)
-        dC = dC.view(batch, groups, n_blocks // groups, N, L).sum(2)
-    dB = (dB if B.dim() == 4 else dB[:, 0]).to(B.dtype)
-    dC = (dC if C.dim() == 4 else dC[:, 0]).to(C.dtype)
-    dA = dA_part.sum(0).to(A.dtype)
+        dB = dB.view(batch, groups, n_blocks // groups, L, N).sum(2)
+        dC = dC.view(batch, groups, n_blocks // groups, L, N).sum(2)
+    dB = (dB if B.dim() == 4 else dB[:, 0]).to(B.dtype).transpose(-1, -2)  # as B: (..., N, L)
+    dC = (dC if C.dim() == 4 else dC[:, 0]).to(C.dtype).transpose(-1, -2)
+    dA = dA_part.sum(0).t().to(A.dtype)
     dD = dD_part.sum(0).to(D.dtype) if D is not None else None
     dbias = dbias_part.sum(0).to(delta_bias.dtype) if delta_bias is not None else None
     if dinit is not None:
-        dinit = dinit.to(initial_state.dtype)
+        dinit = dinit.transpose(1, 2).to(initial_state.dtype)
     return du, ddelta, dA, dB, dC, dD, dz, dbias, dinit
 
 
@@ -295,6 +329,7 @@ class SelectiveScanTriton(torch.autograd.Function):
         batch, dim, L = u.shape
         groups = _groups(B)
         p = plan(batch, dim, L, A.shape[1], groups, u.device, **options)
+        B, C = _n_contiguous(B), _n_contiguous(C)
         write_states = any(ctx.needs_input_grad[:9])  # forward itself runs under no_grad
         y, final, states = _fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx,
                                 delta_softplus, write_states, p)
@@ -314,7 +349,7 @@ class SelectiveScanTriton(torch.autograd.Function):
         p = plan(batch, dim, L, A.shape[1], groups, u.device, backward=True,
                  deterministic=ctx.deterministic, **ctx.options)
         grads = _bwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, ctx.delta_softplus,
-                     states, dy, dfinal.contiguous() if dfinal is not None else None,
+                     states, dy, dfinal,
                      ctx.deterministic, p)
         return (*grads, None, None, None, None)
 
@@ -322,7 +357,7 @@ class SelectiveScanTriton(torch.autograd.Function):
 def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                           initial_state=None, return_final_state=False, seq_idx=None,
                           deterministic=True, *, variant=None, block_d=None, chunk_size=None,
-                          segments=None, num_warps=None):
+                          segments=None, num_warps=None, num_stages=None):
     """Fused selective scan h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t u_t, y_t = (C_t h_t + D u_t) silu(z_t).
 
     Same contract as ``selective_scan_ref`` (kernels/selective_scan/naive.py). Inputs are expected
@@ -342,15 +377,16 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, de
             atomics: less memory, a little faster, but the float sums' order (and last bits)
             varies. Reproducibility is the default because training runs are compared and resumed.
         variant: "recurrent" (step by step, the default) or "tiled" (associative scan per chunk).
-        block_d, chunk_size, segments, num_warps: channels per program, steps per chunk, segments
-            along L (1: none) and warps per program, for both directions; None lets `plan` choose.
+        block_d, chunk_size, segments, num_warps, num_stages: channels per program, steps per
+            chunk, segments along L (1: none), warps per program and the step loops' pipelining
+            depth, for both directions; None lets `plan` choose.
     Returns:
         y (batch, dim, L) in u's dtype, and the final state (batch, dim, N) fp32 if asked.
     """
     if A.shape[1] > MAX_N:
         raise ValueError(f"A: state size N={A.shape[1]} exceeds the Triton kernel's maximum {MAX_N}")
     options = dict(variant=variant, block_d=block_d, chunk=chunk_size, segments=segments,
-                   num_warps=num_warps)
+                   num_warps=num_warps, stages=num_stages)
     y, final = SelectiveScanTriton.apply(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx,
                                          delta_softplus, deterministic, options)
     return (y, final) if return_final_state else y

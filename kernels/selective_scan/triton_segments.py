@@ -19,13 +19,14 @@ written: P, E, H, mu and G are (batch, dim, n_seg, N).
 import triton
 import triton.language as tl
 
-from .triton_steps import _channel_params, _decay, _program, _segment_chunks, _step_inputs
+from .triton_steps import (_channel_params, _decay, _program, _segment_chunks, _state_offsets,
+                           _step_inputs)
 
 
 @triton.jit
 def _segment_end_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, delta_bias_ptr, seq_ptr, P_ptr, E_ptr,
-    dim, L, N, dim_per_group, n_chunks, chunks_per_seg,
+    dim, L, N: tl.constexpr, dim_per_group, n_chunks, chunks_per_seg,
     s_u_b, s_u_d, s_u_l,
     s_dt_b, s_dt_d, s_dt_l,
     s_B_b, s_B_g, s_B_n, s_B_l,
@@ -35,30 +36,30 @@ def _segment_end_kernel(
 ):
     """Program s (of n_seg - 1) scans segment s from a zero state: P_s and E_s, (batch, dim,
     n_seg - 1, N)."""
-    pid_d, b, s, d, n, mask_d, mask_n, mask_dn, g = _program(dim, BLOCK_D, BLOCK_N, N, dim_per_group)
-    _, A2, _, bias = _channel_params(A_ptr, A_ptr, delta_bias_ptr, d, n, N, mask_d, mask_dn, False,
+    pid_d, b, s, d, n, mask_d, mask_n, mask_nd, g = _program(dim, BLOCK_D, BLOCK_N, N, dim_per_group)
+    _, A2, _, bias = _channel_params(A_ptr, A_ptr, delta_bias_ptr, d, n, dim, N, mask_d, mask_nd, False,
                                      HAS_DELTA_BIAS)
     u_base = u_ptr + b * s_u_b + d * s_u_d
     dt_base = delta_ptr + b * s_dt_b + d * s_dt_d
     B_base = B_ptr + b * s_B_b + g * s_B_g + n * s_B_n
     seq_base = seq_ptr + b * s_seq_b
-    h = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
-    p = tl.full([BLOCK_D, BLOCK_N], 1.0, dtype=tl.float32)
+    h = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    p = tl.full([BLOCK_N, BLOCK_D], 1.0, dtype=tl.float32)
     c0, c1, t0, t1 = _segment_chunks(s, chunks_per_seg, n_chunks, CHUNK, L)
     for t in range(t0, t1):
         u, raw, dt, Bt, a = _step_inputs(u_base, dt_base, B_base, seq_base, t, mask_d, mask_n, bias, A2,
                                          s_u_l, s_dt_l, s_B_l, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX)
-        h = a * h + (dt * u)[:, None] * Bt[None, :]
+        h = a * h + Bt[:, None] * (dt * u)[None, :]
         p = p * a
-    out = ((b * dim + d[:, None]) * tl.num_programs(2) + s) * N + n[None, :]
-    tl.store(P_ptr + out, p, mask=mask_dn)
-    tl.store(E_ptr + out, h, mask=mask_dn)
+    out = _state_offsets(d, n, dim, N, b * tl.num_programs(2) + s)
+    tl.store(P_ptr + out, p, mask=mask_nd)
+    tl.store(E_ptr + out, h, mask=mask_nd)
 
 
 @triton.jit
 def _segment_start_adjoint_kernel(
     delta_ptr, A_ptr, C_ptr, z_ptr, delta_bias_ptr, seq_ptr, dout_ptr, P_ptr, mu_ptr,
-    dim, L, N, dim_per_group, n_chunks, chunks_per_seg,
+    dim, L, N: tl.constexpr, dim_per_group, n_chunks, chunks_per_seg,
     s_dt_b, s_dt_d, s_dt_l,
     s_C_b, s_C_g, s_C_n, s_C_l,
     s_z_b, s_z_d, s_z_l,
@@ -70,17 +71,17 @@ def _segment_start_adjoint_kernel(
 ):
     """Program k (of n_seg - 1) runs the adjoint of segment s = k + 1 backwards from zero:
     P_s and mu_s = a_{t0} g_{t0}, stored at index k of (batch, dim, n_seg - 1, N)."""
-    pid_d, b, k, d, n, mask_d, mask_n, mask_dn, g = _program(dim, BLOCK_D, BLOCK_N, N, dim_per_group)
-    _, A2, _, bias = _channel_params(A_ptr, A_ptr, delta_bias_ptr, d, n, N, mask_d, mask_dn, False,
+    pid_d, b, k, d, n, mask_d, mask_n, mask_nd, g = _program(dim, BLOCK_D, BLOCK_N, N, dim_per_group)
+    _, A2, _, bias = _channel_params(A_ptr, A_ptr, delta_bias_ptr, d, n, dim, N, mask_d, mask_nd, False,
                                      HAS_DELTA_BIAS)
     dt_base = delta_ptr + b * s_dt_b + d * s_dt_d
     z_base = z_ptr + b * s_z_b + d * s_z_d
     do_base = dout_ptr + b * s_do_b + d * s_do_d
     C_base = C_ptr + b * s_C_b + g * s_C_g + n * s_C_n
     seq_base = seq_ptr + b * s_seq_b
-    lam = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
-    a_next = tl.full([BLOCK_D, BLOCK_N], 1.0, dtype=tl.float32)
-    p = tl.full([BLOCK_D, BLOCK_N], 1.0, dtype=tl.float32)
+    lam = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    a_next = tl.full([BLOCK_N, BLOCK_D], 1.0, dtype=tl.float32)
+    p = tl.full([BLOCK_N, BLOCK_D], 1.0, dtype=tl.float32)
     c0, c1, t0, t1 = _segment_chunks(k + 1, chunks_per_seg, n_chunks, CHUNK, L)
     for j in range(0, t1 - t0):
         t = t1 - 1 - j
@@ -91,42 +92,41 @@ def _segment_start_adjoint_kernel(
             z = tl.load(z_base + t * s_z_l, mask=mask_d, other=0.0).to(tl.float32)
             dy = dy * z * tl.sigmoid(z)
         Ct = tl.load(C_base + t * s_C_l, mask=mask_n, other=0.0).to(tl.float32)
-        lam = a_next * lam + dy[:, None] * Ct[None, :]
+        lam = a_next * lam + Ct[:, None] * dy[None, :]
         p = p * a
         a_next = a
-    out = ((b * dim + d[:, None]) * tl.num_programs(2) + k) * N + n[None, :]
-    tl.store(P_ptr + out, p, mask=mask_dn)
-    tl.store(mu_ptr + out, a_next * lam, mask=mask_dn)
+    out = _state_offsets(d, n, dim, N, b * tl.num_programs(2) + k)
+    tl.store(P_ptr + out, p, mask=mask_nd)
+    tl.store(mu_ptr + out, a_next * lam, mask=mask_nd)
 
 
 @triton.jit
 def _segment_carry_kernel(
-    x0_ptr, P_ptr, E_ptr, out_ptr, dim, N, n_seg,
+    x0_ptr, P_ptr, E_ptr, out_ptr, dim, N: tl.constexpr, n_seg,
     HAS_X0: tl.constexpr, REVERSE: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """x across segment boundaries: out[0] = x0, out[k+1] = P[k] out[k] + E[k] (REVERSE: from
     out[n_seg-1] = x0 down, out[k] = P[k] out[k+1] + E[k]). x0 (batch, dim, N) or zeros; P, E
     (batch, dim, n_seg - 1, N); out (batch, dim, n_seg, N)."""
-    pid_d, b, _, d, n, mask_d, mask_n, mask_dn, _ = _program(dim, BLOCK_D, BLOCK_N, N, dim)
+    pid_d, b, _, d, n, mask_d, mask_n, mask_nd, _ = _program(dim, BLOCK_D, BLOCK_N, N, dim)
     if HAS_X0:
-        x = tl.load(x0_ptr + (b * dim + d[:, None]) * N + n[None, :], mask=mask_dn, other=0.0)
+        x = tl.load(x0_ptr + _state_offsets(d, n, dim, N, b), mask=mask_nd, other=0.0)
         x = x.to(tl.float32)
     else:
-        x = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
-    row = b * dim + d[:, None]  # (BD, 1)
+        x = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     if REVERSE:
-        tl.store(out_ptr + (row * n_seg + n_seg - 1) * N + n[None, :], x, mask=mask_dn)
+        tl.store(out_ptr + _state_offsets(d, n, dim, N, b * n_seg + n_seg - 1), x, mask=mask_nd)
     else:
-        tl.store(out_ptr + (row * n_seg) * N + n[None, :], x, mask=mask_dn)
+        tl.store(out_ptr + _state_offsets(d, n, dim, N, b * n_seg), x, mask=mask_nd)
     for i in range(0, n_seg - 1):
         if REVERSE:
             k = n_seg - 2 - i
         else:
             k = i
-        pe = (row * (n_seg - 1) + k) * N + n[None, :]
-        x = tl.load(P_ptr + pe, mask=mask_dn, other=0.0) * x + tl.load(E_ptr + pe, mask=mask_dn,
+        pe = _state_offsets(d, n, dim, N, b * (n_seg - 1) + k)
+        x = tl.load(P_ptr + pe, mask=mask_nd, other=0.0) * x + tl.load(E_ptr + pe, mask=mask_nd,
                                                                        other=0.0)
         if REVERSE:
-            tl.store(out_ptr + (row * n_seg + k) * N + n[None, :], x, mask=mask_dn)
+            tl.store(out_ptr + _state_offsets(d, n, dim, N, b * n_seg + k), x, mask=mask_nd)
         else:
-            tl.store(out_ptr + (row * n_seg + k + 1) * N + n[None, :], x, mask=mask_dn)
+            tl.store(out_ptr + _state_offsets(d, n, dim, N, b * n_seg + k + 1), x, mask=mask_nd)

@@ -4,18 +4,32 @@ A kernel program owns one batch row, a block of BLOCK_D channels and one *segmen
 (a run of whole chunks; see triton_scan.py). These helpers set such a program up and compute one
 step's (or one tile's) inputs: Δ = softplus(delta + bias), the decay a = exp(Δ A) cut to zero where
 seq_idx starts a new sequence, and the silu gate with its derivative.
+
+The step-by-step kernels hold a state tile as (BLOCK_N, BLOCK_D): Triton lays the last axis across
+the warp's threads, so each thread owns whole channels and their BLOCK_N states sit in its own
+registers. Per-channel work (softplus, the gate, y) is then done once per channel rather than once
+per (channel, state) lane, and the sum over states (y = C h) needs no cross-lane shuffles. With the
+(BLOCK_D, BLOCK_N) orientation a step took ~5x the instructions (docs/kernel_tuning_notes.md #8).
 """
+
+import os
 
 import triton
 import triton.language as tl
 
 LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x log2 e): the ex2 instruction
+# Compiled kernels take the decay from `ex2.approx.ftz` (one instruction; tl.exp2 adds a
+# denormal fix-up around it). Flushing denormals is harmless here: a decay below 2^-126 leaves
+# a state that is zero to float32 anyway. The CPU interpreter (TRITON_INTERPRET=1, read at
+# import) has no inline assembly and uses tl.exp2.
+FTZ_EXP2 = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") != "1")
 
 
 @triton.jit
 def _program(dim, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, N, dim_per_group):
-    """This program's channels d (BLOCK_D,), state indices n (BLOCK_N,), masks, B/C group, batch
-    row b and segment s (grid: channel blocks, batch rows, segments)."""
+    """This program's channels d (BLOCK_D,), state indices n (BLOCK_N,), masks (the tile mask is
+    (BLOCK_N, BLOCK_D)), B/C group, batch row b and segment s (grid: channel blocks, batch rows,
+    segments)."""
     pid_d = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     s = tl.program_id(2)
@@ -24,14 +38,14 @@ def _program(dim, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, N, dim_per_group
     mask_d = d < dim
     mask_n = n < N
     group = (pid_d * BLOCK_D) // dim_per_group
-    return pid_d, b, s, d, n, mask_d, mask_n, mask_d[:, None] & mask_n[None, :], group
+    return pid_d, b, s, d, n, mask_d, mask_n, mask_n[:, None] & mask_d[None, :], group
 
 
 @triton.jit
-def _channel_params(A_ptr, D_ptr, delta_bias_ptr, d, n, N, mask_d, mask_dn, HAS_D: tl.constexpr,
+def _channel_params(A_ptr, D_ptr, delta_bias_ptr, d, n, dim, N, mask_d, mask_nd, HAS_D: tl.constexpr,
                     HAS_DELTA_BIAS: tl.constexpr):
-    """A (BLOCK_D, BLOCK_N), A log2(e), and D and the Δ bias (BLOCK_D,) (zeros where absent)."""
-    A = tl.load(A_ptr + d[:, None] * N + n[None, :], mask=mask_dn, other=0.0).to(tl.float32)
+    """A (BLOCK_N, BLOCK_D) from A^T (N, dim), A log2(e), and D and the Δ bias (BLOCK_D,) (zeros where absent)."""
+    A = tl.load(A_ptr + _state_offsets(d, n, dim, N, 0), mask=mask_nd, other=0.0).to(tl.float32)
     if HAS_D:
         Dv = tl.load(D_ptr + d, mask=mask_d, other=0.0).to(tl.float32)
     else:
@@ -44,11 +58,29 @@ def _channel_params(A_ptr, D_ptr, delta_bias_ptr, d, n, N, mask_d, mask_dn, HAS_
 
 
 @triton.jit
+def _state_offsets(d, n, dim, N, r):
+    """(BLOCK_N, BLOCK_D) offsets of state r in a (rows, N, dim) buffer. Every state buffer the
+    kernels read or write (A too, as (N, dim)) has the channel axis last, so that tile loads and
+    stores run along the threads' axis and keep the (BLOCK_N, BLOCK_D) layout of the loops."""
+    return (r * N + n[:, None]) * dim + d[None, :]
+
+
+@triton.jit
 def _segment_chunks(s, chunks_per_seg, n_chunks, CHUNK: tl.constexpr, L):
     """Segment s's chunks [c0, c1) and steps [t0, t1)."""
     c0 = s * chunks_per_seg
     c1 = tl.minimum(c0 + chunks_per_seg, n_chunks)
     return c0, c1, c0 * CHUNK, tl.minimum(c1 * CHUNK, L)
+
+
+@triton.jit
+def _exp2(x):
+    """2^x, denormal results flushed to zero when compiled (FTZ_EXP2)."""
+    if FTZ_EXP2:
+        return tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=r,r", [x],
+                                         dtype=tl.float32, is_pure=True, pack=1)
+    else:
+        return tl.exp2(x)
 
 
 @triton.jit
@@ -76,13 +108,21 @@ def _same_sequence(seq_base, t, L, s_seq_l):
 @triton.jit
 def _decay(dt_base, seq_base, t, m, bias, A2, s_dt_l, s_seq_l, L, DELTA_SOFTPLUS: tl.constexpr,
            HAS_SEQ_IDX: tl.constexpr):
-    """Step t (a scalar) of one program: raw delta + bias, Δ (BLOCK_D,) and a (BLOCK_D, BLOCK_N)."""
+    """Step t (a scalar) of one program: raw delta + bias, Δ (BLOCK_D,) and a (BLOCK_N, BLOCK_D)."""
     raw = tl.load(dt_base + t * s_dt_l, mask=m, other=0.0).to(tl.float32) + bias
+    dt, a = _decay_from(raw, seq_base, t, m, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX)
+    return raw, dt, a
+
+
+@triton.jit
+def _decay_from(raw, seq_base, t, m, A2, s_seq_l, L, DELTA_SOFTPLUS: tl.constexpr,
+                HAS_SEQ_IDX: tl.constexpr):
+    """Δ (BLOCK_D,) and a (BLOCK_N, BLOCK_D) of step t from raw = delta + bias."""
     dt = _delta(raw, m, DELTA_SOFTPLUS)
-    a = tl.exp2(dt[:, None] * A2)
+    a = _exp2(A2 * dt[None, :])
     if HAS_SEQ_IDX:
         a = a * _same_sequence(seq_base, t, L, s_seq_l).to(tl.float32)
-    return raw, dt, a
+    return dt, a
 
 
 @triton.jit
@@ -109,4 +149,4 @@ def _combine(a1, b1, a2, b2):
     return a1 * a2, a2 * b1 + b2
 
 
-__all__ = ["LOG2E"]
+__all__ = ["LOG2E", "FTZ_EXP2"]

@@ -11,7 +11,24 @@ import triton
 import triton.language as tl
 
 from .triton_steps import (_channel_params, _combine, _delta, _gate_grad, _program, _same_sequence,
-                           _segment_chunks)
+                           _segment_chunks, _state_offsets)
+
+
+@triton.jit
+def _dn(d, n, dim, N, r):
+    """(BLOCK_D, BLOCK_N) offsets of state r in a (rows, N, dim) buffer (see _state_offsets)."""
+    return tl.trans(_state_offsets(d, n, dim, N, r))
+
+
+@triton.jit
+def _tiled_program(A_ptr, D_ptr, delta_bias_ptr, dim, N, dim_per_group, HAS_D: tl.constexpr,
+                   HAS_DELTA_BIAS: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+    """_program and _channel_params, with the state tile as (BLOCK_D, BLOCK_N): these kernels'
+    tiles are (BLOCK_D, CHUNK, BLOCK_N)."""
+    pid_d, b, s, d, n, mask_d, mask_n, mask_nd, g = _program(dim, BLOCK_D, BLOCK_N, N, dim_per_group)
+    A, A2, Dv, bias = _channel_params(A_ptr, D_ptr, delta_bias_ptr, d, n, dim, N, mask_d, mask_nd, HAS_D,
+                                      HAS_DELTA_BIAS)
+    return pid_d, b, s, d, n, mask_d, mask_n, tl.trans(mask_nd), tl.trans(A), tl.trans(A2), Dv, bias, g
 
 
 @triton.jit
@@ -34,26 +51,26 @@ def _tile_decay(dt_base, seq_base, t, mask_d, bias, A2, end, s_dt_l, s_seq_l, L,
 def _fwd_tiled_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, delta_bias_ptr, init_ptr, seq_ptr,
     y_ptr, states_ptr, final_ptr,
-    dim, L, N, dim_per_group, n_chunks, chunks_per_seg,
+    dim, L, N: tl.constexpr, dim_per_group, n_chunks, chunks_per_seg,
     s_u_b, s_u_d, s_u_l,
     s_dt_b, s_dt_d, s_dt_l,
     s_B_b, s_B_g, s_B_n, s_B_l,
     s_C_b, s_C_g, s_C_n, s_C_l,
     s_z_b, s_z_d, s_z_l,
     s_seq_b, s_seq_l,
+    s_y_b, s_y_d, s_y_l,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_DELTA_BIAS: tl.constexpr,
     DELTA_SOFTPLUS: tl.constexpr, HAS_INIT: tl.constexpr, HAS_SEQ_IDX: tl.constexpr,
     WRITE_STATES: tl.constexpr,
     BLOCK_D: tl.constexpr, CHUNK: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """Same arguments and outputs as triton_recurrent._fwd_recurrent_kernel."""
-    pid_d, b, s, d, n, mask_d, mask_n, mask_dn, g = _program(dim, BLOCK_D, BLOCK_N, N, dim_per_group)
+    pid_d, b, s, d, n, mask_d, mask_n, mask_dn, A, A2, Dv, bias, g = _tiled_program(
+        A_ptr, D_ptr, delta_bias_ptr, dim, N, dim_per_group, HAS_D, HAS_DELTA_BIAS, BLOCK_D, BLOCK_N)
     n_seg = tl.num_programs(2)
     tt = tl.arange(0, CHUNK).to(tl.int64)
-    A, A2, Dv, bias = _channel_params(A_ptr, D_ptr, delta_bias_ptr, d, n, N, mask_d, mask_dn, HAS_D,
-                                      HAS_DELTA_BIAS)
     if HAS_INIT:
-        h = tl.load(init_ptr + ((b * dim + d[:, None]) * n_seg + s) * N + n[None, :], mask=mask_dn,
+        h = tl.load(init_ptr + _dn(d, n, dim, N, b * n_seg + s), mask=mask_dn,
                     other=0.0).to(tl.float32)
     else:
         h = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
@@ -62,14 +79,14 @@ def _fwd_tiled_kernel(
     B_base = B_ptr + b * s_B_b + g * s_B_g + n[None, :] * s_B_n
     C_base = C_ptr + b * s_C_b + g * s_C_g + n[None, :] * s_C_n
     seq_base = seq_ptr + b * s_seq_b
-    y_base = y_ptr + b * dim * L + d[:, None] * L
+    y_base = y_ptr + b * s_y_b + d[:, None] * s_y_d
     c0, c1, t0, t1 = _segment_chunks(s, chunks_per_seg, n_chunks, CHUNK, L)
     for c in range(c0, c1):
         t = c * CHUNK + tt
         mask_t = t < L
         mask = mask_d[:, None] & mask_t[None, :]  # (BD, T)
         if WRITE_STATES:
-            tl.store(states_ptr + ((b * dim + d[:, None]) * n_chunks + c) * N + n[None, :], h,
+            tl.store(states_ptr + _dn(d, n, dim, N, b * n_chunks + c), h,
                      mask=mask_dn)
         u = tl.load(u_base + t[None, :] * s_u_l, mask=mask, other=0.0).to(tl.float32)
         raw, dt, a = _tile_decay(dt_base, seq_base, t, mask_d, bias, A2, t1, s_dt_l, s_seq_l, L,
@@ -85,10 +102,10 @@ def _fwd_tiled_kernel(
             z = tl.load(z_ptr + b * s_z_b + d[:, None] * s_z_d + t[None, :] * s_z_l, mask=mask,
                         other=0.0).to(tl.float32)
             y *= z * tl.sigmoid(z)
-        tl.store(y_base + t[None, :], y, mask=mask)
+        tl.store(y_base + t[None, :] * s_y_l, y, mask=mask)
         # padded steps have a = 1 and b = 0, so the last row of the tile is the state after step L-1
         h = tl.sum(tl.where((tt == CHUNK - 1)[None, :, None], hs, 0.0), axis=1)  # (BD, BN)
-    tl.store(final_ptr + (b * dim + d[:, None]) * N + n[None, :], h, mask=mask_dn & (s == n_seg - 1))
+    tl.store(final_ptr + _dn(d, n, dim, N, b), h, mask=mask_dn & (s == n_seg - 1))
 
 
 @triton.jit
@@ -96,7 +113,7 @@ def _bwd_tiled_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, delta_bias_ptr, seq_ptr,
     states_ptr, dout_ptr, dexit_ptr,
     du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dinit_ptr,
-    dim, L, N, dim_per_group, n_chunks, chunks_per_seg,
+    dim, L, N: tl.constexpr, dim_per_group, n_chunks, chunks_per_seg,
     s_u_b, s_u_d, s_u_l,
     s_dt_b, s_dt_d, s_dt_l,
     s_B_b, s_B_g, s_B_n, s_B_l,
@@ -104,21 +121,21 @@ def _bwd_tiled_kernel(
     s_z_b, s_z_d, s_z_l,
     s_seq_b, s_seq_l,
     s_do_b, s_do_d, s_do_l,
-    s_dB_b, s_dB_blk, s_dB_n,
+    s_io_b, s_io_d, s_io_l,
+    s_dB_b, s_dB_blk, s_dB_n, s_dB_l,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_DELTA_BIAS: tl.constexpr,
     DELTA_SOFTPLUS: tl.constexpr, HAS_INIT: tl.constexpr, HAS_SEQ_IDX: tl.constexpr,
     HAS_DEXIT: tl.constexpr, DETERMINISTIC: tl.constexpr,
     BLOCK_D: tl.constexpr, CHUNK: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """Same arguments and outputs as triton_recurrent._bwd_recurrent_kernel (no scratch)."""
-    pid_d, b, s, d, n, mask_d, mask_n, mask_dn, g = _program(dim, BLOCK_D, BLOCK_N, N, dim_per_group)
+    pid_d, b, s, d, n, mask_d, mask_n, mask_dn, A, A2, Dv, bias, g = _tiled_program(
+        A_ptr, D_ptr, delta_bias_ptr, dim, N, dim_per_group, HAS_D, HAS_DELTA_BIAS, BLOCK_D, BLOCK_N)
     n_seg = tl.num_programs(2)
     tt = tl.arange(0, CHUNK).to(tl.int64)
-    A, A2, Dv, bias = _channel_params(A_ptr, D_ptr, delta_bias_ptr, d, n, N, mask_d, mask_dn, HAS_D,
-                                      HAS_DELTA_BIAS)
     part = (b * n_seg + s) * dim + d
     if HAS_DEXIT:  # the adjoint arriving at the segment's last step, already through a_{t1}
-        carry = tl.load(dexit_ptr + ((b * dim + d[:, None]) * n_seg + s) * N + n[None, :],
+        carry = tl.load(dexit_ptr + _dn(d, n, dim, N, b * n_seg + s),
                         mask=mask_dn, other=0.0).to(tl.float32)
     else:
         carry = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
@@ -133,7 +150,7 @@ def _bwd_tiled_kernel(
     C_base = C_ptr + b * s_C_b + g * s_C_g + n[None, :] * s_C_n
     do_base = dout_ptr + b * s_do_b + d[:, None] * s_do_d
     seq_base = seq_ptr + b * s_seq_b
-    io_base = b * dim * L + d[:, None] * L  # du, ddelta, dz are allocated contiguous
+    io_base = b * s_io_b + d[:, None] * s_io_d  # du, ddelta, dz share one layout
     if DETERMINISTIC:
         dB_base = dB_ptr + b * s_dB_b + pid_d * s_dB_blk + n[None, :] * s_dB_n
         dC_base = dC_ptr + b * s_dB_b + pid_d * s_dB_blk + n[None, :] * s_dB_n
@@ -147,7 +164,7 @@ def _bwd_tiled_kernel(
         mask_t = t < L
         mask = mask_d[:, None] & mask_t[None, :]
         mask_tn = mask_t[:, None] & mask_n[None, :]
-        h0 = tl.load(states_ptr + ((b * dim + d[:, None]) * n_chunks + c) * N + n[None, :],
+        h0 = tl.load(states_ptr + _dn(d, n, dim, N, b * n_chunks + c),
                      mask=mask_dn, other=0.0)
         u = tl.load(u_base + t[None, :] * s_u_l, mask=mask, other=0.0).to(tl.float32)
         raw, dt, a = _tile_decay(dt_base, seq_base, t, mask_d, bias, A2, t1, s_dt_l, s_seq_l, L,
@@ -167,7 +184,7 @@ def _bwd_tiled_kernel(
             z = tl.load(z_ptr + b * s_z_b + d[:, None] * s_z_d + t[None, :] * s_z_l, mask=mask,
                         other=0.0).to(tl.float32)
             dy, dz = _gate_grad(dout, tl.sum(hs * Ct[None, :, :], axis=2) + u * Dv[:, None], z)
-            tl.store(dz_ptr + io_base + t[None, :], dz, mask=mask)
+            tl.store(dz_ptr + io_base + t[None, :] * s_io_l, dz, mask=mask)
         else:
             dy = dout
         # adjoint: g_t = C_t dy_t + a_{t+1} g_{t+1}; what comes after the chunk enters through carry
@@ -183,27 +200,27 @@ def _bwd_tiled_kernel(
         if HAS_D:
             du += dy * Dv[:, None]
             dD_acc += tl.sum(dy * u, axis=1)
-        tl.store(du_ptr + io_base + t[None, :], du, mask=mask)
+        tl.store(du_ptr + io_base + t[None, :] * s_io_l, du, mask=mask)
         if DELTA_SOFTPLUS:
             ddt = ddt * tl.sigmoid(raw)
         ddt = tl.where(mask, ddt, 0.0)
-        tl.store(ddelta_ptr + io_base + t[None, :], ddt, mask=mask)
+        tl.store(ddelta_ptr + io_base + t[None, :] * s_io_l, ddt, mask=mask)
         dbias_acc += tl.sum(ddt, axis=1)
         dB_part = tl.sum(gs * x[:, :, None], axis=0)  # (T, BN)
         dC_part = tl.sum(hs * dy[:, :, None], axis=0)
         if DETERMINISTIC:
-            tl.store(dB_base + t[:, None], dB_part, mask=mask_tn)
-            tl.store(dC_base + t[:, None], dC_part, mask=mask_tn)
+            tl.store(dB_base + t[:, None] * s_dB_l, dB_part, mask=mask_tn)
+            tl.store(dC_base + t[:, None] * s_dB_l, dC_part, mask=mask_tn)
         else:
-            tl.atomic_add(dB_base + t[:, None], dB_part, mask=mask_tn)
-            tl.atomic_add(dC_base + t[:, None], dC_part, mask=mask_tn)
+            tl.atomic_add(dB_base + t[:, None] * s_dB_l, dB_part, mask=mask_tn)
+            tl.atomic_add(dC_base + t[:, None] * s_dB_l, dC_part, mask=mask_tn)
         first = (tt == 0)[None, :, None]
         carry = tl.sum(tl.where(first, gs, 0.0), axis=1)  # g at the chunk's first step
         if HAS_INIT:
             dinit = tl.sum(tl.where(first, gs * a, 0.0), axis=1)  # a_0 g_0 after the last chunk
-    tl.store(dA_ptr + part[:, None] * N + n[None, :], dA_acc, mask=mask_dn)
+    tl.store(dA_ptr + _dn(d, n, dim, N, b * n_seg + s), dA_acc, mask=mask_dn)
     if HAS_INIT:
-        tl.store(dinit_ptr + (b * dim + d[:, None]) * N + n[None, :], dinit, mask=mask_dn & (s == 0))
+        tl.store(dinit_ptr + _dn(d, n, dim, N, b), dinit, mask=mask_dn & (s == 0))
     if HAS_D:
         tl.store(dD_ptr + part, dD_acc, mask=mask_d)
     if HAS_DELTA_BIAS:
