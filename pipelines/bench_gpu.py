@@ -42,6 +42,10 @@ def add_arguments(p):
     p.add_argument("--shapes", default=DEFAULT_SHAPES,
                    help="comma list of BATCHxDIMxL scan shapes (default: the issue-13 set)")
     p.add_argument("--state", type=int, default=16, help="state size N (default: %(default)s)")
+    p.add_argument("--layout", choices=("time", "channels-last"), default="time",
+                   help="scan inputs' memory layout: time-contiguous (batch, dim, L), as mamba_ssm "
+                        "takes them, or channels-last, as this project's mixer passes them; the "
+                        "peer always gets time-contiguous inputs (default: %(default)s)")
     p.add_argument("--tune", action="store_true",
                    help="first sweep BLOCK_D, warps, stages and segments at --tune-shapes")
     p.add_argument("--tune-shapes", default=TUNE_SHAPES,
@@ -134,16 +138,27 @@ def measure_floors():
     return dict(copy_bytes_per_s=bw, exp_per_s=m * K / (ms_exp * 1e-3))
 
 
-def scan_inputs(batch, dim, L, N, grad, dtype=torch.bfloat16):
+def scan_inputs(batch, dim, L, N, grad, dtype=torch.bfloat16, layout="time"):
+    """Random scan inputs: (batch, dim, L) and (batch, N, L) tensors, time-contiguous, or (layout
+    "channels-last") views of (batch, L, dim) and (batch, L, N) memory, as our mixer passes them."""
     r = lambda *s: torch.randn(*s, device="cuda")  # noqa: E731
-    x = dict(u=r(batch, dim, L).to(dtype), delta=(0.5 * r(batch, dim, L) - 2).to(dtype),
-             A=-torch.exp(0.5 * r(dim, N)), B=r(batch, N, L).to(dtype), C=r(batch, N, L).to(dtype),
-             D=r(dim), z=r(batch, dim, L).to(dtype), delta_bias=0.1 * r(dim))
+    if layout == "time":
+        seq = lambda c: r(batch, c, L)  # noqa: E731
+    else:
+        seq = lambda c: r(batch, L, c).transpose(1, 2)  # noqa: E731
+    x = dict(u=seq(dim).to(dtype), delta=(0.5 * seq(dim) - 2).to(dtype),
+             A=-torch.exp(0.5 * r(dim, N)), B=seq(N).to(dtype), C=seq(N).to(dtype),
+             D=r(dim), z=seq(dim).to(dtype), delta_bias=0.1 * r(dim))
     if grad:
         for v in x.values():
             v.requires_grad_(True)
-        x["dy"] = r(batch, dim, L).to(dtype)
+        x["dy"] = seq(dim).to(dtype)
     return x
+
+
+def _time_contiguous(x):
+    """The same inputs, time-contiguous (mamba_ssm's kernel copies anything else first)."""
+    return {k: v.detach().contiguous().requires_grad_(v.requires_grad) for k, v in x.items()}
 
 
 def floors(batch, dim, L, N, fl, backward=False):
@@ -171,28 +186,35 @@ def _n_sets(batch, dim, L, limit_bytes=8e9):
     return max(1, min(3, int(limit_bytes // (batch * dim * L * 2 * 8))))
 
 
-def scan_row(shape, N, fl, peer):
-    """Forward and forward+backward of ours (default plan) and the peer on the same inputs."""
+def scan_row(shape, N, fl, peer, layout="time"):
+    """Forward and forward+backward of ours (default plan) and the peer on the same inputs
+    (with layout "channels-last", ours reads them channels-last and the peer time-contiguous
+    copies, each kernel's own layout)."""
     from mamba_bio_audio.kernels.selective_scan.triton_scan import plan, selective_scan_triton
     batch, dim, L = shape
-    p = plan(batch, dim, L, N, 1, torch.device("cuda"))
-    row = dict(batch=batch, dim=dim, L=L, N=N, segments=p.n_seg, block_d=p.block_d)
+    p = plan(batch, dim, L, N, 1, torch.device("cuda"), channels_last=layout != "time")
+    row = dict(batch=batch, dim=dim, L=L, N=N, layout=layout, segments=p.n_seg, block_d=p.block_d)
     impls = {"ours": selective_scan_triton} | ({"peer": peer} if peer else {})
+
+    def inputs(name, sets):
+        return sets if name == "ours" or layout == "time" else [_time_contiguous(x) for x in sets]
     with torch.no_grad():
-        sets = [scan_inputs(batch, dim, L, N, False) for _ in range(_n_sets(batch, dim, L))]
+        sets = [scan_inputs(batch, dim, L, N, False, layout=layout) for _ in range(_n_sets(batch, dim, L))]
         for name, fn in impls.items():
-            row[f"{name}_fwd_ms"] = _bench(_forward(fn), sets)
+            row[f"{name}_fwd_ms"] = _bench(_forward(fn), inputs(name, sets))
         if peer:  # same inputs, same answer: the measurement compares like with like
             x = sets[0]
             row["max_abs_diff_y"] = (_forward(selective_scan_triton)(x).float()
-                                     - _forward(peer)(x).float()).abs().max().item()
+                                     - _forward(peer)(inputs("peer", [x])[0]).float()).abs().max().item()
     del sets
-    sets = [scan_inputs(batch, dim, L, N, True) for _ in range(_n_sets(batch, dim, L, 4e9))]
+    sets = [scan_inputs(batch, dim, L, N, True, layout=layout) for _ in range(_n_sets(batch, dim, L, 4e9))]
     for name, fn in impls.items():
+        these = inputs(name, sets)
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-        row[f"{name}_fwd_bwd_ms"] = _bench(_forward_backward(fn), sets)
+        row[f"{name}_fwd_bwd_ms"] = _bench(_forward_backward(fn), these)
         row[f"{name}_fwd_bwd_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        del these
     del sets
     bytes_ms, sfu_ms = floors(batch, dim, L, N, fl)
     row.update(floor_bytes_ms=bytes_ms, floor_sfu_ms=sfu_ms,
@@ -232,12 +254,13 @@ def run_scan(args, fl, peer):
     rows = []
     for shape in parse_shapes(args.shapes, 3, "--shapes"):
         try:
-            row = scan_row(shape, args.state, fl, peer)
+            row = scan_row(shape, args.state, fl, peer, args.layout)
         except torch.cuda.OutOfMemoryError:
             row = dict(batch=shape[0], dim=shape[1], L=shape[2], error="out of memory")
         rows.append(row)
         print(json.dumps(row), flush=True)
         torch.cuda.empty_cache()
+    print(f"scan inputs: {args.layout}", flush=True)
     print(scan_table(rows), flush=True)
     return rows
 

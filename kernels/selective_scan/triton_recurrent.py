@@ -13,24 +13,7 @@ import triton
 import triton.language as tl
 
 from .triton_steps import (_channel_params, _decay_from, _gate_grad, _program, _segment_chunks,
-                           _state_offsets, _step_inputs)
-
-
-@triton.jit
-def _fwd_loads(u_base, dt_base, B_base, C_base, z_base, t, mask_d, mask_n, s_u_l, s_dt_l, s_B_l,
-               s_C_l, s_z_l, L, HAS_Z: tl.constexpr):
-    """Step t's raw inputs as float32: u, delta (before the bias), B_t, C_t, z (zeros past L)."""
-    m = mask_d & (t < L)
-    mn = mask_n & (t < L)
-    u = tl.load(u_base + t * s_u_l, mask=m, other=0.0).to(tl.float32)
-    dt = tl.load(dt_base + t * s_dt_l, mask=m, other=0.0).to(tl.float32)
-    Bt = tl.load(B_base + t * s_B_l, mask=mn, other=0.0).to(tl.float32)
-    Ct = tl.load(C_base + t * s_C_l, mask=mn, other=0.0).to(tl.float32)
-    if HAS_Z:
-        z = tl.load(z_base + t * s_z_l, mask=m, other=0.0).to(tl.float32)
-    else:
-        z = u
-    return u, dt, Bt, Ct, z
+                           _state_offsets, _step_loads)
 
 
 @triton.jit
@@ -71,7 +54,7 @@ def _fwd_recurrent_kernel(
     c0, c1, t0, t1 = _segment_chunks(s, chunks_per_seg, n_chunks, CHUNK, L)
     # step t + 1's inputs are loaded while step t computes (carried through the loop), so that no
     # step waits on its own loads
-    u_n, dt_n, B_n, C_n, z_n = _fwd_loads(u_base, dt_base, B_base, C_base, z_base, t0, mask_d, mask_n,
+    u_n, dt_n, B_n, C_n, z_n = _step_loads(u_base, dt_base, B_base, C_base, z_base, t0, mask_d, mask_n,
                                           s_u_l, s_dt_l, s_B_l, s_C_l, s_z_l, L, HAS_Z)
     for c in range(c0, c1):
         if WRITE_STATES:
@@ -80,7 +63,7 @@ def _fwd_recurrent_kernel(
             t = c * CHUNK + i
             m = mask_d & (t < L)
             u, raw, Bt, Ct, z = u_n, dt_n + bias, B_n, C_n, z_n
-            u_n, dt_n, B_n, C_n, z_n = _fwd_loads(u_base, dt_base, B_base, C_base, z_base, t + 1,
+            u_n, dt_n, B_n, C_n, z_n = _step_loads(u_base, dt_base, B_base, C_base, z_base, t + 1,
                                                   mask_d, mask_n, s_u_l, s_dt_l, s_B_l, s_C_l, s_z_l,
                                                   L, HAS_Z)
             dt, a = _decay_from(raw, seq_base, t, m, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX)
@@ -153,27 +136,40 @@ def _bwd_recurrent_kernel(
         c = c1 - 1 - i
         h = tl.load(states_ptr + _state_offsets(d, n, dim, N, b * n_chunks + c), mask=mask_nd,
                     other=0.0)
+        # as in the forward, each loop loads the next step's inputs while it computes this one
+        u_n, dt_n, B_n, C_n, z_n = _step_loads(u_base, dt_base, B_base, C_base, z_base, c * CHUNK,
+                                              mask_d, mask_n, s_u_l, s_dt_l, s_B_l, s_C_l, s_z_l, L,
+                                              False)
         for j in tl.range(0, CHUNK, num_stages=STAGES):
             t = c * CHUNK + j
             m = mask_d & (t < L)
-            u, raw, dt, Bt, a = _step_inputs(u_base, dt_base, B_base, seq_base, t, m, mask_n, bias, A2,
-                                             s_u_l, s_dt_l, s_B_l, s_seq_l, L, DELTA_SOFTPLUS,
-                                             HAS_SEQ_IDX)
+            u, raw, Bt = u_n, dt_n + bias, B_n
+            u_n, dt_n, B_n, C_n, z_n = _step_loads(u_base, dt_base, B_base, C_base, z_base, t + 1,
+                                                  mask_d, mask_n, s_u_l, s_dt_l, s_B_l, s_C_l, s_z_l,
+                                                  L, False)
+            dt, a = _decay_from(raw, seq_base, t, m, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX)
             h = a * h + Bt[:, None] * (dt * u)[None, :]
             tl.store(scratch + j * BLOCK_D * BLOCK_N, h)
         tl.debug_barrier()
+        t = c * CHUNK + CHUNK - 1
+        u_n, dt_n, B_n, C_n, z_n = _step_loads(u_base, dt_base, B_base, C_base, z_base, t, mask_d,
+                                              mask_n, s_u_l, s_dt_l, s_B_l, s_C_l, s_z_l, L, HAS_Z)
+        do_n = tl.load(do_base + t * s_do_l, mask=mask_d & (t < L), other=0.0).to(tl.float32)
+        h_n = tl.load(scratch + (CHUNK - 1) * BLOCK_D * BLOCK_N)
         for j in tl.range(0, CHUNK, num_stages=STAGES):
             jj = CHUNK - 1 - j
             t = c * CHUNK + jj
             m = mask_d & (t < L)
-            u, raw, dt, Bt, a = _step_inputs(u_base, dt_base, B_base, seq_base, t, m, mask_n, bias, A2,
-                                             s_u_l, s_dt_l, s_B_l, s_seq_l, L, DELTA_SOFTPLUS,
-                                             HAS_SEQ_IDX)
-            h = tl.load(scratch + jj * BLOCK_D * BLOCK_N)  # h_t
-            Ct = tl.load(C_base + t * s_C_l, mask=mask_n & (t < L), other=0.0).to(tl.float32)
-            dout = tl.load(do_base + t * s_do_l, mask=m, other=0.0).to(tl.float32)
+            u, raw, Bt, Ct, z, dout, h = u_n, dt_n + bias, B_n, C_n, z_n, do_n, h_n  # h = h_t
+            if jj > 0:  # step t - 1, within the chunk
+                u_n, dt_n, B_n, C_n, z_n = _step_loads(u_base, dt_base, B_base, C_base, z_base, t - 1,
+                                                      mask_d, mask_n, s_u_l, s_dt_l, s_B_l, s_C_l,
+                                                      s_z_l, L, HAS_Z)
+                do_n = tl.load(do_base + (t - 1) * s_do_l, mask=mask_d & (t - 1 < L),
+                               other=0.0).to(tl.float32)
+                h_n = tl.load(scratch + (jj - 1) * BLOCK_D * BLOCK_N)
+            dt, a = _decay_from(raw, seq_base, t, m, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX)
             if HAS_Z:
-                z = tl.load(z_base + t * s_z_l, mask=m, other=0.0).to(tl.float32)
                 dy, dz = _gate_grad(dout, tl.sum(h * Ct[:, None], axis=0) + u * Dv, z)
                 tl.store(dz_ptr + io_base + t * s_io_l, dz, mask=m)
             else:

@@ -38,7 +38,8 @@ VARIANTS = ("recurrent", "tiled")
 # Default tiles, from the sweeps on an H200 (docs/kernel_tuning_notes.md #8): CHUNK steps per chunk
 # (shared by forward and backward: the forward saves one state per chunk), channels per program
 # and warps per program, for each direction; SEGMENT_BLOCK_D channels per program where the
-# sequence is cut into segments (batch x dim too small to fill the GPU).
+# sequence is cut into segments (batch x dim too small to fill the GPU) and for channels-last
+# inputs (stride 1 along dim: a step's loads are then one contiguous row per program).
 CHUNK = 32
 DEFAULT_VARIANT = "recurrent"
 FWD_BLOCK_D, FWD_WARPS = 16, 1
@@ -93,7 +94,8 @@ def _sms(device) -> int:
 
 
 def plan(batch, dim, L, N, groups, device, *, backward=False, variant=None, block_d=None, chunk=None,
-         segments=None, num_warps=None, stages=None, deterministic=True) -> Plan:
+         segments=None, num_warps=None, stages=None, deterministic=True,
+         channels_last=False) -> Plan:
     """Pick the variant, tiles and segment count for one direction of the scan.
 
     Explicit arguments win; None picks: BLOCK_D from the defaults (shrunk so that the
@@ -115,6 +117,8 @@ def plan(batch, dim, L, N, groups, device, *, backward=False, variant=None, bloc
     while tiled and chunk is None and not backward and T > 8 and bd * T * block_n > MAX_TILE:
         T //= 2
         tile_steps = T
+    if channels_last and block_d is None and not tiled:
+        bd = max(bd, SEGMENT_BLOCK_D)
     if groups > 1:
         bd = _pow2_divisor(dim // groups, bd)
     n_chunks = triton.cdiv(L, T)
@@ -153,6 +157,11 @@ def _empty_like_io(x, dtype=None):
     order = sorted(range(3), key=lambda i: -x.stride(i))
     out = _empty(*(x.shape[i] for i in order), like=x, dtype=dtype)
     return out.permute(*sorted(range(3), key=order.index))
+
+
+def _channels_last(x) -> bool:
+    """Whether a (batch, dim, L) tensor is laid out channels-last (stride 1 along dim)."""
+    return x.stride(1) == 1 and x.shape[1] > 1
 
 
 def _n_contiguous(M):
@@ -328,7 +337,8 @@ class SelectiveScanTriton(torch.autograd.Function):
                 deterministic, options):
         batch, dim, L = u.shape
         groups = _groups(B)
-        p = plan(batch, dim, L, A.shape[1], groups, u.device, **options)
+        p = plan(batch, dim, L, A.shape[1], groups, u.device, channels_last=_channels_last(u),
+                 **options)
         B, C = _n_contiguous(B), _n_contiguous(C)
         write_states = any(ctx.needs_input_grad[:9])  # forward itself runs under no_grad
         y, final, states = _fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx,
@@ -347,7 +357,7 @@ class SelectiveScanTriton(torch.autograd.Function):
         batch, dim, L = u.shape
         groups = _groups(B)
         p = plan(batch, dim, L, A.shape[1], groups, u.device, backward=True,
-                 deterministic=ctx.deterministic, **ctx.options)
+                 deterministic=ctx.deterministic, channels_last=_channels_last(u), **ctx.options)
         grads = _bwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, ctx.delta_softplus,
                      states, dy, dfinal,
                      ctx.deterministic, p)

@@ -19,8 +19,8 @@ written: P, E, H, mu and G are (batch, dim, n_seg, N).
 import triton
 import triton.language as tl
 
-from .triton_steps import (_channel_params, _decay, _program, _segment_chunks, _state_offsets,
-                           _step_inputs)
+from .triton_steps import (_channel_params, _decay_from, _program, _segment_chunks, _state_offsets,
+                           _step_loads)
 
 
 @triton.jit
@@ -46,9 +46,15 @@ def _segment_end_kernel(
     h = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     p = tl.full([BLOCK_N, BLOCK_D], 1.0, dtype=tl.float32)
     c0, c1, t0, t1 = _segment_chunks(s, chunks_per_seg, n_chunks, CHUNK, L)
+    # step t + 1's inputs load while step t computes (C and z are not needed: B_base stands in)
+    u_n, dt_n, B_n, _, _ = _step_loads(u_base, dt_base, B_base, B_base, u_base, t0, mask_d, mask_n,
+                                       s_u_l, s_dt_l, s_B_l, s_B_l, s_u_l, L, False)
     for t in range(t0, t1):
-        u, raw, dt, Bt, a = _step_inputs(u_base, dt_base, B_base, seq_base, t, mask_d, mask_n, bias, A2,
-                                         s_u_l, s_dt_l, s_B_l, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX)
+        u, raw, Bt = u_n, dt_n + bias, B_n
+        u_n, dt_n, B_n, _, _ = _step_loads(u_base, dt_base, B_base, B_base, u_base, t + 1, mask_d,
+                                           mask_n, s_u_l, s_dt_l, s_B_l, s_B_l, s_u_l, L, False)
+        dt, a = _decay_from(raw, seq_base, t, mask_d & (t < L), A2, s_seq_l, L, DELTA_SOFTPLUS,
+                            HAS_SEQ_IDX)
         h = a * h + Bt[:, None] * (dt * u)[None, :]
         p = p * a
     out = _state_offsets(d, n, dim, N, b * tl.num_programs(2) + s)
@@ -83,15 +89,18 @@ def _segment_start_adjoint_kernel(
     a_next = tl.full([BLOCK_N, BLOCK_D], 1.0, dtype=tl.float32)
     p = tl.full([BLOCK_N, BLOCK_D], 1.0, dtype=tl.float32)
     c0, c1, t0, t1 = _segment_chunks(k + 1, chunks_per_seg, n_chunks, CHUNK, L)
+    # step t - 1's inputs load while step t computes (dout stands in for u, C for B)
+    dy_n, dt_n, _, C_n, z_n = _step_loads(do_base, dt_base, C_base, C_base, z_base, t1 - 1, mask_d,
+                                          mask_n, s_do_l, s_dt_l, s_C_l, s_C_l, s_z_l, L, HAS_Z)
     for j in range(0, t1 - t0):
         t = t1 - 1 - j
-        raw, dt, a = _decay(dt_base, seq_base, t, mask_d, bias, A2, s_dt_l, s_seq_l, L,
-                            DELTA_SOFTPLUS, HAS_SEQ_IDX)
-        dy = tl.load(do_base + t * s_do_l, mask=mask_d, other=0.0).to(tl.float32)
+        dy, raw, Ct, z = dy_n, dt_n + bias, C_n, z_n
+        dy_n, dt_n, _, C_n, z_n = _step_loads(do_base, dt_base, C_base, C_base, z_base,
+                                              tl.maximum(t - 1, t0), mask_d, mask_n, s_do_l, s_dt_l,
+                                              s_C_l, s_C_l, s_z_l, L, HAS_Z)
+        dt, a = _decay_from(raw, seq_base, t, mask_d, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX)
         if HAS_Z:
-            z = tl.load(z_base + t * s_z_l, mask=mask_d, other=0.0).to(tl.float32)
             dy = dy * z * tl.sigmoid(z)
-        Ct = tl.load(C_base + t * s_C_l, mask=mask_n, other=0.0).to(tl.float32)
         lam = a_next * lam + Ct[:, None] * dy[None, :]
         p = p * a
         a_next = a

@@ -106,15 +106,6 @@ def _same_sequence(seq_base, t, L, s_seq_l):
 
 
 @triton.jit
-def _decay(dt_base, seq_base, t, m, bias, A2, s_dt_l, s_seq_l, L, DELTA_SOFTPLUS: tl.constexpr,
-           HAS_SEQ_IDX: tl.constexpr):
-    """Step t (a scalar) of one program: raw delta + bias, Δ (BLOCK_D,) and a (BLOCK_N, BLOCK_D)."""
-    raw = tl.load(dt_base + t * s_dt_l, mask=m, other=0.0).to(tl.float32) + bias
-    dt, a = _decay_from(raw, seq_base, t, m, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX)
-    return raw, dt, a
-
-
-@triton.jit
 def _decay_from(raw, seq_base, t, m, A2, s_seq_l, L, DELTA_SOFTPLUS: tl.constexpr,
                 HAS_SEQ_IDX: tl.constexpr):
     """Δ (BLOCK_D,) and a (BLOCK_N, BLOCK_D) of step t from raw = delta + bias."""
@@ -126,14 +117,21 @@ def _decay_from(raw, seq_base, t, m, A2, s_seq_l, L, DELTA_SOFTPLUS: tl.constexp
 
 
 @triton.jit
-def _step_inputs(u_base, dt_base, B_base, seq_base, t, m, mask_n, bias, A2, s_u_l, s_dt_l, s_B_l,
-                 s_seq_l, L, DELTA_SOFTPLUS: tl.constexpr, HAS_SEQ_IDX: tl.constexpr):
-    """Step t of the recurrence h = a h + (Δ u) B: u, raw delta, Δ, B_t (BLOCK_N,) and a."""
+def _step_loads(u_base, dt_base, B_base, C_base, z_base, t, mask_d, mask_n, s_u_l, s_dt_l, s_B_l,
+                s_C_l, s_z_l, L, HAS_Z: tl.constexpr):
+    """Step t's raw inputs as float32: u, delta (before the bias), B_t, C_t and z (u when HAS_Z is
+    off), zeros past L. The step loops call this for step t + 1 while they compute step t."""
+    m = mask_d & (t < L)
+    mn = mask_n & (t < L)
     u = tl.load(u_base + t * s_u_l, mask=m, other=0.0).to(tl.float32)
-    raw, dt, a = _decay(dt_base, seq_base, t, m, bias, A2, s_dt_l, s_seq_l, L, DELTA_SOFTPLUS,
-                        HAS_SEQ_IDX)
-    Bt = tl.load(B_base + t * s_B_l, mask=mask_n & (t < L), other=0.0).to(tl.float32)
-    return u, raw, dt, Bt, a
+    dt = tl.load(dt_base + t * s_dt_l, mask=m, other=0.0).to(tl.float32)
+    Bt = tl.load(B_base + t * s_B_l, mask=mn, other=0.0).to(tl.float32)
+    Ct = tl.load(C_base + t * s_C_l, mask=mn, other=0.0).to(tl.float32)
+    if HAS_Z:
+        z = tl.load(z_base + t * s_z_l, mask=m, other=0.0).to(tl.float32)
+    else:
+        z = u
+    return u, dt, Bt, Ct, z
 
 
 @triton.jit

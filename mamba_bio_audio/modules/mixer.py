@@ -72,6 +72,13 @@ def dt_bias_init(d_inner: int, dt_min: float, dt_max: float, dt_init_floor: floa
     return dt + torch.log(-torch.expm1(-dt))  # inverse of softplus
 
 
+def _channels_last_scan(x: torch.Tensor) -> bool:
+    """Whether the scan's (b, d, l) inputs go channels-last: on CUDA (the Triton scan reads each step
+    as one contiguous row, and x_proj, dt_proj and in_proj already write (b, l, .) memory, so dt,
+    B, C and z need no copies and y goes to out_proj as is; docs/kernel_tuning_notes.md #8)."""
+    return x.is_cuda and x.dim() == 3
+
+
 class SelectiveSSM(nn.Module):
     """Conv + selective scan of one direction: (x, z) -> y, all of width d_inner.
 
@@ -127,7 +134,10 @@ class SelectiveSSM(nn.Module):
         x_dbl = self.x_proj(x.transpose(1, -1))  # (b, l, r + 2N) or (b, r + 2N)
         dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = F.linear(dt, self.dt_proj.weight).transpose(1, -1)  # (b, d, l) or (b, d)
-        return dt.contiguous(), B.transpose(1, -1).contiguous(), C.transpose(1, -1).contiguous()
+        dt, B, C = dt, B.transpose(1, -1), C.transpose(1, -1)
+        if not _channels_last_scan(x):  # the CPU scan reads time-contiguous rows fastest
+            dt, B, C = dt.contiguous(), B.contiguous(), C.contiguous()
+        return dt, B, C
 
     def forward(self, x: torch.Tensor, z: torch.Tensor, state: MixerState = None) -> torch.Tensor:
         """Parallel mode over a whole sequence.
@@ -146,8 +156,13 @@ class SelectiveSSM(nn.Module):
             x_pad = F.pad(x, (self.d_conv - 1, 0))  # (b, d, l + k - 1)
         else:
             x_pad = torch.cat([state.conv[:, :, 1:].to(x.dtype), x], dim=-1)
-        x_conv = F.silu(F.conv1d(x_pad, self.conv1d.weight, self.conv1d.bias,
-                                 groups=self.d_inner))  # (b, d, l)
+        x_conv = F.conv1d(x_pad, self.conv1d.weight, self.conv1d.bias, groups=self.d_inner)
+        if _channels_last_scan(x_conv):  # (b, d, l) views of (b, l, d) memory, like dt and z
+            b, d, l = x_conv.shape
+            out = x_conv.new_empty(b, l, d).transpose(1, 2)
+            x_conv = out.copy_(F.silu(x_conv))
+        else:
+            x_conv = F.silu(x_conv)  # (b, d, l)
         dt, B, C = self.selection(x_conv)
         A = -torch.exp(self.A_log.float())  # (d, N)
         initial = None if state is None else state.ssm

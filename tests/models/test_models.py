@@ -236,6 +236,28 @@ def test_unet_set_position_matches_stepping():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_cuda_forward_and_gradients_equal_cpu(name, monkeypatch):
+    """On CUDA the mixer hands the Triton scan channels-last views (no copies); the logits and
+    every parameter's gradient must still match the CPU path's (time-contiguous, torch scan)."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    cpu = make_lm(name).train()
+    gpu = make_lm(name).train().cuda()
+    ids = ids_for(cpu, 2, 96)
+    results = []
+    for model, x in ((cpu, ids), (gpu, ids.cuda())):
+        logits = model(x)
+        logits.float().pow(2).mean().backward()
+        results.append((logits.detach().cpu(), {k: p.grad.cpu() for k, p in model.named_parameters()}))
+    (l_cpu, g_cpu), (l_gpu, g_gpu) = results
+    torch.testing.assert_close(l_gpu, l_cpu, rtol=1e-3, atol=1e-4)
+    for k in g_cpu:
+        torch.testing.assert_close(g_gpu[k], g_cpu[k], rtol=2e-3, atol=1e-5, msg=k)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("name", ["isotropic", "unet"])
 def test_cuda_graph_generation_equals_eager(name):
     model = make_lm(name).cuda()
