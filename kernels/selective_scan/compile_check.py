@@ -1,0 +1,125 @@
+"""Compile the Triton scan kernels for a GPU on a machine without one, and count their instructions.
+
+The CPU interpreter (TRITON_INTERPRET=1, how CI runs the kernels) checks what the kernels compute
+but not that they compile: inline assembly, constexpr globals and layouts only meet the real
+compiler on a GPU. Triton's wheel ships ptxas and nvdisasm, so the whole pipeline down to SASS
+runs here. For each kernel this prints the registers, spills and the instructions in its step
+loops (per loop iteration, i.e. per time step), which is how docs/kernel_tuning_notes.md #8 read
+the kernels without a GPU:
+
+    python -m mamba_bio_audio.kernels.selective_scan.compile_check [--arch 90] [--block-d 16 32]
+
+Run without TRITON_INTERPRET (the interpreter replaces the kernels by Python functions).
+"""
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from . import triton_recurrent, triton_segments
+
+BF16_ARGS = {"u_ptr", "delta_ptr", "B_ptr", "C_ptr", "z_ptr", "y_ptr", "dout_ptr", "du_ptr",
+             "ddelta_ptr", "dz_ptr"}
+# unit strides of the layout the models use on a GPU: channels-last u, delta, z, y and their
+# gradients, B and C with the state axis contiguous
+UNIT_STRIDES = {"s_u_d", "s_dt_d", "s_z_d", "s_y_d", "s_do_d", "s_io_d", "s_B_n", "s_C_n",
+                "s_dB_n", "s_seq_l"}
+COMMON = dict(N=16, BLOCK_N=16, CHUNK=32, HAS_DELTA_BIAS=True, DELTA_SOFTPLUS=True,
+              HAS_SEQ_IDX=False)
+
+
+def kernels(block_d):
+    """(name, kernel, constexprs) for the kernels one training step launches."""
+    yield "forward", triton_recurrent._fwd_recurrent_kernel, dict(
+        COMMON, HAS_D=True, HAS_Z=True, HAS_INIT=False, WRITE_STATES=True, BLOCK_D=block_d, STAGES=1)
+    yield "backward", triton_recurrent._bwd_recurrent_kernel, dict(
+        COMMON, HAS_D=True, HAS_Z=True, HAS_INIT=False, HAS_DEXIT=True, DETERMINISTIC=True,
+        BLOCK_D=block_d, STAGES=1)
+    yield "segment ends", triton_segments._segment_end_kernel, dict(COMMON, BLOCK_D=block_d)
+    yield "segment adjoints", triton_segments._segment_start_adjoint_kernel, dict(
+        COMMON, HAS_Z=True, BLOCK_D=block_d)
+    yield "segment carry", triton_segments._segment_carry_kernel, dict(
+        N=16, BLOCK_N=16, HAS_X0=True, REVERSE=False, BLOCK_D=32)
+
+
+def _tool(name):
+    return str(Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / name)
+
+
+def compile_kernel(kernel, constexprs, arch=90, num_warps=1):
+    """Compile for sm_{arch}: dict(registers, spills, loops = instructions per step-loop iteration)."""
+    sig, consts, attrs = {}, dict(constexprs), {}
+    for i, name in enumerate(kernel.arg_names):
+        if name in consts:
+            sig[name] = "constexpr"
+        elif name in UNIT_STRIDES:
+            sig[name], consts[name] = "constexpr", 1
+        elif name.endswith("_ptr"):
+            sig[name] = "*bf16" if name in BF16_ARGS else ("*i32" if name == "seq_ptr" else "*fp32")
+            attrs[(i,)] = [["tt.divisibility", 16]]
+        else:
+            sig[name] = "i32"
+            attrs[(i,)] = [["tt.divisibility", 16]]
+    target = GPUTarget("cuda", arch, 32)
+    backend = triton.compiler.make_backend(target)
+    options = backend.parse_options({"num_warps": num_warps})
+    compiled = triton.compile(ASTSource(fn=kernel, signature=sig, constexprs=consts, attrs=attrs),
+                              target=target, options=options.__dict__)
+    with tempfile.TemporaryDirectory() as tmp:
+        ptx, cubin = Path(tmp) / "k.ptx", Path(tmp) / "k.cubin"
+        ptx.write_text(compiled.asm["ptx"])
+        log = subprocess.run([_tool("ptxas"), f"-arch=sm_{arch}a", "-v", str(ptx), "-o", str(cubin)],
+                             capture_output=True, text=True, check=True).stderr
+        sass = subprocess.run([_tool("nvdisasm"), "-c", str(cubin)], capture_output=True, text=True,
+                              check=True).stdout
+    regs = re.search(r"Used (\d+) registers", log)
+    spills = re.search(r"(\d+) bytes spill stores", log)
+    return dict(registers=int(regs.group(1)) if regs else None,
+                spills=int(spills.group(1)) if spills else 0, loops=step_loops(sass))
+
+
+def step_loops(sass):
+    """Instruction count of every loop (a backward branch) in nvdisasm output: the step loops and
+    the chunk loops around them."""
+    lines = sass.splitlines()
+    labels = {m.group(1): i for i, line in enumerate(lines) if (m := re.match(r"^(\.L_x_\d+):", line))}
+    loops = []
+    for i, line in enumerate(lines):
+        m = re.search(r"BRA `\((\.L_x_\d+)\)", line)
+        if m and labels.get(m.group(1), i) < i:
+            body = [x for x in lines[labels[m.group(1)]:i + 1] if re.match(r"\s+/\*[0-9a-f]{4}\*/", x)]
+            if len(body) > 8:  # the step loops, not the spin loops of traps
+                loops.append(len(body))
+    return loops
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--arch", type=int, default=90, help="compute capability x10 (default: %(default)s)")
+    p.add_argument("--block-d", type=int, nargs="+", default=[16, 32],
+                   help="BLOCK_D values to compile the kernels at (default: %(default)s)")
+    args = p.parse_args(argv)
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        print("error: unset TRITON_INTERPRET (the interpreter replaces the kernels by Python code)",
+              file=sys.stderr)
+        return 2
+    print("| kernel | BLOCK_D | registers | spill bytes | instructions per loop iteration |")
+    print("|---|---|---|---|---|")
+    for bd in args.block_d:
+        for name, kernel, constexprs in kernels(bd):
+            r = compile_kernel(kernel, constexprs, args.arch)
+            print(f"| {name} | {constexprs['BLOCK_D']} | {r['registers']} | {r['spills']} | "
+                  f"{', '.join(map(str, r['loops'])) or '-'} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
