@@ -123,9 +123,9 @@ def _interrupt(signum, frame):
 
 def _remove_unfinished_outputs() -> None:
     """A failed command leaves no output folder behind that holds no checkpoint."""
-    run_config = sys.modules.get("mamba_bio_audio.pipelines.run_config")
-    if run_config is not None:
-        run_config.remove_unfinished_outputs()
+    outputs = sys.modules.get("mamba_bio_audio.pipelines.common.outputs")
+    if outputs is not None:
+        outputs.remove_unfinished_outputs()
 
 
 _shown_warnings: set = set()

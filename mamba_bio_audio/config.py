@@ -4,7 +4,7 @@
 head). The helpers below (`from_dict`, `to_dict`, `apply_overrides`, `load_yaml`) work for any
 dataclass, so the pipelines build their own nested configs (``model``, ``train``, ``data``) on them:
 
-    cfg = from_dict(PretrainConfig, load_yaml("pretrain_dna.yaml"))
+    cfg = from_dict(RunConfig, load_yaml("pretrain_dna.yaml"))   # pipelines/common/run_config.py
     cfg = apply_overrides(cfg, ["model.d_model=128", "train.lr=1e-3"])
 
 Every error is a `ConfigError` naming the dotted key, the value and what was expected.
@@ -13,7 +13,6 @@ Every error is a `ConfigError` naming the dotted key, the value and what was exp
 import dataclasses
 import json
 import math
-import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import yaml
 
 from .errors import ConfigError
+from .files import write_atomic
 
 BACKBONES = ("isotropic", "unet")
 POOLINGS = ("mean", "last", "max")
@@ -84,10 +84,10 @@ class MambaConfig:
     def __post_init__(self):
         self.validate()
 
-    @property
-    def dt_rank_value(self) -> int:
-        """The rank of the Δ projection (``dt_rank`` with "auto" resolved)."""
-        return math.ceil(self.d_model / 16) if self.dt_rank == "auto" else int(self.dt_rank)
+    def dt_rank_for(self, width: int) -> int:
+        """The rank of the Δ projection of a mixer of ``width`` channels (``dt_rank``, with
+        "auto" resolved as ceil(width / 16)); the U-Net's inner stages are wider than d_model."""
+        return math.ceil(width / 16) if self.dt_rank == "auto" else int(self.dt_rank)
 
     @property
     def padded_vocab_size(self) -> int:
@@ -167,10 +167,7 @@ class MambaConfig:
 
     def save_json(self, path) -> None:
         """Write the config as JSON (atomically: temp file + rename)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load_json(cls, path) -> "MambaConfig":

@@ -20,12 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .arguments import model_folder
-from .run_config import (add_run_arguments, resolve_run, save_run_config, write_atomic,
-                         write_summary)
-from .tasks import (classification_datasets, classifier_loss, predict_proba, rc_flip_fraction,
-                    rc_model_fields, save_tokenizer)
-from .trainer import Trainer, is_main_process, log
+from .common.datasets import classification_datasets, rc_model_fields
+from .common.figures import figure
+from .common.inference import predict_proba, rc_flip_fraction
+from .common.model_files import model_folder, save_tokenizer
+from .common.outputs import write_summary
+from .common.runs import add_run_arguments, resolve_run, save_run_config
+from .training.distributed import is_main_process, log
+from .training.losses import classifier_loss
+from .training.trainer import Trainer
 
 
 def add_arguments(parser) -> None:
@@ -67,7 +70,7 @@ def build_model(cfg, data):
 
 
 def main(args) -> int:
-    from .baselines import classification_metrics
+    from .common.baselines import classification_metrics
 
     t0 = time.perf_counter()
     cfg, run_dir, resume = resolve_run(args, "classify")
@@ -136,7 +139,7 @@ def main(args) -> int:
 def baseline(data, n_classes: int, max_train: int = 6000) -> dict:
     """k-mer counts + logistic regression (DNA) or MFCC statistics + logistic regression (audio),
     trained on (up to `max_train`) training items of epoch 0 and scored on the same test items."""
-    from .baselines import kmer_logistic_regression, mfcc_logistic_regression
+    from .common.baselines import kmer_logistic_regression, mfcc_logistic_regression
 
     train_n = min(len(data.train), max_train)
     if hasattr(data.train, "set_epoch"):
@@ -158,25 +161,18 @@ def baseline(data, n_classes: int, max_train: int = 6000) -> dict:
 def plot_confusion(cm: np.ndarray, names: list, path: Path) -> None:
     """Confusion matrix (rows: true class, columns: predicted) as a PNG, written atomically,
     titled with the accuracy it shows."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     size = 2.5 + 0.45 * len(names)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(cm, cmap="Blues")
-    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
-    ax.set_yticks(range(len(names)), names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    correct, total = int(np.trace(cm)), int(cm.sum())
-    ax.set_title(f"test accuracy {correct / max(total, 1):.4f} ({correct} of {total})")
-    for i, j in itertools.product(range(len(names)), repeat=2):
-        ax.text(j, i, str(cm[i, j]), ha="center", va="center",
-                color="white" if cm[i, j] > cm.max() / 2 else "black", fontsize=8)
-    fig.tight_layout()
-    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120))
-    plt.close(fig)
+    with figure(path, figsize=(size, size)) as (fig, ax):
+        ax.imshow(cm, cmap="Blues")
+        ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+        ax.set_yticks(range(len(names)), names)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        correct, total = int(np.trace(cm)), int(cm.sum())
+        ax.set_title(f"test accuracy {correct / max(total, 1):.4f} ({correct} of {total})")
+        for i, j in itertools.product(range(len(names)), repeat=2):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center",
+                    color="white" if cm[i, j] > cm.max() / 2 else "black", fontsize=8)
 
 
 def report(s: dict, run_dir) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from mamba_bio_audio.config import load_yaml
 
-from .run_config import RUN_COMMANDS, builtin_configs, config_path, first_comment, load_run_config
+from .common.run_config import RUN_COMMANDS, builtin_configs, config_path, first_comment, load_run_config
 
 
 def add_arguments(parser) -> None:

@@ -12,14 +12,14 @@ LM folder to the commands that need one (generate).
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 from mamba_bio_audio.errors import CheckpointError, ConfigError, UserError
 
-from .checkpoint import atomic_save_dir
-from .tasks import DATA_FILE, TOKENIZER_FILE
+from .common.model_files import (DATA_FILE, TOKENIZER_FILE, add_tokenizer_argument, folder_extras,
+                                 named_tokenizer)
+from .training.checkpoint import atomic_save_dir
 
 TOKENIZER_NAMES = ("dna", "mulaw")
 
@@ -31,64 +31,6 @@ def add_arguments(parser) -> None:
     parser.add_argument("--to", default="ours", choices=("ours", "hf", "mamba_ssm"),
                         help="format of DST (default: ours)")
     add_tokenizer_argument(parser)
-
-
-def add_tokenizer_argument(parser) -> None:
-    parser.add_argument("--tokenizer", default=None, choices=TOKENIZER_NAMES,
-                        help="the tokenizer of a checkpoint from elsewhere (which has none of "
-                             "ours): dna (12 ids) or mulaw (256 levels)")
-
-
-def named_tokenizer(name: str):
-    from mamba_bio_audio import data as mdata
-
-    return mdata.DNATokenizer() if name == "dna" else mdata.MuLaw()
-
-
-def folder_extras(directory, fmt: str) -> dict:
-    """The tokenizer and data settings that an LM folder carries: {"tokenizer": dict,
-    "data_config": dict}, each only if present (ours: tokenizer.json and data_config.json; the
-    other formats: the side file written by `convert`)."""
-    from mamba_bio_audio.models.convert import (TO_CONFIG, read_config_json,
-                                                read_side_file)
-
-    directory = Path(directory)
-    if fmt == "ours":
-        files = {"tokenizer": directory / TOKENIZER_FILE, "data_config": directory / DATA_FILE}
-        return {k: json.loads(p.read_text()) for k, p in files.items() if p.is_file()}
-    config = TO_CONFIG[fmt](read_config_json(directory), str(directory / "config.json"))
-    side = read_side_file(directory, fmt, config)
-    return {k: side[k] for k in ("tokenizer", "data_config") if side.get(k) is not None}
-
-
-def model_tokenizer(model_dir, name: str = None):
-    """The tokenizer for an LM folder: `name` (dna|mulaw) if given, else the folder's own.
-
-    Raises:
-        CheckpointError: no such folder, or no name and the folder carries no tokenizer of ours.
-    """
-    from mamba_bio_audio import data as mdata
-    from mamba_bio_audio.models.convert import checkpoint_format
-
-    if not Path(model_dir).is_dir():
-        raise CheckpointError(f"{model_dir}: no such checkpoint folder")
-    if name is not None:
-        return named_tokenizer(name)
-    fmt = checkpoint_format(model_dir) or "ours"
-    tokenizer = folder_extras(model_dir, fmt).get("tokenizer")
-    if tokenizer is None:
-        what = {"hf": "a Hugging Face", "mamba_ssm": "a mamba_ssm"}.get(fmt, "this")
-        raise CheckpointError(f"{model_dir}: {what} checkpoint carries no tokenizer of ours "
-                              f"({TOKENIZER_FILE}); name one with --tokenizer "
-                              f"{'|'.join(TOKENIZER_NAMES)}")
-    return mdata.tokenizer_from_dict(tokenizer)
-
-
-def model_data_config(model_dir) -> dict:
-    """The `data:` settings saved with an LM folder of any format ({} when there are none)."""
-    from mamba_bio_audio.models.convert import checkpoint_format
-
-    return folder_extras(model_dir, checkpoint_format(model_dir) or "ours").get("data_config", {})
 
 
 def main(args) -> int:

@@ -20,11 +20,13 @@ import time
 
 from mamba_bio_audio.errors import UserError
 
-from .arguments import model_folder
-from .run_config import add_run_arguments, resolve_run, save_run_config, write_atomic, write_summary
-from .convert import model_data_config
-from .tasks import bits, lm_datasets, lm_loss, save_tokenizer
-from .trainer import Trainer, is_main_process, log
+from .common.datasets import lm_datasets
+from .common.model_files import load_data_config, model_folder, save_tokenizer
+from .common.outputs import write_output, write_summary
+from .common.runs import add_run_arguments, resolve_run, save_run_config
+from .training.distributed import is_main_process, log
+from .training.losses import bits, lm_loss
+from .training.trainer import Trainer
 
 
 def add_arguments(parser) -> None:
@@ -44,7 +46,7 @@ def main(args) -> int:
     if args.recordings:
         cfg.data.path = args.recordings
     args.model = model_folder(args.model, want="MambaLM")
-    saved = model_data_config(args.model)
+    saved = load_data_config(args.model)
     if not saved:  # a checkpoint from elsewhere: read as mu-law audio with the run's settings
         saved = {"kind": "recordings", "sample_rate": cfg.data.sample_rate,
                  "mu_law_levels": cfg.data.mu_law_levels}
@@ -79,7 +81,7 @@ def main(args) -> int:
         before = {"test": bits(trainer.evaluate(data.test, desc="test (before)")["loss"]),
                   "val": bits(trainer.evaluate(data.val, desc="val (before)")["loss"])}
         if is_main_process():
-            write_atomic(before_file, json.dumps(before) + "\n")
+            write_output(before_file, json.dumps(before) + "\n")
     result = trainer.fit(resume=resume)
     trainer.restore_best()
     after = {"test": bits(trainer.evaluate(data.test, desc="test")["loss"]),

@@ -20,11 +20,13 @@ import torch
 
 from mamba_bio_audio.errors import UserError
 
-from .arguments import (model_folder, non_negative_int, positive_float, positive_int,
-                        probability)
-from .run_config import check_new_run_dir, default_run_dir, make_output_dir, write_atomic, write_summary
-from .convert import add_tokenizer_argument, model_data_config, model_tokenizer
-from .trainer import resolve_device
+from .common.arguments import non_negative_int, positive_float, positive_int, probability
+from .common.figures import figure
+from .common.model_files import (add_tokenizer_argument, load_data_config, load_tokenizer,
+                                 model_folder)
+from .common.outputs import check_new_run_dir, make_output_dir, write_output, write_summary
+from .common.runs import default_run_dir
+from .training.device import resolve_device
 
 
 def add_arguments(parser) -> None:
@@ -61,14 +63,14 @@ def main(args) -> int:
         check_new_run_dir(Path(args.out), "generate")
     device = resolve_device(args.device)
     args.model = model_folder(args.model, want="MambaLM")
-    tok = model_tokenizer(args.model, args.tokenizer)
+    tok = load_tokenizer(args.model, args.tokenizer)
     vocab = getattr(tok, "vocab_size", None)  # None: float features, not an LM's tokenizer
     model = MambaLM.from_pretrained(args.model, device=device, vocab_size=vocab).eval()
     if model.config.vocab_size != vocab:
         raise UserError(f"--model {args.model}: its vocabulary ({model.config.vocab_size} ids) "
                         f"does not fit the tokenizer ({tok.vocab_size} ids)")
     is_audio = hasattr(tok, "levels")
-    rate = int(model_data_config(args.model).get("sample_rate", 8000)) if is_audio else None
+    rate = int(load_data_config(args.model).get("sample_rate", 8000)) if is_audio else None
     unused = "--length" if is_audio and args.length else ("--seconds" if not is_audio and
                                                           args.seconds else None)
     if unused:
@@ -168,7 +170,7 @@ def write_fasta(ids: torch.Tensor, tok, path: Path) -> str:
         seq = tok.decode(torch.where(row >= first, row, torch.full_like(row, n_id)))
         lines.append(f">generated_{i} length={len(seq)}")
         lines += [seq[j:j + 80] for j in range(0, len(seq), 80)]
-    write_atomic(path, "\n".join(lines) + "\n")
+    write_output(path, "\n".join(lines) + "\n")
     return str(path)
 
 
@@ -186,24 +188,14 @@ def write_audio_outputs(ids: torch.Tensor, tok, rate: int, out_dir: Path) -> lis
 
 def plot_audio(waves: list, rate: int, path: Path) -> Path:
     """Waveform (left) and log spectrogram (right) of each sample, one row per sample."""
-    import os
-
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(len(waves), 2, figsize=(10, 2.2 * len(waves)), squeeze=False)
-    for (ax_w, ax_s), w in zip(axes, waves):
-        w = w.numpy()
-        ax_w.plot(np.arange(len(w)) / rate, w, lw=0.4)
-        ax_w.set_xlabel("seconds")
-        ax_w.set_ylim(-1, 1)
-        ax_s.specgram(w + 1e-9, Fs=rate, NFFT=256, noverlap=128, cmap="magma")
-        ax_s.set_xlabel("seconds")
-        ax_s.set_ylabel("Hz")
-    fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    with figure(path, len(waves), 2, figsize=(10, 2.2 * len(waves)), dpi=100,
+                squeeze=False) as (fig, axes):
+        for (ax_w, ax_s), w in zip(axes, waves):
+            w = w.numpy()
+            ax_w.plot(np.arange(len(w)) / rate, w, lw=0.4)
+            ax_w.set_xlabel("seconds")
+            ax_w.set_ylim(-1, 1)
+            ax_s.specgram(w + 1e-9, Fs=rate, NFFT=256, noverlap=128, cmap="magma")
+            ax_s.set_xlabel("seconds")
+            ax_s.set_ylabel("Hz")
     return path

@@ -18,7 +18,6 @@ ambiguous bases (counted in `low_quality`).
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 import sys
 import time
@@ -26,7 +25,8 @@ from pathlib import Path
 
 from mamba_bio_audio.errors import DataError, UserError
 
-from .arguments import model_folder, positive_int
+from .common.arguments import positive_int
+from .common.model_files import model_folder
 
 FASTA_SUFFIXES = (".fa", ".fasta", ".fna", ".fas")
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
@@ -161,9 +161,9 @@ def audio_items(path: Path, tok, seq_len: int, stride: int, sample_rate: int):
 def main(args) -> int:
     from mamba_bio_audio.models import MambaClassifier
 
-    from .run_config import check_writable, write_atomic
-    from .tasks import load_data_config, load_tokenizer
-    from .trainer import resolve_device
+    from .common.model_files import load_data_config, load_tokenizer
+    from .common.outputs import check_writable, write_output
+    from .training.device import resolve_device
 
     out = Path(args.out)
     summary_path = Path(args.summary) if args.summary else out.with_suffix(".summary.csv")
@@ -241,9 +241,9 @@ def main(args) -> int:
         return count
 
     count = [0]
-    write_atomic(out, lambda tmp: count.__setitem__(0, predict_into(tmp)))
+    write_output(out, lambda tmp: count.__setitem__(0, predict_into(tmp)))
     wall = time.perf_counter() - start_time
-    write_atomic(summary_path, summary.csv_text())
+    write_output(summary_path, summary.csv_text())
     print(f"predict: {count[0]:,} windows in {wall:.1f} s ({count[0] / max(wall, 1e-9):,.1f} "
           f"windows/s) -> {out}; per record and file -> {summary_path}")
     summary.print_table()
@@ -269,7 +269,7 @@ def classify_batch(model, batch, path: Path, names: list, pad_id: int, device,
     import numpy as np
     import torch
 
-    from .tasks import class_probabilities
+    from .common.inference import class_probabilities
 
     length = max(len(ids) for _, ids in batch)
     length += (-length) % model.config.pool_product  # U-Net lengths must divide the pooling

@@ -15,9 +15,14 @@ import dataclasses
 import math
 import time
 
-from .run_config import add_run_arguments, resolve_run, save_run_config, write_summary
-from .tasks import bits, lm_datasets, lm_loss, rc_model_fields, save_tokenizer
-from .trainer import Trainer, is_main_process, log, plot_loss_curve
+from .common.datasets import lm_datasets, rc_model_fields
+from .common.model_files import save_tokenizer
+from .common.outputs import write_summary
+from .common.runs import add_run_arguments, resolve_run, save_run_config
+from .training.distributed import is_main_process, log
+from .training.losses import bits, lm_loss
+from .training.metrics import plot_loss_curve
+from .training.trainer import Trainer
 
 
 def add_arguments(parser) -> None:
@@ -38,7 +43,7 @@ def main(args) -> int:
     if is_main_process():
         run_dir = save_run_config(cfg, run_dir, args)
     model = MambaLM(cfg.model)
-    n_params = sum(p.numel() for p in model.parameters())
+    n_params = model.num_parameters()
     log(f"pretrain: {data.modality} LM, {n_params / 1e6:.2f}M parameters, windows of "
         f"{cfg.data.seq_len} tokens; run folder {run_dir}")
 
@@ -81,7 +86,7 @@ def main(args) -> int:
 
 def markov_summary(data, max_order: int) -> dict:
     """Order-k Markov bits per token: fitted on train, k chosen on val, scored on test."""
-    from .baselines import markov_baselines
+    from .common.baselines import markov_baselines
 
     res = markov_baselines(data.token_streams("train"), data.token_streams("val"),
                            data.token_streams("test"), max_order)

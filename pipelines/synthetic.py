@@ -20,20 +20,25 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from mamba_bio_audio.config import MambaConfig, apply_overrides, from_dict, load_yaml, to_dict
+from mamba_bio_audio.config import MambaConfig, apply_overrides, from_dict, load_yaml
 from mamba_bio_audio.data.synthetic import IGNORE, SyntheticTask
 from mamba_bio_audio.errors import ConfigError
 
-from .run_config import config_path, default_run_dir, write_atomic, write_summary
-from .trainer import LossOutput, Trainer, TrainConfig, move_to, resolve_device
+from .common.figures import figure
+from .common.outputs import check_new_run_dir, write_output, write_summary
+from .common.run_config import config_path
+from .common.runs import default_run_dir, save_run_config
+from .training.config import TrainConfig
+from .training.device import resolve_device
+from .training.distributed import log
+from .training.losses import answer_loss
+from .training.trainer import Trainer
 
 TASK_CONFIGS = {"selective-copy": "synthetic_selective_copy",
                 "induction-heads": "synthetic_induction_heads"}
@@ -124,29 +129,6 @@ def load_synthetic_config(name_or_file: str, overrides=()) -> SyntheticConfig:
     return cfg.validate()
 
 
-def answer_loss(model, batch: dict, state_passing: int = 0) -> LossOutput:
-    """Cross-entropy at the answer positions only; `sums["accuracy"]` counts correct answers.
-
-    state_passing: n > 0: in training mode, every sequence of the batch starts from the recurrent
-    state reached after n other sequences of the batch (run first, without gradient) instead of
-    from zero, so the model also trains on states it would reach deep inside long inputs
-    (Buitrago Ruiz & Gu, 2025). Evaluation always starts from zero.
-    """
-    ids, targets = batch["ids"], batch["targets"]  # (b, l) each
-    state = None
-    if state_passing and model.training:
-        with torch.no_grad():
-            state = getattr(model, "module", model).allocate_state(ids.shape[0], ids.device)
-            for k in range(int(state_passing), 0, -1):  # sequences i - n, ..., i - 1
-                model(ids.roll(k, 0), state)
-    logits = model(ids, state)  # (b, l, V)
-    mask = targets != IGNORE
-    picked, answers = logits[mask].float(), targets[mask]  # (n, V), (n,)
-    loss = F.cross_entropy(picked, answers)
-    correct = (picked.argmax(-1) == answers).sum()
-    return LossOutput(loss, float(answers.numel()), int(ids.numel()), {"accuracy": float(correct)})
-
-
 @torch.no_grad()
 def evaluate_length(model, data: SyntheticTask, batch_size: int, chunk: int, device) -> dict:
     """Accuracy of `model` on every example of `data`, run `chunk` positions at a time.
@@ -193,7 +175,7 @@ def train_variant(cfg: SyntheticConfig, name: str, run_dir: Path, device) -> dic
                               f"(selective={model.config.selective}, d_model={model.config.d_model})")
     else:
         model = MambaLM(model_cfg).to(device)
-    n_params = sum(p.numel() for p in model.parameters())
+    n_params = model.num_parameters()
     log(f"[{name}] {n_params:,} parameters, training at L={d.seq_len} for {cfg.train.steps} steps")
     train = SyntheticTask(cfg.task, d.train_items, d.seq_len, d.vocab_size, d.n_tokens, d.seed)
     val = SyntheticTask(cfg.task, d.val_items, d.val_seq_len or d.seq_len, d.vocab_size,
@@ -249,27 +231,18 @@ def table(cfg: SyntheticConfig, results: dict) -> str:
 
 def plot(cfg: SyntheticConfig, results: dict, path: Path) -> None:
     """accuracy (%) against test length (log scale), one line per variant."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     metric = METRIC[cfg.task]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, r in results.items():
-        ax.plot(cfg.data.test_lengths,
-                [100 * r["by_length"][L][metric] for L in cfg.data.test_lengths],
-                marker="o", label=name)
-    ax.axvline(cfg.data.seq_len, color="grey", ls="--", lw=1, label="training length")
-    ax.set_xscale("log", base=2)
-    ax.set(xlabel="test sequence length L", ylabel=f"{metric.replace('_', ' ')} (%)",
-           ylim=(-2, 102), title=cfg.task)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")  # written whole, then renamed into place
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    with figure(path, figsize=(6, 4)) as (fig, ax):
+        for name, r in results.items():
+            ax.plot(cfg.data.test_lengths,
+                    [100 * r["by_length"][L][metric] for L in cfg.data.test_lengths],
+                    marker="o", label=name)
+        ax.axvline(cfg.data.seq_len, color="grey", ls="--", lw=1, label="training length")
+        ax.set_xscale("log", base=2)
+        ax.set(xlabel="test sequence length L", ylabel=f"{metric.replace('_', ' ')} (%)",
+               ylim=(-2, 102), title=cfg.task)
+        ax.grid(alpha=0.3)
+        ax.legend()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -282,8 +255,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="override config fields, e.g. model.selective=false train.steps=500 "
                              "'data.test_lengths=[256,4096]'")
-    # the task comes before the options and the overrides after them: parse them intermixed
-    parser.parse_args = parser.parse_intermixed_args
 
 
 def main(args) -> int:
@@ -293,17 +264,17 @@ def main(args) -> int:
     if cfg.task != args.task:
         raise ConfigError(f"--config {name} is for task {cfg.task}, not {args.task}")
     run_dir = Path(args.out) if args.out else default_run_dir("synthetic")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(run_dir / "config.yaml", "# resolved config of this run\n" +
-                 __import__("yaml").safe_dump(to_dict(cfg), sort_keys=False))
+    if args.out:
+        check_new_run_dir(run_dir)
     device = resolve_device(cfg.train.device)
+    run_dir = save_run_config(cfg, run_dir, args)
     results = run_variants(cfg, run_dir, device, args.jobs)
 
     metric = METRIC[cfg.task]
     text = (f"{cfg.task}: {metric.replace('_', ' ')} (%) by test length; trained at "
             f"L={cfg.data.seq_len}, {cfg.model.n_layer} layers, d_model {cfg.model.d_model}, "
             f"{cfg.data.test_items} test sequences per length\n\n{table(cfg, results)}\n")
-    write_atomic(run_dir / "results.md", text)
+    write_output(run_dir / "results.md", text)
     plot(cfg, results, run_dir / "accuracy_by_length.png")
     summary = {
         "command": "synthetic", "task": cfg.task, "metric": metric,
@@ -318,6 +289,3 @@ def main(args) -> int:
     print(text + f"\nplot: {run_dir}/accuracy_by_length.png   summary: {run_dir}/summary.json")
     return 0
 
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)

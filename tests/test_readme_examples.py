@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mamba_bio_audio import cli
-from mamba_bio_audio.pipelines.run_config import RUN_COMMANDS, load_run_config
+from mamba_bio_audio.pipelines.common.run_config import RUN_COMMANDS, load_run_config
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 PLACEHOLDERS = {"TASK": "selective-copy"}  # template words of the README, as a user fills them

@@ -229,7 +229,7 @@ def config_to_hf(config: MambaConfig) -> dict:
         "layer_norm_epsilon": config.norm_eps, "expand": config.expand,
         "intermediate_size": config.expand * config.d_model, "conv_kernel": config.d_conv,
         "use_bias": config.bias, "use_conv_bias": config.conv_bias, "hidden_act": "silu",
-        "residual_in_fp32": config.residual_in_fp32, "time_step_rank": config.dt_rank_value,
+        "residual_in_fp32": config.residual_in_fp32, "time_step_rank": config.dt_rank_for(config.d_model),
         "time_step_scale": config.dt_scale, "time_step_min": config.dt_min,
         "time_step_max": config.dt_max, "time_step_floor": config.dt_init_floor,
         "initializer_range": config.initializer_range,

@@ -12,7 +12,6 @@ config.json is complete. Other files in the folder (e.g. a trainer's state) are 
 
 import json
 import math
-import os
 from pathlib import Path
 
 import safetensors.torch
@@ -21,6 +20,7 @@ import torch.nn as nn
 
 from ..config import MambaConfig, from_dict
 from ..errors import CheckpointError
+from ..files import write_atomic
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -46,15 +46,6 @@ def init_weights(model: nn.Module, config: MambaConfig) -> None:
             nn.init.kaiming_uniform_(p, a=math.sqrt(5))
             with torch.no_grad():
                 p /= math.sqrt(n_residuals)
-
-
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class PretrainedModel(nn.Module):
@@ -92,13 +83,12 @@ class PretrainedModel(nn.Module):
             if isinstance(content, (dict, list)):
                 content = json.dumps(content, indent=2) + "\n"
             data = content.encode() if isinstance(content, str) else bytes(content)
-            _write_atomic(directory / name, lambda p, data=data: p.write_bytes(data))
-        _write_atomic(directory / WEIGHTS_FILE,
-                      lambda p: safetensors.torch.save_model(self, str(p), {"format": "pt"}))
+            write_atomic(directory / name, data)
+        write_atomic(directory / WEIGHTS_FILE,
+                     lambda p: safetensors.torch.save_model(self, str(p), {"format": "pt"}))
         meta = {"model_type": self.model_type, "format_version": FORMAT_VERSION,
                 **self.config.to_dict()}
-        _write_atomic(directory / CONFIG_FILE,
-                      lambda p: p.write_text(json.dumps(meta, indent=2) + "\n"))
+        write_atomic(directory / CONFIG_FILE, json.dumps(meta, indent=2) + "\n")
         return directory
 
     @classmethod

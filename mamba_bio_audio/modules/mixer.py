@@ -219,7 +219,7 @@ class Mamba(nn.Module):
         super().__init__()
         self.d_model = d_model
         self.d_inner = config.expand * d_model
-        dt_rank = math.ceil(d_model / 16) if config.dt_rank == "auto" else config.dt_rank
+        dt_rank = config.dt_rank_for(d_model)
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=config.bias)
         self.ssm = SelectiveSSM(config, self.d_inner, dt_rank)
         self.ssm_reverse = None

@@ -92,8 +92,8 @@ def test_classify_reads_the_folder_and_a_seq_label_csv(tmp_path, capsys):
 def test_bundled_benchmark_by_name_is_split_deterministically():
     """`data.path=human_enhancers_cohn` reads the bundled official test split and splits it 80 /
     10 / 10 by assign_splits (stratified, by a hash of the sequence): the same every time."""
-    from mamba_bio_audio.pipelines.run_config import DataConfig
-    from mamba_bio_audio.pipelines.tasks import classification_datasets
+    from mamba_bio_audio.pipelines.common.datasets import classification_datasets
+    from mamba_bio_audio.pipelines.common.run_config import DataConfig
 
     d = DataConfig(kind="labeled", path="human_enhancers_cohn", seq_len=500)
     data = classification_datasets(d)

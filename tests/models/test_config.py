@@ -63,7 +63,7 @@ def test_impossible_configs(kwargs, match):
 
 def test_padded_vocab_and_dt_rank():
     cfg = MambaConfig(d_model=40, vocab_size=12)
-    assert cfg.padded_vocab_size == 16 and cfg.dt_rank_value == 3
+    assert cfg.padded_vocab_size == 16 and cfg.dt_rank_for(cfg.d_model) == 3
 
 
 def test_from_dict_checks_keys_and_types():

@@ -22,8 +22,8 @@ from mamba_bio_audio.data import LONG_AUDIO_DIR, DNATokenizer, MuLaw
 from mamba_bio_audio.errors import CheckpointError
 from mamba_bio_audio.models import MambaClassifier, MambaLM
 from mamba_bio_audio.models.convert import checkpoint_format, foreign_lm, save_foreign
-from mamba_bio_audio.pipelines.run_config import DataConfig
-from mamba_bio_audio.pipelines.tasks import save_tokenizer
+from mamba_bio_audio.pipelines.common.model_files import save_tokenizer
+from mamba_bio_audio.pipelines.common.run_config import DataConfig
 
 transformers.logging.set_verbosity_error()
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

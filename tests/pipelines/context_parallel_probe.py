@@ -14,7 +14,7 @@ import torch.distributed as dist
 from mamba_bio_audio import MambaConfig, MambaLM
 from mamba_bio_audio.models import MambaClassifier
 from mamba_bio_audio.modules.context_parallel import context_parallel, new_groups
-from mamba_bio_audio.pipelines.tasks import classifier_loss, lm_loss
+from mamba_bio_audio.pipelines.training.losses import classifier_loss, lm_loss
 
 
 def main(kind: str, out: str) -> None:

@@ -55,8 +55,8 @@ def leftovers(folder: Path) -> list[str]:
 def files(tmp_path_factory):
     """Bad inputs and two tiny real checkpoints (an LM with trainer state, a classifier)."""
     from mamba_bio_audio.data import DNATokenizer, MuLaw
-    from mamba_bio_audio.pipelines.run_config import DataConfig
-    from mamba_bio_audio.pipelines.tasks import save_tokenizer
+    from mamba_bio_audio.pipelines.common.model_files import save_tokenizer
+    from mamba_bio_audio.pipelines.common.run_config import DataConfig
 
     from mamba_bio_audio.models import MambaClassifier, MambaLM
 

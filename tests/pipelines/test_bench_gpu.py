@@ -5,7 +5,7 @@ import argparse
 
 import pytest
 
-from mamba_bio_audio.pipelines import bench_gpu
+from mamba_bio_audio.pipelines.bench import gpu as bench_gpu
 
 
 def parse(*argv):

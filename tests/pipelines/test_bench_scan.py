@@ -7,7 +7,7 @@ import json
 import torch
 
 from mamba_bio_audio.kernels.selective_scan.naive import selective_scan_ref
-from mamba_bio_audio.pipelines import bench_scan
+from mamba_bio_audio.pipelines.bench import scan as bench_scan
 
 
 def test_materialising_baseline_matches_reference():

@@ -10,8 +10,9 @@ import pytest
 import soundfile as sf
 import torch
 from mamba_bio_audio.data import LAMBDA_FASTA, LONG_AUDIO_DIR
-from mamba_bio_audio.pipelines.tasks import classification_datasets, predict_proba
-from mamba_bio_audio.pipelines.trainer import read_metrics
+from mamba_bio_audio.pipelines.common.datasets import classification_datasets
+from mamba_bio_audio.pipelines.common.inference import predict_proba
+from mamba_bio_audio.pipelines.training.metrics import read_metrics
 
 from mamba_bio_audio.cli import main as cli
 from mamba_bio_audio.models import MambaClassifier
@@ -66,7 +67,7 @@ def test_classify_splice_then_predict_matches_saved_model(tmp_path):
     # the saved best checkpoint reproduces the reported test accuracy
     best = run / "checkpoints" / "best"
     model = MambaClassifier.from_pretrained(best)
-    from mamba_bio_audio.pipelines.run_config import load_run_config
+    from mamba_bio_audio.pipelines.common.run_config import load_run_config
     data = classification_datasets(load_run_config(run / "config.yaml").data)
     probs, labels = predict_proba(model, data.test, 64, "cpu", progress=False)
     assert (probs.argmax(1) == labels).mean() == pytest.approx(s["test_accuracy"])
@@ -94,7 +95,7 @@ def test_reverse_complement_averaging_in_classify_and_predict(tmp_path):
     assert s["test_reverse_complement_averaged"] is True
     best = run / "checkpoints" / "best"
     model = MambaClassifier.from_pretrained(best).eval()
-    from mamba_bio_audio.pipelines.run_config import load_run_config
+    from mamba_bio_audio.pipelines.common.run_config import load_run_config
     data = classification_datasets(load_run_config(run / "config.yaml").data)
     tok = data.tokenizer
     seqs = [data.test.records[i].sequence[: 20 + 10 * i] for i in range(4)]  # ragged

@@ -1,7 +1,7 @@
 """Run configs: every built-in config loads and names its command; overrides and their errors."""
 
 import pytest
-from mamba_bio_audio.pipelines.run_config import (
+from mamba_bio_audio.pipelines.common.run_config import (
     RUN_COMMANDS,
     builtin_configs,
     first_comment,

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
-from mamba_bio_audio.pipelines.trainer import read_metrics
+from mamba_bio_audio.pipelines.training.metrics import read_metrics
 
 PROBE = Path(__file__).with_name("context_parallel_probe.py")
 TORCHRUN = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))

@@ -20,8 +20,8 @@ import time
 
 import pytest
 import torch
-from mamba_bio_audio.pipelines.checkpoint import check_checkpoint
-from mamba_bio_audio.pipelines.trainer import find_checkpoint, read_metrics
+from mamba_bio_audio.pipelines.training.checkpoint import check_checkpoint, find_checkpoint
+from mamba_bio_audio.pipelines.training.metrics import read_metrics
 from safetensors.torch import load_file
 
 pytestmark = pytest.mark.slow
@@ -45,7 +45,7 @@ def ctx():
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["torch", "mamba_bio_audio.cli", "mamba_bio_audio.models",
                                 "mamba_bio_audio.pipelines.pretrain",
-                                "mamba_bio_audio.pipelines.tasks"])
+                                "mamba_bio_audio.pipelines.common.datasets"])
     return ctx
 
 

@@ -10,8 +10,8 @@ import pytest
 import soundfile as sf
 import torch
 from mamba_bio_audio.data import FSDD_DIR, LogMel
-from mamba_bio_audio.pipelines.run_config import load_run_config
-from mamba_bio_audio.pipelines.tasks import load_tokenizer
+from mamba_bio_audio.pipelines.common.model_files import load_tokenizer
+from mamba_bio_audio.pipelines.common.run_config import load_run_config
 
 from mamba_bio_audio.cli import main as cli
 from mamba_bio_audio.errors import ConfigError

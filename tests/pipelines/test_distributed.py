@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from mamba_bio_audio.pipelines.checkpoint import check_checkpoint
-from mamba_bio_audio.pipelines.trainer import read_metrics
+from mamba_bio_audio.pipelines.training.checkpoint import check_checkpoint
+from mamba_bio_audio.pipelines.training.metrics import read_metrics
 from safetensors.torch import load_file
 
 pytestmark = pytest.mark.slow

@@ -5,13 +5,10 @@ import math
 
 import pytest
 import torch
-from mamba_bio_audio.pipelines.checkpoint import atomic_save_dir, check_checkpoint, recover
-from mamba_bio_audio.pipelines.trainer import (
-    MAX_SKIPPED_IN_A_ROW,
-    Trainer,
-    TrainingDiverged,
-    find_checkpoint,
-)
+from mamba_bio_audio.pipelines.training.checkpoint import (atomic_save_dir, check_checkpoint,
+                                                          find_checkpoint, recover)
+from mamba_bio_audio.pipelines.training.config import MAX_SKIPPED_IN_A_ROW
+from mamba_bio_audio.pipelines.training.trainer import Trainer, TrainingDiverged
 from test_trainer import PatternData, ToyLM, cfg, lm_loss
 
 from mamba_bio_audio.errors import CheckpointError
@@ -149,7 +146,7 @@ def test_train_seed_fixes_the_initial_weights(tmp_path):
 
 
 def test_only_rank_zero_is_main_before_the_process_group_exists(monkeypatch):
-    from mamba_bio_audio.pipelines.trainer import is_main_process
+    from mamba_bio_audio.pipelines.training.distributed import is_main_process
 
     monkeypatch.setenv("RANK", "1")
     assert not is_main_process()

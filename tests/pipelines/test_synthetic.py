@@ -14,8 +14,9 @@ from mamba_bio_audio.data.synthetic import IGNORE, SyntheticTask
 from mamba_bio_audio.errors import ConfigError
 from mamba_bio_audio.models import MambaLM
 from mamba_bio_audio.pipelines import synthetic
-from mamba_bio_audio.pipelines.run_config import builtin_configs, first_comment
-from mamba_bio_audio.pipelines.trainer import Trainer
+from mamba_bio_audio.pipelines.common.run_config import builtin_configs, first_comment
+from mamba_bio_audio.pipelines.training.losses import answer_loss
+from mamba_bio_audio.pipelines.training.trainer import Trainer
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -82,7 +83,7 @@ def test_answer_loss_scores_answer_positions_only():
     model = tiny_model()
     batch = {k: torch.stack([SyntheticTask("selective-copy", 2, 20, n_tokens=3)[i][k]
                              for i in range(2)]) for k in ("ids", "targets")}
-    out = synthetic.answer_loss(model, batch)
+    out = answer_loss(model, batch)
     assert out.weight == 6 and out.tokens == 2 * 23
     logits = model(batch["ids"])
     mask = batch["targets"] != IGNORE
@@ -98,7 +99,7 @@ def test_state_passing_equals_training_on_the_previous_sequence_then_this_one():
     model = tiny_model()
     task = SyntheticTask("induction-heads", 3, 40, seed=1)
     batch = {k: torch.stack([task[i][k] for i in range(3)]) for k in ("ids", "targets")}
-    out = synthetic.answer_loss(model.train(), batch, state_passing=2)
+    out = answer_loss(model.train(), batch, state_passing=2)
     out.loss.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
     with torch.no_grad():
@@ -107,8 +108,8 @@ def test_state_passing_equals_training_on_the_previous_sequence_then_this_one():
     mask = batch["targets"] != IGNORE
     expected = torch.nn.functional.cross_entropy(logits[mask], batch["targets"][mask])
     torch.testing.assert_close(out.loss.detach(), expected, rtol=1e-5, atol=1e-6)
-    plain = synthetic.answer_loss(model.eval(), batch)
-    torch.testing.assert_close(synthetic.answer_loss(model, batch, state_passing=2).loss,
+    plain = answer_loss(model.eval(), batch)
+    torch.testing.assert_close(answer_loss(model, batch, state_passing=2).loss,
                                plain.loss)
     assert not torch.allclose(plain.loss, out.loss.detach())
 
@@ -144,7 +145,7 @@ def test_tiny_training_run_learns_to_copy(tmp_path):
     model = tiny_model(d_model=32, d_state=8, vocab_size=6)
     train = SyntheticTask(cfg.task, 10_000, d.seq_len, d.vocab_size, d.n_tokens, seed=0)
     val = SyntheticTask(cfg.task, d.val_items, d.seq_len, d.vocab_size, d.n_tokens, seed=1)
-    result = Trainer(model, synthetic.answer_loss, train, val, cfg.train, tmp_path).fit()
+    result = Trainer(model, answer_loss, train, val, cfg.train, tmp_path).fit()
     losses = [r["train_loss"] for r in result.history if "train_loss" in r]
     assert losses[0] > 0.9 * math.log(6)
     assert np.mean(losses[-10:]) < 0.65 * math.log(4)
@@ -155,7 +156,7 @@ def test_command_writes_table_plot_and_summary(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     synthetic.add_arguments(parser)
     out = tmp_path / "run"
-    args = parser.parse_args([
+    args = parser.parse_intermixed_args([
         "induction-heads", "--out", str(out), "model.d_model=16", "model.n_layer=1",
         "model.d_state=4", "data.seq_len=32", "data.val_items=8", "data.val_seq_len=0",
         "data.test_lengths=[32,200]", "data.test_items=4", "data.eval_chunk=64", "train.steps=3", "train.batch_size=4",
@@ -185,10 +186,10 @@ def test_init_continues_from_an_earlier_run_with_state_passing(tmp_path, capsys)
             "data.eval_chunk=64", "train.batch_size=4", "train.progress=false",
             "train.seq_len_stages=[]", "model.selective=true"]
     first = tmp_path / "first"
-    assert synthetic.main(parser.parse_args(["induction-heads", "--out", str(first), *tiny,
+    assert synthetic.main(parser.parse_intermixed_args(["induction-heads", "--out", str(first), *tiny,
                                              "train.steps=6", "train.eval_every=3"])) == 0
     again = tmp_path / "again"
-    assert synthetic.main(parser.parse_args([
+    assert synthetic.main(parser.parse_intermixed_args([
         "induction-heads", "--out", str(again), *tiny, f"init={first}", "state_passing=2",
         "train.steps=2", "train.eval_every=2", "train.lr=1e-12"])) == 0
     a, b = (json.loads((d / "summary.json").read_text())["by_length"] for d in (first, again))
@@ -199,7 +200,7 @@ def test_init_continues_from_an_earlier_run_with_state_passing(tmp_path, capsys)
     assert all(torch.allclose(w1[k], w2[k], atol=1e-8) for k in w1)
     assert not all(torch.allclose(w1[k], fresh[k], atol=1e-4) for k in w1)
     with pytest.raises(ConfigError, match="no checkpoint"):
-        synthetic.main(parser.parse_args(["induction-heads", "--out", str(tmp_path / "x"),
+        synthetic.main(parser.parse_intermixed_args(["induction-heads", "--out", str(tmp_path / "x"),
                                           *tiny[:-1], "model.selective=false",
                                           f"init={first}", "train.steps=1"]))
 
@@ -207,7 +208,7 @@ def test_init_continues_from_an_earlier_run_with_state_passing(tmp_path, capsys)
 def test_command_rejects_a_config_of_the_other_task(tmp_path):
     parser = argparse.ArgumentParser()
     synthetic.add_arguments(parser)
-    args = parser.parse_args(["induction-heads", "--config", "synthetic_selective_copy",
+    args = parser.parse_intermixed_args(["induction-heads", "--config", "synthetic_selective_copy",
                               "--out", str(tmp_path)])
     with pytest.raises(ConfigError, match="selective-copy"):
         synthetic.main(args)
@@ -219,7 +220,7 @@ def test_checkpoints_are_chosen_on_the_validation_length(tmp_path):
     parser = argparse.ArgumentParser()
     synthetic.add_arguments(parser)
     out = tmp_path / "run"
-    assert synthetic.main(parser.parse_args([
+    assert synthetic.main(parser.parse_intermixed_args([
         "induction-heads", "--out", str(out), "model.d_model=16", "model.n_layer=1",
         "model.d_state=4", "data.seq_len=32", "data.val_items=8", "data.val_seq_len=96",
         "data.test_lengths=[32]", "data.test_items=4", "train.steps=4", "train.batch_size=4",
@@ -231,7 +232,7 @@ def test_checkpoints_are_chosen_on_the_validation_length(tmp_path):
     batch = {k: torch.stack([val[i][k] for i in range(8)]) for k in ("ids", "targets")}
     assert batch["ids"].shape == (8, 96)
     with torch.no_grad():
-        assert synthetic.answer_loss(model, batch).loss.item() == pytest.approx(best, rel=1e-5)
+        assert answer_loss(model, batch).loss.item() == pytest.approx(best, rel=1e-5)
     for bad in ("-1", "2"):
         with pytest.raises(ConfigError, match="val_seq_len" if bad == "-1" else "seq_len=2"):
             synthetic.load_synthetic_config("synthetic_induction_heads",

@@ -6,16 +6,12 @@ import signal
 
 import pytest
 import torch
-from mamba_bio_audio.pipelines.trainer import (
-    LossOutput,
-    TrainConfig,
-    Trainer,
-    TrainingDiverged,
-    TrainingInterrupted,
-    param_groups,
-    read_metrics,
-    warmup_cosine,
-)
+from mamba_bio_audio.pipelines.training.config import TrainConfig
+from mamba_bio_audio.pipelines.training.losses import LossOutput
+from mamba_bio_audio.pipelines.training.metrics import read_metrics
+from mamba_bio_audio.pipelines.training.optim import param_groups, warmup_cosine
+from mamba_bio_audio.pipelines.training.trainer import (Trainer, TrainingDiverged,
+                                                       TrainingInterrupted)
 from safetensors.torch import save_file
 
 

@@ -27,7 +27,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from ..kernels.selective_scan import selective_scan, triton_available
+from ...kernels.selective_scan import selective_scan, triton_available
 
 DEFAULT_LENGTHS = (1024, 4096, 16384, 65536)
 
@@ -122,7 +122,7 @@ def measure_cpu(impl, batch, dim, N, L, mode, repeats) -> dict:
 
 
 def _run_worker(spec: dict, timeout: float) -> dict:
-    cmd = [sys.executable, "-m", "mamba_bio_audio.pipelines.bench_scan", json.dumps(spec)]
+    cmd = [sys.executable, "-m", "mamba_bio_audio.pipelines.bench.scan", json.dumps(spec)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     if proc.returncode != 0:
         return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else

@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mamba_bio_audio.pipelines.run_config import write_atomic
+from mamba_bio_audio.pipelines.common.outputs import write_output
 
 
 def add_arguments(p):
@@ -65,7 +65,7 @@ def worker(length: int, d_model: int, n_layer: int, out: str) -> None:
 
     from mamba_bio_audio import MambaConfig, MambaLM
     from mamba_bio_audio.modules.context_parallel import context_parallel, new_groups
-    from mamba_bio_audio.pipelines.tasks import lm_loss
+    from mamba_bio_audio.pipelines.training.losses import lm_loss
 
     torch.set_num_threads(1)
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -124,7 +124,7 @@ def main(args) -> int:
             print(f"| {r['processes']} | none from {args.start_length:,} | - | - |")
         else:
             print(f"| {r['processes']} | {r['longest_length']:,} | {r['peak_mib']:.0f} | {r['step_s']:.2f} |")
-    write_atomic(Path(args.out), json.dumps(dict(args={k: v for k, v in vars(args).items()
+    write_output(Path(args.out), json.dumps(dict(args={k: v for k, v in vars(args).items()
                                                        if k != "bench_main"}, rows=rows), indent=1))
     return 0
 

@@ -3,10 +3,10 @@
 import importlib
 
 BENCHMARKS = {
-    "scan": "mamba_bio_audio.pipelines.bench_scan",
-    "generate": "mamba_bio_audio.pipelines.bench_generate",
-    "gpu": "mamba_bio_audio.pipelines.bench_gpu",
-    "context": "mamba_bio_audio.pipelines.bench_context",
+    "scan": "mamba_bio_audio.pipelines.bench.scan",
+    "generate": "mamba_bio_audio.pipelines.bench.generate",
+    "gpu": "mamba_bio_audio.pipelines.bench.gpu",
+    "context": "mamba_bio_audio.pipelines.bench.context",
 }
 
 

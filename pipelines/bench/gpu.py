@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .run_config import write_atomic
+from ..common.outputs import write_output
 
 MUFU_PER_ELEM = 4  # softplus (exp, log) and silu (exp, rcp) per (b, d, t), besides N exp(ΔA)
 # batch x dim x L: the wide layers of the Mamba paper's LMs, and the small-width long sequences
@@ -402,7 +402,7 @@ def train_step_row(preset, batch, L):
     ms = _bench(step, [None], rep=300)
     return dict(ms_per_step=ms, tokens_per_s=batch * L / (ms * 1e-3),
                 peak_gib=torch.cuda.max_memory_allocated() / 2**30,
-                params=sum(p.numel() for p in model.parameters()))
+                params=model.num_parameters())
 
 
 def model_table(rows):
@@ -485,7 +485,7 @@ def main(args) -> int:
             res[name] = dict(error=f"{type(e).__name__}: {e}")
             print(f"{name} failed: {type(e).__name__}: {e}", flush=True)
         torch.cuda.empty_cache()
-        write_atomic(Path(args.out), json.dumps(res, indent=1, default=str))
+        write_output(Path(args.out), json.dumps(res, indent=1, default=str))
     return 0
 
 

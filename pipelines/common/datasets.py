@@ -1,33 +1,21 @@
-"""What the pipelines share between the config and the trainer: datasets from a `DataConfig`, the
-loss functions, and the tokenizer settings that are saved with a model.
+"""Train/val/test datasets from a `DataConfig`, for the LM and the classification commands.
 
 - `lm_datasets(data_cfg)` -> `LMData` (train/val/test datasets, tokenizer, token streams for the
   Markov baselines) for `data.kind` genome | audio | recordings.
 - `classification_datasets(data_cfg)` -> `ClassData` for species | labeled | splice | digits.
-- `lm_loss` (next-token cross-entropy) and `classifier_loss` (cross-entropy + accuracy).
 """
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from mamba_bio_audio import data as mdata
-from mamba_bio_audio.errors import CheckpointError, ConfigError
-from mamba_bio_audio.modules import context_parallel
-
-from .trainer import LossOutput
-
-TOKENIZER_FILE = "tokenizer.json"
-DATA_FILE = "data_config.json"
+from mamba_bio_audio.errors import ConfigError
 
 
 @dataclass
@@ -56,170 +44,12 @@ class ClassData:
     extra: dict = field(default_factory=dict)
 
 
-def lm_loss(model, batch: dict) -> LossOutput:
-    """Next-token cross-entropy in nats; logits at t predict ids[t + 1].
-
-    The full window goes through the model (so U-Net lengths stay divisible by the pooling) and
-    the last position's logits are dropped.
-    """
-    ids = batch["ids"]  # (b, l)
-    if getattr(model, "module", model).config.rc_equivariant:
-        return _lm_loss_both_strands(model, ids, batch.get("mask"))
-    cp = context_parallel.active()
-    if cp is not None:
-        return _lm_loss_context_parallel(model, ids, batch.get("mask"), cp)
-    logits = model(ids)[:, :-1]  # (b, l-1, V)
-    targets = ids[:, 1:]
-    mask = batch.get("mask")
-    losses = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                             reduction="none")
-    if mask is not None:
-        m = mask[:, 1:].reshape(-1).float()
-        n = m.sum().clamp_min(1)
-        loss = (losses * m).sum() / n
-        return LossOutput(loss, float(n), int(ids.numel()))
-    return LossOutput(losses.mean(), float(targets.numel()), int(ids.numel()))
-
-
-def _lm_loss_both_strands(model, ids, mask) -> LossOutput:
-    """`lm_loss` of an RC-equivariant LM: the mean cross-entropy of its next-base head (logits at
-    t predict ids[t + 1]) and of its previous-base head (logits at t predict ids[t - 1]), i.e. of
-    the window read on both strands."""
-    both = model(ids, both_strands=True).float()  # (b, l, 2, V)
-    V = both.shape[-1]
-    losses = torch.cat([
-        F.cross_entropy(both[:, :-1, 0].reshape(-1, V), ids[:, 1:].reshape(-1), reduction="none"),
-        F.cross_entropy(both[:, 1:, 1].reshape(-1, V), ids[:, :-1].reshape(-1), reduction="none")])
-    m = (torch.ones_like(ids[:, 1:], dtype=torch.bool) if mask is None else mask[:, 1:])
-    m = m.reshape(-1).float().repeat(2)
-    n = m.sum().clamp_min(1)
-    return LossOutput((losses * m).sum() / n, float(n), int(ids.numel()))
-
-
 def rc_model_fields(model_cfg, tokenizer) -> dict:
     """MambaConfig fields that an RC-equivariant model takes from the data's tokenizer (its
     complement map); {} for other models."""
     if not model_cfg.rc_equivariant:
         return {}
     return {"rc_equivariant": True, "complement": tokenizer.complement_ids}
-
-
-def _lm_loss_context_parallel(model, ids, mask, cp) -> LossOutput:
-    """`lm_loss` with the window split over a context-parallel group (every rank holds the whole
-    batch and runs the model on its slice; the last position of a slice predicts the next slice's
-    first token). Each rank's loss is scaled so that the ranks' gradients, averaged as DDP does,
-    are those of one process on whole windows, and its weight so that the logged mean is too."""
-    s = ids.shape[1] // cp.size
-    local = context_parallel.local_slice(ids, cp)
-    targets = ids[:, cp.rank * s + 1:(cp.rank + 1) * s + 1]  # one fewer on the last rank
-    logits = model(local)[:, :targets.shape[1]]
-    losses = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                             reduction="none")
-    if mask is not None:
-        m = mask[:, cp.rank * s + 1:(cp.rank + 1) * s + 1].reshape(-1).float()
-        losses, n = losses * m, float(mask[:, 1:].sum().clamp_min(1))
-    else:
-        n = float(ids.shape[0] * (ids.shape[1] - 1))
-    return LossOutput(losses.sum() * cp.size / n, n / cp.size, int(local.numel()))
-
-
-def classifier_loss(model, batch: dict) -> LossOutput:
-    """Cross-entropy of the class logits; `sums["accuracy"]` counts the correct predictions.
-
-    Under context parallelism every rank runs its slice and the pooling sums over the slices,
-    so all ranks hold the same logits: each counts 1/size of the examples."""
-    ids, mask = batch["ids"], batch.get("mask")
-    cp = context_parallel.active()
-    share = 1
-    if cp is not None:
-        ids = context_parallel.local_slice(ids, cp)
-        mask = context_parallel.local_slice(mask, cp) if mask is not None else None
-        share = cp.size
-    logits = model(ids, mask=mask)  # (b, n_classes)
-    labels = batch["label"]
-    loss = F.cross_entropy(logits.float(), labels)
-    correct = (logits.argmax(-1) == labels).sum()
-    tokens = math.prod(ids.shape[:2])  # positions (frames for float features)
-    return LossOutput(loss, float(labels.numel()) / share, int(tokens),
-                      {"accuracy": float(correct) / share})
-
-
-@torch.no_grad()
-def class_probabilities(model, ids: torch.Tensor, mask: torch.Tensor,
-                        rc_tokenizer=None) -> torch.Tensor:
-    """Softmax class probabilities (b, n_classes) of a classifier for a padded batch.
-
-    With `rc_tokenizer` (a DNA tokenizer; `data.rc_test`), the mean of the probabilities of each
-    sequence and of its reverse complement: a strand-symmetric prediction."""
-    probs = torch.softmax(model(ids, mask=mask).float(), -1)
-    if rc_tokenizer is not None:
-        rc = rc_tokenizer.reverse_complement_ids(ids, mask)
-        probs = (probs + torch.softmax(model(rc, mask=mask).float(), -1)) / 2
-    return probs
-
-
-def predict_proba(model, dataset, batch_size: int, device, progress: bool = True,
-                  desc: str = "predict", rc_tokenizer=None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Class probabilities (n, n_classes) of a classifier over a dataset, and the labels if any.
-    `rc_tokenizer`: average each item with its reverse complement (see class_probabilities)."""
-    from torch.utils.data import DataLoader
-    from tqdm.auto import tqdm
-
-    model.eval()
-    probs, labels = [], []
-    for batch in tqdm(DataLoader(dataset, batch_size=batch_size), desc=desc, leave=False,
-                      disable=not progress):
-        probs.append(class_probabilities(model, batch["ids"].to(device),
-                                         batch["mask"].to(device), rc_tokenizer).cpu().numpy())
-        if "label" in batch:
-            labels.append(np.asarray(batch["label"]))
-    return np.concatenate(probs), (np.concatenate(labels) if labels else None)
-
-
-@torch.no_grad()
-def rc_flip_fraction(model, dataset, batch_size: int, device, tokenizer) -> float:
-    """The fraction of a DNA dataset's items whose call (the argmax class of the model on one
-    strand) changes when the item is reverse-complemented: 0 for an RC-invariant classifier."""
-    from torch.utils.data import DataLoader
-
-    model.eval()
-    flips = n = 0
-    for batch in DataLoader(dataset, batch_size=batch_size):
-        ids, mask = batch["ids"].to(device), batch["mask"].to(device)
-        rc = tokenizer.reverse_complement_ids(ids, mask)
-        flips += int((model(ids, mask=mask).argmax(-1) != model(rc, mask=mask).argmax(-1)).sum())
-        n += ids.shape[0]
-    return flips / max(n, 1)
-
-
-def bits(nats: float) -> float:
-    return nats / math.log(2)
-
-
-def save_tokenizer(tokenizer, data_cfg=None) -> dict:
-    """{file name: text} to write beside a model checkpoint: the tokenizer's settings and the
-    `data:` section it was trained with (window length, sample rate: read by predict/generate)."""
-    from mamba_bio_audio.config import to_dict
-
-    files = {TOKENIZER_FILE: json.dumps(tokenizer.to_dict(), indent=2) + "\n"}
-    if data_cfg is not None:
-        files[DATA_FILE] = json.dumps(to_dict(data_cfg), indent=2) + "\n"
-    return files
-
-
-def load_data_config(model_dir: str | Path) -> dict:
-    """The `data:` section saved with a checkpoint ({} when there is none)."""
-    path = Path(model_dir) / DATA_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def load_tokenizer(model_dir: str | Path):
-    """The tokenizer saved with a checkpoint (tokenizer.json)."""
-    path = Path(model_dir) / TOKENIZER_FILE
-    if not path.is_file():
-        raise CheckpointError(f"{model_dir}: {TOKENIZER_FILE} is missing; is this a checkpoint "
-                              "written by mamba-bio-audio?")
-    return mdata.tokenizer_from_dict(json.loads(path.read_text()))
 
 
 def genome_splits(fasta, splits: dict) -> dict | None:

@@ -7,10 +7,14 @@ fit one GPU, shard them over the ranks with FSDP2 (`torch.distributed.fsdp.fully
     model = shard_model(MambaLM(cfg))            # after init_process_group, before the optimizer
     optimizer = torch.optim.AdamW(model.parameters(), lr=...)
     ... forward / backward / step as usual; every rank feeds its own shard of the data ...
-    save_full_pretrained(model, "ckpt", extra_files)   # all ranks call it; rank 0 writes
+    plain = gathered_model(model)                # all ranks call it; the full model on rank 0
+    if plain is not None:
+        plain.save_pretrained("ckpt")
 
 The trainer does this with `train.fsdp=true` (`gradient_sync`, `full_optimizer_state`,
-`load_full_weights` and `load_full_optimizer_state` are its other pieces).
+`load_full_weights` and `load_full_optimizer_state` are its other pieces). This module also
+joins the process group under torchrun (`setup_distributed`), makes the context-parallel groups
+(`context_group`) and says which rank logs (`is_main_process`, `log`).
 
 Each Mamba `Block` (mixer + norm, + MLP) is one FSDP unit: its parameters are all-gathered just
 before its forward and backward and freed afterwards, so a rank holds one block in full at a time
@@ -22,11 +26,65 @@ this on the CPU (gloo) against the DDP job.
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from mamba_bio_audio.errors import ConfigError
+from mamba_bio_audio.modules.context_parallel import new_groups as new_context_groups
+
+
+def setup_distributed(device: torch.device) -> tuple[int, int]:
+    """Join the process group when launched by torchrun (gloo on CPU, nccl on CUDA).
+
+    Returns (rank, world_size); (0, 1) when not distributed.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def is_main_process() -> bool:
+    """Rank 0, or not distributed (torchrun's RANK counts before the process group exists)."""
+    if dist.is_initialized():
+        return dist.get_rank() == 0
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def log(msg: str) -> None:
+    """Print a progress message to stderr, on rank 0 only."""
+    if is_main_process():
+        print(msg, file=sys.stderr, flush=True)
+
+
+def context_group(size: int, world: int, model: nn.Module, fsdp: bool = False):
+    """This rank's context-parallel group for `train.context_parallel=size` > 1 (None for 1);
+    ConfigError where it cannot work."""
+    if size == 1:
+        return None
+    if world % size:
+        raise ConfigError(f"train.context_parallel={size} needs torchrun with a multiple of "
+                          f"{size} processes (--nproc_per_node), got {world}")
+    config = getattr(model, "config", None)
+    if config is not None and config.backbone == "unet":
+        raise ConfigError(f"train.context_parallel={size}: the U-Net pools across slice "
+                          f"boundaries; context parallelism needs model.backbone=isotropic")
+    if config is not None and config.bidirectional:
+        raise ConfigError(f"train.context_parallel={size}: a bidirectional model reads the future "
+                          f"of every slice; context parallelism needs model.bidirectional=false")
+    if fsdp:
+        raise ConfigError(f"train.context_parallel={size} with train.fsdp=true is not supported; "
+                          f"use one of the two")
+    return new_context_groups(size)
 
 
 def shard_model(model: nn.Module, unit_types: tuple[type, ...] | None = None,
@@ -66,6 +124,16 @@ def shard_model(model: nn.Module, unit_types: tuple[type, ...] | None = None,
     return model
 
 
+def wrap_model(model: nn.Module, world: int, fsdp: bool, device: torch.device) -> nn.Module:
+    """Under torchrun (world > 1): FSDP2 shards (`fsdp`) or a DDP replica; else `model` itself."""
+    if world > 1 and fsdp:
+        return shard_model(model)
+    if world > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    return model
+
+
 def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The unsharded weights on rank 0 (on the CPU); {} on the other ranks.
 
@@ -77,18 +145,15 @@ def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
                                                                 cpu_offload=True))
 
 
-def save_full_pretrained(model: nn.Module, directory: str | Path,
-                         extra_files: dict | None = None) -> Path | None:
-    """Gather a sharded `PretrainedModel` and write an ordinary checkpoint folder from rank 0.
-
-    The folder is the one `save_pretrained` writes (config.json, model.safetensors, extra files),
-    so `from_pretrained`, `predict`, `generate` and `classify --init` read it on one device.
-    A collective: every rank calls it; returns the folder on rank 0, None elsewhere.
-    """
+def gathered_model(model: nn.Module) -> nn.Module | None:
+    """A plain CPU replica of a sharded `PretrainedModel` holding its full weights, on rank 0
+    (None on the other ranks), e.g. to `save_pretrained` an ordinary checkpoint folder that
+    `from_pretrained`, `predict`, `generate` and `classify --init` read on one device.
+    A collective: every rank calls it (at the same point of training)."""
     weights = full_state_dict(model)
     if dist.get_rank() != 0:
         return None
-    return plain_replica(model, weights).save_pretrained(directory, extra_files)
+    return plain_replica(model, weights)
 
 
 def is_sharded(model: nn.Module) -> bool:
