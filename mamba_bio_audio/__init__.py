@@ -1,11 +1,8 @@
-"""mamba_bio_audio: Mamba selective state space models for genomics and audio."""
+"""mamba_bio_audio: Mamba selective state space models for genomics and audio.
 
-import os
-
-# PyTorch's OpenMP threads spin while they wait by default. On a busy or shared CPU that makes
-# training 10-50x slower (measured on a 2-core machine); passive waiting costs little when idle.
-# Set before torch is first imported; a value the user set is kept.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+Importing the package, or its data layer (`mamba_bio_audio.data`), loads no model code and leaves
+the process environment as it is; the console script (cli.py) sets the CPU defaults of a run.
+"""
 
 __version__ = "0.1.0"
 

@@ -20,15 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .common.datasets import classification_datasets, rc_model_fields
 from .common.figures import figure
-from .common.inference import predict_proba, rc_flip_fraction
-from .common.model_files import model_folder, save_tokenizer
+from .common.model_files import model_folder, rc_model_fields, save_tokenizer
 from .common.outputs import write_summary
 from .common.runs import add_run_arguments, resolve_run, save_run_config
-from .training.distributed import is_main_process, log
-from .training.losses import classifier_loss
-from .training.trainer import Trainer
 
 
 def add_arguments(parser) -> None:
@@ -70,10 +65,20 @@ def build_model(cfg, data):
 
 
 def main(args) -> int:
+    cfg, run_dir, resume = resolve_run(args, "classify")  # before torch: fast errors
+    return run(cfg, run_dir, resume, args)
+
+
+def run(cfg, run_dir, resume, args) -> int:
+    """Setup, train, save (see the module docstring); returns the exit status."""
     from .common.baselines import classification_metrics
+    from .common.datasets import classification_datasets
+    from .common.inference import predict_proba, rc_flip_fraction
+    from .training.distributed import is_main_process, log
+    from .training.losses import classifier_loss
+    from .training.trainer import Trainer
 
     t0 = time.perf_counter()
-    cfg, run_dir, resume = resolve_run(args, "classify")
     if cfg.train.fsdp:  # the test predictions run on rank 0 alone, which a sharded model cannot
         from mamba_bio_audio.errors import ConfigError
         raise ConfigError("train.fsdp=true is for the LM commands (pretrain, finetune); "

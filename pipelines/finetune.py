@@ -20,13 +20,9 @@ import time
 
 from mamba_bio_audio.errors import UserError
 
-from .common.datasets import lm_datasets
 from .common.model_files import load_data_config, model_folder, save_tokenizer
 from .common.outputs import write_output, write_summary
 from .common.runs import add_run_arguments, resolve_run, save_run_config
-from .training.distributed import is_main_process, log
-from .training.losses import bits, lm_loss
-from .training.trainer import Trainer
 
 
 def add_arguments(parser) -> None:
@@ -39,10 +35,19 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
+    cfg, run_dir, resume = resolve_run(args, "finetune")  # before torch: fast errors
+    return run(cfg, run_dir, resume, args)
+
+
+def run(cfg, run_dir, resume, args) -> int:
+    """Setup, train, save (see the module docstring); returns the exit status."""
     from mamba_bio_audio.models import MambaLM
+    from .common.datasets import lm_datasets
+    from .training.distributed import is_main_process, log
+    from .training.losses import bits, lm_loss
+    from .training.trainer import Trainer
 
     t0 = time.perf_counter()
-    cfg, run_dir, resume = resolve_run(args, "finetune")
     if args.recordings:
         cfg.data.path = args.recordings
     args.model = model_folder(args.model, want="MambaLM")

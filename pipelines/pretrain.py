@@ -15,14 +15,9 @@ import dataclasses
 import math
 import time
 
-from .common.datasets import lm_datasets, rc_model_fields
-from .common.model_files import save_tokenizer
+from .common.model_files import rc_model_fields, save_tokenizer
 from .common.outputs import write_summary
 from .common.runs import add_run_arguments, resolve_run, save_run_config
-from .training.distributed import is_main_process, log
-from .training.losses import bits, lm_loss
-from .training.metrics import plot_loss_curve
-from .training.trainer import Trainer
 
 
 def add_arguments(parser) -> None:
@@ -33,10 +28,20 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
+    cfg, run_dir, resume = resolve_run(args, "pretrain")  # before torch: fast errors
+    return run(cfg, run_dir, resume, args)
+
+
+def run(cfg, run_dir, resume, args) -> int:
+    """Setup, train, save (see the module docstring); returns the exit status."""
     from mamba_bio_audio.models import MambaLM
+    from .common.datasets import lm_datasets
+    from .training.distributed import is_main_process, log
+    from .training.losses import bits, lm_loss
+    from .training.metrics import plot_loss_curve
+    from .training.trainer import Trainer
 
     t0 = time.perf_counter()
-    cfg, run_dir, resume = resolve_run(args, "pretrain")
     data = lm_datasets(cfg.data)
     cfg.model = dataclasses.replace(cfg.model, vocab_size=data.tokenizer.vocab_size,
                                     **rc_model_fields(cfg.model, data.tokenizer))

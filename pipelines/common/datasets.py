@@ -44,14 +44,6 @@ class ClassData:
     extra: dict = field(default_factory=dict)
 
 
-def rc_model_fields(model_cfg, tokenizer) -> dict:
-    """MambaConfig fields that an RC-equivariant model takes from the data's tokenizer (its
-    complement map); {} for other models."""
-    if not model_cfg.rc_equivariant:
-        return {}
-    return {"rc_equivariant": True, "complement": tokenizer.complement_ids}
-
-
 def genome_splits(fasta, splits: dict) -> dict | None:
     """Chromosome lists per split: the config's, the bundled yeast ones, or None (fractions)."""
     if splits:

@@ -95,6 +95,14 @@ def add_tokenizer_argument(parser) -> None:
                              "ours): dna (12 ids) or mulaw (256 levels)")
 
 
+def rc_model_fields(model_cfg, tokenizer) -> dict:
+    """MambaConfig fields that an RC-equivariant model takes from the data's tokenizer (its
+    complement map); {} for other models."""
+    if not model_cfg.rc_equivariant:
+        return {}
+    return {"rc_equivariant": True, "complement": tokenizer.complement_ids}
+
+
 MAKERS = {"MambaLM": "a language model (from `pretrain` or `finetune`)",
           "MambaClassifier": "a classifier (from `classify`)"}
 

@@ -7,23 +7,31 @@ from typing import Any
 
 import torch
 
+from mamba_bio_audio.cpu import fast_cpu_math
 from mamba_bio_audio.errors import ConfigError
 
 
 def resolve_device(name: str = "auto") -> torch.device:
     """"auto" picks the local CUDA device (LOCAL_RANK under torchrun) when there is one, else CPU.
-    ConfigError for a name torch does not know or a CUDA device that is not there."""
+    ConfigError for a name torch does not know or a CUDA device that is not there.
+
+    On the CPU, denormals are flushed to zero from here on (`mamba_bio_audio.cpu.fast_cpu_math`):
+    a job resolves its device before its first multi-threaded torch op, which is when it must be
+    set."""
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise ConfigError(f"train.device: {err}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} was asked for, but no CUDA GPU is available here; "
-                          "use train.device=cpu (or auto)")
+        cuda = torch.cuda.is_available()
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if cuda else None
+    else:
+        try:
+            device = torch.device(name)
+        except RuntimeError as err:
+            raise ConfigError(f"train.device: {err}") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"device {name!r} was asked for, but no CUDA GPU is available "
+                              "here; use train.device=cpu (or auto)")
+    device = device or torch.device("cpu")
+    if device.type == "cpu":
+        fast_cpu_math()
     return device
 
 

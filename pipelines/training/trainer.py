@@ -39,7 +39,6 @@ import torch.distributed as dist
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from mamba_bio_audio.cpu import fast_cpu_math
 from mamba_bio_audio.errors import CheckpointError, ConfigError, UserError
 from mamba_bio_audio.modules.context_parallel import context_parallel as context_parallel_scope
 
@@ -104,9 +103,7 @@ class Trainer:
                               f"dataset ({type(train_data).__name__}) have one length; use "
                               "train.seq_len_stages=[]")
         self.cfg = cfg
-        self.device = resolve_device(cfg.device)
-        if self.device.type == "cpu":
-            fast_cpu_math()
+        self.device = resolve_device(cfg.device)  # flushes denormals on the CPU
         self.rank, self.world = setup_distributed(self.device)
         self.cp = context_group(cfg.context_parallel, self.world, model, cfg.fsdp)
         cp_size = self.cp.size if self.cp else 1

@@ -3,6 +3,7 @@ per-record summary, a finished run resumed, fast help, no noise on the CPU."""
 
 import csv
 import json
+import os
 import random
 import subprocess
 import sys
@@ -86,3 +87,28 @@ def test_species_baseline_does_not_depend_on_the_seq_len_stage(tmp_path):
         return json.loads((run / "summary.json").read_text())["baseline"]["accuracy"]
 
     assert baseline_accuracy([[0, 64], [200, 128]]) == baseline_accuracy([])
+
+
+def test_configs_and_config_errors_do_not_import_torch():
+    """`configs`, a bad key=value, a bad option value and an unknown option of the training
+    commands answer before torch is imported (each in a fresh interpreter)."""
+    cases = [(["configs"], 0), (["configs", "pretrain_hg38"], 0),
+             (["pretrain", "train.lr=-1"], 2), (["classify", "data.kind=nope"], 2),
+             (["finetune", "--model", "x", "train.device=bogus"], 2),
+             (["classify", "--no-such-option"], 2), (["pretrain", "model.d_modell=8"], 2)]
+    for argv, status in cases:
+        code = ("import sys\nfrom mamba_bio_audio import cli\n"
+                f"try:\n    rc = cli.main({argv!r})\nexcept SystemExit as e:\n    rc = e.code\n"
+                "print('RESULT', rc, 'torch' in sys.modules)\n")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert f"RESULT {status} False" in done.stdout, (argv, done.stdout[-300:], done.stderr)
+
+
+def test_the_data_layer_loads_no_model_code_and_leaves_the_environment_alone():
+    code = ("import os, sys\nbefore = dict(os.environ)\nimport mamba_bio_audio.data\n"
+            "loaded = [m for m in sys.modules if m.startswith(('mamba_bio_audio.models', "
+            "'mamba_bio_audio.modules', 'mamba_bio_audio.kernels', 'mamba_bio_audio.pipelines'))]\n"
+            "print('RESULT', loaded, dict(os.environ) == before)\n")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert "RESULT [] True" in done.stdout, done.stdout + done.stderr
