@@ -6,6 +6,11 @@ Tokenizers have ``vocab_size``, ``pad_id``, ``to_dict()``/``from_dict()`` (``tok
 rebuilds any of them): ``DNATokenizer`` (HyenaDNA character ids: specials 0-6, A=7 C=8 G=9 T=10
 N=11), ``MuLaw`` (256-level mu-law), ``LinearQuantizer``.
 
+Audio becomes model inputs through one front-end, ``AudioFrontEnd`` (frontend.py): read -> mono
+-> resample -> divide by the file's peak -> mu-law ids or log-mel frames; the audio datasets use
+it, and so do the pipelines that read audio for a trained model, with the settings saved in the
+checkpoint. Random and tiled windows come from one engine, ``base.WindowEngine``.
+
 Datasets are map-style ``torch.utils.data.Dataset``s with a ``split`` argument ("train", "val",
 "test"). Every item is a dict of tensors and ints that the default collate can batch:
 
@@ -30,9 +35,12 @@ Random windows are the default for "train"; "val"/"test" default to sequential w
 Bad files raise ``mamba_bio_audio.errors.DataError`` naming the file (and line or record).
 """
 
-from .audio import audio_info, iter_blocks, read_audio, resample, write_audio
-from .fasta import FastaFile, GenomeWindows, Region, read_bed
+from .audio import AUDIO_SUFFIXES, audio_info, iter_blocks, read_audio, resample, write_audio
+from .base import WindowEngine, tile_starts
+from .fasta import FASTA_SUFFIXES, FastaFile
+from .genome import GenomeWindows, Region, read_bed
 from .features import LogMel
+from .frontend import AudioFrontEnd, AudioSource
 from .labeled import LabeledSequences, read_labeled
 from .recordings import LabeledClips, RecordingWindows, fsdd_split
 from .samples import (
@@ -51,6 +59,12 @@ from .species import SpeciesWindows
 from .tokenizers import DNATokenizer, LinearQuantizer, MuLaw, pad_or_crop, tokenizer_from_dict
 
 __all__ = [
+    "AUDIO_SUFFIXES",
+    "FASTA_SUFFIXES",
+    "AudioFrontEnd",
+    "AudioSource",
+    "WindowEngine",
+    "tile_starts",
     "FSDD_DIR",
     "GENOMIC_BENCHMARKS",
     "LAMBDA_FASTA",

@@ -1,13 +1,14 @@
-"""Audio I/O with soundfile: read in blocks, mix to mono, resample, scale, write.
+"""Audio I/O with soundfile: read (in blocks, or only the frames asked for), mix to mono,
+resample, write. ``frontend.AudioFrontEnd`` puts these together into model inputs.
 
-All readers return float32 waveforms in [-1, 1], shape (T,), mono. Resampling uses
+All readers return float32 mono waveforms, shape (T,), as the file holds them (in [-1, 1] for
+PCM; resampling may overshoot it slightly: the mu-law quantiser clips). Resampling uses
 ``torchaudio.functional.resample``. Problems with a file raise ``DataError`` naming it.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 import struct
 import warnings
 from collections.abc import Iterator
@@ -91,6 +92,28 @@ def resample(waveform: torch.Tensor, orig_rate: int, rate: int) -> torch.Tensor:
     return AF.resample(waveform, int(orig_rate), int(rate))
 
 
+def read_frames(path: str | Path, start: int, frames: int) -> torch.Tensor:
+    """Frames [start, start + frames) of a file whose header was checked (``audio_info``), mono.
+
+    Raises DataError when they cannot be decoded or the file ends before them (truncated).
+    """
+    try:
+        with sf.SoundFile(str(path)) as f:
+            f.seek(start)
+            data = f.read(frames, dtype="float32", always_2d=True)
+            promised = f.frames
+    except (sf.LibsndfileError, RuntimeError) as e:
+        raise DataError(
+            f"{path}: cannot decode the audio ({e}); is the file truncated or damaged?"
+        ) from e
+    if len(data) < frames:
+        raise DataError(
+            f"{path}: truncated: the header promises {promised} frames, but only "
+            f"{start + len(data)} could be read"
+        )
+    return torch.from_numpy(np.ascontiguousarray(to_mono(data)))
+
+
 def read_audio(
     path: str | Path, sample_rate: int | None = None, start: int = 0, frames: int = -1
 ) -> tuple[torch.Tensor, int]:
@@ -100,32 +123,17 @@ def read_audio(
     per original rate); ``start`` and ``frames`` count frames of the file, at its own rate.
 
     Returns:
-        waveform FloatTensor (T,) in [-1, 1], and its sample rate.
+        waveform FloatTensor (T,), and its sample rate.
     Raises:
         DataError: missing, empty, not audio, or truncated (fewer frames than the header promises).
     """
     info = audio_info(path)
-    if frames < 0:
-        frames = info.frames - start
-    try:
-        with sf.SoundFile(str(path)) as f:
-            f.seek(start)
-            data = f.read(frames, dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError) as e:
-        raise DataError(
-            f"{path}: cannot decode the audio ({e}); is the file truncated or damaged?"
-        ) from e
-    if len(data) < frames:
-        raise DataError(
-            f"{path}: truncated: the header promises {info.frames} frames, but only "
-            f"{start + len(data)} could be read"
-        )
-    wave = torch.from_numpy(np.ascontiguousarray(to_mono(data)))
+    wave = read_frames(path, start, info.frames - start if frames < 0 else frames)
     rate = info.samplerate
     if sample_rate is not None and sample_rate != rate:
         note_resampling(path, rate, sample_rate)
         wave, rate = resample(wave, rate, sample_rate), sample_rate
-    return wave.clamp(-1.0, 1.0), rate
+    return wave, rate
 
 
 def iter_blocks(path: str | Path, blocksize: int = 1 << 16) -> Iterator[torch.Tensor]:
@@ -163,35 +171,6 @@ def _file_peak(path: str, mtime_ns: int, size: int, frames: int, blocksize: int)
     if peak == 0.0:
         raise DataError(f"{path}: the recording is silent (every sample is 0)")
     return peak
-
-
-def read_window(
-    path: str | Path,
-    start: int,
-    length: int,
-    file_rate: int,
-    sample_rate: int | None = None,
-    margin: int = 64,
-) -> torch.Tensor:
-    """``length`` samples at ``sample_rate`` from frame ``start`` of a file at ``file_rate``.
-
-    When resampling, ``margin`` extra source frames are read on each side (where they exist) so
-    that the resampling filter sees real context at the window's edges.
-    """
-    rate = sample_rate or file_rate
-    if rate == file_rate:
-        return read_audio(path, None, start, length)[0]
-    n_src = math.ceil(length * file_rate / rate)
-    total = audio_info(path).frames
-    lo, hi = max(0, start - margin), min(total, start + n_src + margin)
-    wave, _ = read_audio(path, None, lo, hi - lo)
-    note_resampling(path, file_rate, rate)
-    wave = resample(wave, file_rate, rate)
-    skip = round((start - lo) * rate / file_rate)
-    wave = wave[skip : skip + length]
-    if len(wave) < length:
-        wave = torch.cat([wave, wave.new_zeros(length - len(wave))])
-    return wave.clamp(-1.0, 1.0)
 
 
 def write_audio(

@@ -37,7 +37,7 @@ class LogMel:
     type_name = "logmel"
     pad_id = 0.0
 
-    def __init__(self, sample_rate: int = 8000, n_mels: int = 40, win_length: int | None = None,
+    def __init__(self, sample_rate: int, n_mels: int = 40, win_length: int | None = None,
                  hop_length: int | None = None, n_fft: int | None = None, f_min: float = 0.0,
                  f_max: float | None = None, top_db: float = 80.0, normalize: str = "utterance"):
         if normalize not in NORMALIZE:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import hashlib
 import re
 import warnings
 from collections.abc import Iterator, Sequence
@@ -19,7 +18,7 @@ from Bio import SeqIO
 
 from mamba_bio_audio.errors import DataError
 
-from .base import SplitDataset, check_split, class_names_for, item_rng
+from .base import SplitDataset, assign_splits, check_split, class_names_for, item_rng
 from .tokenizers import DNATokenizer
 
 SPLIT_ALIASES = {
@@ -221,32 +220,6 @@ def read_labeled(
     if not records:
         raise DataError(f"{path}: no sequences found")
     return records
-
-
-def assign_splits(
-    keys: Sequence[str], labels: Sequence[str], fractions: Sequence[float], seed: int = 0
-) -> list[str]:
-    """Deterministic stratified split.
-
-    Within each label, the distinct keys are ordered by a hash of (seed, key) and cut by
-    ``fractions`` of the items; items with the same key (e.g. duplicate sequences) always share
-    a split, so none leaks from train into val/test. The same file always gives the same split.
-    """
-    splits = [""] * len(keys)
-    for label in sorted(set(labels)):
-        groups: dict[str, list[int]] = {}
-        for i, (key, lab) in enumerate(zip(keys, labels)):
-            if lab == label:
-                groups.setdefault(key, []).append(i)
-        n = sum(len(g) for g in groups.values())
-        cut1, cut2 = n * fractions[0], n * (fractions[0] + fractions[1])
-        done = 0
-        for key in sorted(groups, key=lambda k: hashlib.sha1(f"{seed}:{k}".encode()).hexdigest()):
-            split = "train" if done < cut1 else "val" if done < cut2 else "test"
-            for i in groups[key]:
-                splits[i] = split
-            done += len(groups[key])
-    return splits
 
 
 def _val_from_train(records, splits, fractions, seed) -> list[str]:

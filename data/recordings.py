@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import math
 import re
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from mamba_bio_audio.errors import DataError
+from mamba_bio_audio.errors import ConfigError, DataError
 
-from .audio import AUDIO_SUFFIXES, audio_info, file_peak, read_audio, read_window
-from .base import SplitDataset, check_split, class_names_for, item_rng, window_mode
-from .fasta import fraction_bounds
-from .labeled import assign_splits
+from .audio import AUDIO_SUFFIXES
+from .base import (SplitDataset, WindowEngine, assign_splits, check_split, class_names_for,
+                   fraction_bounds, item_rng, window_mode)
+from .frontend import AudioFrontEnd, AudioSource, open_source
 from .tokenizers import MuLaw, pad_or_crop
 
 
@@ -44,11 +42,17 @@ def find_audio_files(
 class AudioRegion:
     """Frames [start, end) of one recording, at the file's own rate."""
 
-    path: Path
+    source: AudioSource
     start: int
     end: int
-    rate: int
-    peak: float
+
+    @property
+    def path(self) -> Path:
+        return self.source.path
+
+    @property
+    def rate(self) -> int:
+        return self.source.rate
 
 
 class RecordingWindows(SplitDataset):
@@ -96,11 +100,7 @@ class RecordingWindows(SplitDataset):
         check_split(split)
         if split_by not in ("time", "file"):
             raise ValueError(f"split_by must be 'time' or 'file', got {split_by!r}")
-        if scale not in ("peak", None):
-            raise ValueError(f"scale must be 'peak' or None, got {scale!r}")
         self.seq_len, self.split, self.seed = int(seq_len), split, int(seed)
-        self.tokenizer = tokenizer or MuLaw()
-        self.scale = scale
         self.mode = window_mode(mode, split)
         files = find_audio_files(source)
         if split_by == "file":
@@ -111,68 +111,70 @@ class RecordingWindows(SplitDataset):
                     f"splitting by file with fractions {tuple(fractions)}; use split_by='time'"
                 )
             files = files[a:b]
-        self.skipped: list[str] = []
-        regions = []
-        for path in files:
-            try:
-                info = audio_info(path)
-                peak = file_peak(path) if scale == "peak" else 1.0
-            except DataError as e:
-                if not skip_bad:
-                    raise
-                self.skipped.append(str(e))
-                continue
-            self.sample_rate = sample_rate = sample_rate or info.samplerate
-            a, b = (
-                (0, info.frames)
-                if split_by == "file"
-                else fraction_bounds(info.frames, split, fractions)
-            )
-            regions.append(AudioRegion(path, a, b, info.samplerate, peak))
+        sources, self.skipped = _open_all(files, scale, skip_bad)
         if self.skipped:
             warnings.warn(
                 f"{source}: skipped {len(self.skipped)} of {len(files)} recordings that cannot "
                 f"be used; first: {self.skipped[0]}",
                 stacklevel=2,
             )
-        if not regions:
+        if not sources:
             raise DataError(f"{source}: no usable recordings")
-        self.sample_rate = sample_rate
-        self.regions = [r for r in regions if r.end - r.start >= self._src_len(r)]
-        short = [r for r in regions if r not in self.regions]
-        if not self.regions:
+        self.frontend = AudioFrontEnd(MuLaw() if tokenizer is None else tokenizer,
+                                      sample_rate or sources[0].rate, scale)
+        self.tokenizer, self.sample_rate = self.frontend.tokenizer, self.frontend.sample_rate
+        regions = [AudioRegion(src, *((0, src.frames) if split_by == "file"
+                                      else fraction_bounds(src.frames, split, fractions)))
+                   for src in sources]
+        self.regions = self._long_enough(regions)
+        self._place_windows()
+        if self.mode == "random":
+            total = sum(round((r.end - r.start) * self.sample_rate / r.rate) for r in self.regions)
+            self.num_samples = num_samples or max(1, total // self.seq_len)
+        else:
+            steps = [max(1, round((stride or self.seq_len) * r.rate / self.sample_rate))
+                     for r in self.regions]
+            self.tiles = self.windows.tiles(steps, max_windows)
+            self.num_samples = len(self.tiles)
+
+    def _long_enough(self, regions: list[AudioRegion]) -> list[AudioRegion]:
+        """The regions that hold one window (a warning names the others; DataError if none)."""
+        kept = [r for r in regions if r.end - r.start >= self._src_len(r)]
+        short = [r for r in regions if r not in kept]
+        if not kept:
             r = short[0]
             raise DataError(
-                f"{r.path}: the recording's {split} part is {(r.end - r.start) / r.rate:.2f} s "
+                f"{r.path}: the recording's {self.split} part is {(r.end - r.start) / r.rate:.2f} s "
                 f"({r.end - r.start} samples at {r.rate} Hz), shorter than the window of "
                 f"{self.seq_len} samples at {self.sample_rate} Hz, as is every other recording"
             )
         if short:
             warnings.warn(
-                f"skipping {len(short)} recording(s) whose {split} part is shorter than the window "
-                f"of {self.seq_len} samples (e.g. {short[0].path})",
-                stacklevel=2,
+                f"skipping {len(short)} recording(s) whose {self.split} part is shorter than the "
+                f"window of {self.seq_len} samples (e.g. {short[0].path})",
+                stacklevel=3,
             )
-        self._cum = np.cumsum([r.end - r.start - self._src_len(r) + 1 for r in self.regions])
-        if self.mode == "random":
-            total = sum(round((r.end - r.start) * self.sample_rate / r.rate) for r in self.regions)
-            self.num_samples = num_samples or max(1, total // self.seq_len)
-        else:
-            self.tiles = self._tiles(stride or self.seq_len, max_windows)
-            self.num_samples = len(self.tiles)
+        return kept
+
+    def _place_windows(self) -> None:
+        self.windows = WindowEngine([(r.start, r.end) for r in self.regions],
+                                    [self._src_len(r) for r in self.regions])
+
+    def set_seq_len(self, seq_len: int) -> None:
+        """Random windows of ``seq_len`` samples from now on (<= the length it was built with,
+        over the same recordings): the trainer's sequence-length warm-up."""
+        if self.mode != "random":
+            raise ValueError("set_seq_len is for random windows (training)")
+        longest = self.__dict__.setdefault("longest", self.seq_len)
+        if seq_len > longest:
+            raise ConfigError(f"train.seq_len_stages: {seq_len} is longer than data.seq_len="
+                              f"{longest}, the longest window")
+        self.seq_len = int(seq_len)
+        self._place_windows()
 
     def _src_len(self, r: AudioRegion) -> int:
         """Frames of the file that one window covers."""
-        return math.ceil(self.seq_len * r.rate / self.sample_rate)
-
-    def _tiles(self, stride: int, max_windows: int | None) -> list[tuple[int, int]]:
-        out = []
-        for k, r in enumerate(self.regions):
-            step = max(1, round(stride * r.rate / self.sample_rate))
-            out += [(k, s) for s in range(r.start, r.end - self._src_len(r) + 1, step)]
-        if max_windows is not None and len(out) > max_windows:
-            out = [out[i] for i in np.linspace(0, len(out) - 1, max_windows).round().astype(int)]
-        return out
+        return self.frontend.source_frames(r.source, self.seq_len)
 
     def window(self, index: int) -> tuple[Path, int, int]:
         """(file, first frame, frame after the last) of item ``index``, in the file's frames."""
@@ -185,19 +187,13 @@ class RecordingWindows(SplitDataset):
             raise IndexError(f"index {index} out of range for {self.num_samples} windows")
         if self.mode == "sequential":
             return self.tiles[index]
-        pos = int(item_rng(self.seed, self.epoch, index).integers(self._cum[-1]))
-        k = int(np.searchsorted(self._cum, pos, side="right"))
-        return k, self.regions[k].start + pos - (int(self._cum[k - 1]) if k else 0)
-
-    def _read(self, k: int, start: int, length: int) -> torch.Tensor:
-        r = self.regions[k]
-        return read_window(r.path, start, length, r.rate, self.sample_rate) / r.peak
+        return self.windows.random(item_rng(self.seed, self.epoch, index))
 
     def __getitem__(self, index: int) -> dict:
         k, start = self._locate(index)
-        wave = self._read(k, start, self.seq_len)
+        wave = self.frontend.read(self.regions[k].source, start, self.seq_len)
         return {
-            "ids": self.tokenizer.encode(wave),
+            "ids": self.frontend.encode(wave),
             "mask": torch.ones(self.seq_len, dtype=torch.bool),
             "waveform": wave,
         }
@@ -212,7 +208,21 @@ class RecordingWindows(SplitDataset):
                 start = r.start + round(offset * r.rate / self.sample_rate)
                 length = min(length, round((r.end - start) * self.sample_rate / r.rate))
                 if length > 0:
-                    yield k, self.tokenizer.encode(self._read(k, start, length))
+                    yield k, self.frontend.encode(self.frontend.read(r.source, start, length))
+
+
+def _open_all(files, scale, skip_bad: bool) -> tuple[list[AudioSource], list[str]]:
+    """(AudioSource of every usable file, the messages of the files skipped with ``skip_bad``;
+    without it, the first DataError is raised)."""
+    sources, skipped = [], []
+    for path in files:
+        try:
+            sources.append(open_source(path, scale))
+        except DataError as e:
+            if not skip_bad:
+                raise
+            skipped.append(str(e))
+    return sources, skipped
 
 
 def fsdd_split(path: Path) -> str:
@@ -228,11 +238,13 @@ def fsdd_split(path: Path) -> str:
 
 
 class LabeledClips(SplitDataset):
-    """Short labelled clips (e.g. spoken digits), padded or cropped to ``seq_len`` samples.
+    """Short labelled clips (e.g. spoken digits), one item per clip.
 
-    Clips are read at construction and kept in memory (meant for clips of seconds). Each is mixed
-    to mono, resampled to ``sample_rate`` if needed (said once), divided by its peak
-    (``scale="peak"``) and quantised by ``tokenizer``; padding uses ``tokenizer.pad_id`` (silence).
+    Clips are read at construction and kept in memory (meant for clips of seconds), through the
+    audio front-end (``frontend.AudioFrontEnd``: mono, resampled to ``sample_rate`` if needed,
+    divided by the file's peak with ``scale="peak"``). An item holds the model inputs of the clip
+    (``AudioFrontEnd.clip_inputs``): the first ``seq_len`` positions (the last with
+    ``pad_side="left"``) of the clip encoded by ``tokenizer``, padded with ``tokenizer.pad_id``.
 
     Items: ``{"ids": LongTensor (seq_len,), "mask": BoolTensor (seq_len,), "label": int,
     "waveform": FloatTensor (seq_len,)}``.
@@ -279,7 +291,7 @@ class LabeledClips(SplitDataset):
         if split_by not in ("hash", "fsdd"):
             raise ValueError(f"split_by must be 'hash' or 'fsdd', got {split_by!r}")
         self.folder, self.split, self.seed = Path(folder), split, int(seed)
-        self.tokenizer, self.pad_side, self.scale = tokenizer or MuLaw(), pad_side, scale
+        self.pad_side, self.scale = pad_side, scale
         files = find_audio_files(folder, recursive=True)
         labels = [self._label(p, label_from, label_pattern) for p in files]
         if split_by == "fsdd":
@@ -290,39 +302,26 @@ class LabeledClips(SplitDataset):
             )
         self.class_names = class_names_for(self.folder, labels, splits, split)
         label_id = {name: i for i, name in enumerate(self.class_names)}
-        self.files, self.labels, self.waves, self.skipped = [], [], [], []
-        for path, label, s in zip(files, labels, splits):
-            if s != split:
-                continue
-            try:
-                wave, rate = read_audio(path, sample_rate)
-                peak = float(wave.abs().max())
-                if peak == 0.0:
-                    raise DataError(f"{path}: the clip is silent (every sample is 0)")
-            except DataError as e:
-                if not skip_bad:
-                    raise
-                self.skipped.append(str(e))
-                continue
-            sample_rate = sample_rate or rate
-            self.files.append(path)
-            self.labels.append(label_id[label])
-            self.waves.append(wave / peak if scale == "peak" else wave)
+        mine = [(p, lab) for p, lab, s in zip(files, labels, splits) if s == split]
+        sources, self.skipped = _open_all([p for p, _ in mine], scale, skip_bad)
         if self.skipped:
             warnings.warn(
                 f"{folder}: skipped {len(self.skipped)} clips of split {split!r} that cannot be "
                 f"used; first: {self.skipped[0]}",
                 stacklevel=2,
             )
-        if not self.waves:
+        if not sources:
             raise DataError(f"{folder}: split {split!r} has no usable clips")
-        self.sample_rate = sample_rate
-        # a feature front-end (log-mel): frames computed once; seq_len then counts frames
-        self.features = (
-            [self.tokenizer.encode(w) for w in self.waves]
-            if getattr(self.tokenizer, "feature_dim", 0)
-            else None
-        )
+        label_of = dict(mine)
+        self.frontend = AudioFrontEnd(MuLaw() if tokenizer is None else tokenizer,
+                                      sample_rate or sources[0].rate, scale)
+        self.tokenizer, self.sample_rate = self.frontend.tokenizer, self.frontend.sample_rate
+        self.files = [src.path for src in sources]
+        self.labels = [label_id[label_of[src.path]] for src in sources]
+        self.waves = [self.frontend.read(src) for src in sources]
+        # a feature front-end (log-mel): each clip's frames computed once; seq_len counts frames
+        self.features = ([self.frontend.encode(w) for w in self.waves]
+                         if self.frontend.hop_length > 1 else None)
         self.seq_len = int(seq_len or max(len(x) for x in self.features or self.waves))
 
     def _label(self, path: Path, label_from: str, pattern: str) -> str:
@@ -341,13 +340,13 @@ class LabeledClips(SplitDataset):
 
     def __getitem__(self, index: int) -> dict:
         wave = self.waves[index]
-        encoded = self.tokenizer.encode(wave) if self.features is None else self.features[index]
-        ids, mask = pad_or_crop(encoded, self.seq_len, self.tokenizer.pad_id, self.pad_side)
-        n_samples = self.seq_len * getattr(self.tokenizer, "hop_length", 1)
+        encoded = self.frontend.encode(wave) if self.features is None else self.features[index]
+        ids, mask = self.frontend.clip_inputs(encoded, self.seq_len, self.pad_side)
+        n_samples = self.seq_len * self.frontend.hop_length
         wave, _ = pad_or_crop(wave, n_samples, 0.0, self.pad_side)
         return {"ids": ids, "mask": mask, "label": self.labels[index], "waveform": wave}
 
     def iter_tokens(self, chunk_size: int | None = None) -> Iterator[tuple[int, torch.Tensor]]:
         """(clip index, ids) of every clip of the split, unpadded (frames with a front-end)."""
         for i, wave in enumerate(self.waves):
-            yield i, self.tokenizer.encode(wave) if self.features is None else self.features[i]
+            yield i, self.frontend.encode(wave) if self.features is None else self.features[i]

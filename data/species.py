@@ -11,7 +11,8 @@ import torch
 from mamba_bio_audio.errors import DataError
 
 from .base import SplitDataset, check_split, item_rng, window_mode
-from .fasta import FASTA_SUFFIXES, FastaFile, WindowSampler, fasta_stem, split_regions
+from .fasta import FASTA_SUFFIXES, FastaFile, fasta_stem
+from .genome import WindowSampler, split_regions
 from .tokenizers import DNATokenizer
 
 
@@ -135,6 +136,15 @@ class SpeciesWindows(SplitDataset):
                 for k in range(len(tiles))
             ]
             self.num_samples = len(self._index)
+
+    def set_seq_len(self, seq_len: int) -> None:
+        """Random windows of ``seq_len`` bases from now on (<= the length it was built with, over
+        the same regions): the trainer's sequence-length warm-up."""
+        if self.mode != "random":
+            raise ValueError("set_seq_len is for random windows (training)")
+        for sampler, _ in self.samplers:
+            sampler.set_seq_len(seq_len)
+        self.seq_len = int(seq_len)
 
     def window(self, index: int):
         """(label, region, strand) of item ``index`` in the current epoch."""

@@ -211,39 +211,24 @@ def pad_or_crop(ids: torch.Tensor, length: int, pad_value, side: str = "right"):
     return torch.cat([fill, ids]), mask
 
 
-def _scale(x: torch.Tensor, scale: str | None) -> torch.Tensor:
-    """Per-clip scaling of a waveform before quantisation."""
-    if scale is None:
-        return x
-    if scale == "peak":
-        peak = x.abs().amax(dim=-1, keepdim=True)
-        return x / peak.clamp_min(1e-8)
-    if scale == "minmax":
-        lo, hi = x.amin(dim=-1, keepdim=True), x.amax(dim=-1, keepdim=True)
-        return 2 * (x - lo) / (hi - lo).clamp_min(1e-8) - 1
-    raise ValueError(f"scale must be None, 'peak' or 'minmax', got {scale!r}")
-
-
 class MuLaw:
     """Mu-law companding to ``levels`` ids (8-bit, 256 levels, by default), as WaveNet and SaShiMi.
 
     Args:
         levels: number of quantisation levels, also ``vocab_size``.
-        scale: per-clip scaling applied by ``encode`` before companding: None (the waveform must
-            already lie in [-1, 1]; values outside are clipped), "peak" (divide by the largest
-            absolute value) or "minmax" (map [min, max] to [-1, 1], as SaShiMi does).
 
-    ``pad_id`` is the id of silence (0.0), so padded audio decodes to silence.
+    ``encode`` expects a waveform in [-1, 1] and clips what lies outside (resampling can
+    overshoot): the only clamp between a file and the model. How a recording is scaled into that
+    range is the front-end's decision (``frontend.AudioFrontEnd``: the file's peak). ``pad_id`` is
+    the id of silence (0.0), so padded audio decodes to silence.
     """
 
     type_name = "mulaw"
 
-    def __init__(self, levels: int = 256, scale: str | None = None):
+    def __init__(self, levels: int = 256):
         if levels < 2:
             raise ValueError(f"levels must be at least 2, got {levels}")
-        _scale(torch.zeros(1), scale)
         self.levels = int(levels)
-        self.scale = scale
 
     @property
     def vocab_size(self) -> int:
@@ -255,7 +240,7 @@ class MuLaw:
 
     def encode(self, waveform: torch.Tensor) -> torch.Tensor:
         """Waveform (..., T) float in [-1, 1] -> LongTensor (..., T) of ids in [0, levels)."""
-        x = _scale(torch.as_tensor(waveform, dtype=torch.float32), self.scale).clamp(-1.0, 1.0)
+        x = torch.as_tensor(waveform, dtype=torch.float32).clamp(-1.0, 1.0)
         return AF.mu_law_encoding(x, self.levels)
 
     def decode(self, ids: torch.Tensor) -> torch.Tensor:
@@ -263,14 +248,18 @@ class MuLaw:
         return AF.mu_law_decoding(torch.as_tensor(ids), self.levels)
 
     def to_dict(self) -> dict:
-        return {"type": self.type_name, "levels": self.levels, "scale": self.scale}
+        return {"type": self.type_name, "levels": self.levels}
 
     @classmethod
     def from_dict(cls, d: dict) -> MuLaw:
-        return cls(levels=d.get("levels", 256), scale=d.get("scale"))
+        """Rebuild from ``to_dict()``; older tokenizer.json files also hold ``"scale": null``."""
+        if d.get("scale") is not None:
+            raise ValueError(f"{cls.__name__}: scale={d['scale']!r} is no longer supported; "
+                             "audio is scaled by the front-end (the file's peak)")
+        return cls(levels=d.get("levels", 256))
 
     def __repr__(self) -> str:
-        return f"MuLaw(levels={self.levels}, scale={self.scale!r})"
+        return f"{type(self).__name__}(levels={self.levels})"
 
 
 class LinearQuantizer(MuLaw):
@@ -279,14 +268,12 @@ class LinearQuantizer(MuLaw):
     type_name = "linear"
 
     def encode(self, waveform: torch.Tensor) -> torch.Tensor:
-        x = _scale(torch.as_tensor(waveform, dtype=torch.float32), self.scale).clamp(-1.0, 1.0)
+        x = torch.as_tensor(waveform, dtype=torch.float32).clamp(-1.0, 1.0)
         return torch.round((x + 1) / 2 * (self.levels - 1)).long()
 
     def decode(self, ids: torch.Tensor) -> torch.Tensor:
         return torch.as_tensor(ids).float() / (self.levels - 1) * 2 - 1
 
-    def __repr__(self) -> str:
-        return f"LinearQuantizer(levels={self.levels}, scale={self.scale!r})"
 
 
 TOKENIZERS = {cls.type_name: cls for cls in (DNATokenizer, MuLaw, LinearQuantizer, LogMel)}

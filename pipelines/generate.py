@@ -22,8 +22,8 @@ from mamba_bio_audio.errors import UserError
 
 from .common.arguments import non_negative_int, positive_float, positive_int, probability
 from .common.figures import figure
-from .common.model_files import (add_tokenizer_argument, load_data_config, load_tokenizer,
-                                 model_folder)
+from .common.model_files import (add_tokenizer_argument, load_data_config, load_frontend,
+                                 load_tokenizer, modality, model_folder)
 from .common.outputs import check_new_run_dir, make_output_dir, write_output, write_summary
 from .common.runs import default_run_dir
 from .training.device import resolve_device
@@ -69,14 +69,16 @@ def main(args) -> int:
     if model.config.vocab_size != vocab:
         raise UserError(f"--model {args.model}: its vocabulary ({model.config.vocab_size} ids) "
                         f"does not fit the tokenizer ({tok.vocab_size} ids)")
-    is_audio = hasattr(tok, "levels")
-    rate = int(load_data_config(args.model).get("sample_rate", 8000)) if is_audio else None
+    saved = load_data_config(args.model)
+    is_audio = modality(saved, tok) == "audio"
+    frontend = load_frontend(tok, saved) if is_audio else None  # the one it was trained with
+    rate = frontend.sample_rate if is_audio else None
     unused = "--length" if is_audio and args.length else ("--seconds" if not is_audio and
                                                           args.seconds else None)
     if unused:
         raise UserError(f"{unused}: the model is {'an audio' if is_audio else 'a DNA'} LM; give "
                         f"{'--seconds' if is_audio else '--length'} instead")
-    prompt = audio_prompt(args, tok, rate) if is_audio else dna_prompt(args, tok)
+    prompt = audio_prompt(args, frontend) if is_audio else dna_prompt(args, tok)
     new = round((args.seconds or 1.0) * rate) if is_audio else (args.length or 1000)
     if new < 1:
         raise UserError("nothing to generate: --seconds/--length gives 0 new tokens")
@@ -127,22 +129,19 @@ def main(args) -> int:
     return 0
 
 
-def audio_prompt(args, tok, rate: int) -> torch.Tensor:
-    """Ids of the first --prompt-seconds of --prompt (peak-normalised), or one id of silence."""
+def audio_prompt(args, frontend) -> torch.Tensor:
+    """Ids of the first --prompt-seconds of --prompt, read through the LM's audio front-end as
+    its training windows were (the file's peak, the same resampling), or one id of silence."""
     if not args.prompt:
-        return torch.tensor([tok.pad_id])
-    from mamba_bio_audio.data.audio import audio_info, read_audio
-    from mamba_bio_audio.data.fasta import FASTA_SUFFIXES
+        return torch.tensor([frontend.tokenizer.pad_id])
+    from mamba_bio_audio.data import FASTA_SUFFIXES
 
     if str(args.prompt).lower().removesuffix(".gz").endswith(FASTA_SUFFIXES):
         raise UserError(f"--prompt {args.prompt}: the model is an audio LM; expected a recording "
                         "(WAV, FLAC, ...)")
-    info = audio_info(args.prompt)  # read only the prompt's frames, at the file's own rate
-    frames = min(info.frames, max(1, round(args.prompt_seconds * info.samplerate)))
-    wave, _ = read_audio(args.prompt, rate, frames=frames)
-    wave = wave[:max(1, round(args.prompt_seconds * rate))]
-    peak = float(wave.abs().max())
-    return tok.encode(wave / peak if peak > 0 else wave)
+    src = frontend.open(args.prompt)
+    n = min(max(1, round(args.prompt_seconds * frontend.sample_rate)), frontend.length(src))
+    return frontend.encode(frontend.read(src, 0, n))
 
 
 def dna_prompt(args, tok) -> torch.Tensor:
@@ -150,7 +149,8 @@ def dna_prompt(args, tok) -> torch.Tensor:
     if not args.prompt:
         g = torch.Generator().manual_seed(args.seed)
         return torch.tensor([tok.vocab["ACGT"[int(torch.randint(4, (1,), generator=g))]]])
-    from mamba_bio_audio.data.fasta import FASTA_SUFFIXES, read_records
+    from mamba_bio_audio.data import FASTA_SUFFIXES
+    from mamba_bio_audio.data.fasta import read_records
 
     if not str(args.prompt).lower().removesuffix(".gz").endswith(FASTA_SUFFIXES):
         raise UserError(f"--prompt {args.prompt}: the model is a DNA LM; expected a FASTA file "

@@ -6,8 +6,9 @@
 FASTA (plain or gzip): windows of the model's length over every record (`--stride`, default the
 window length; a last window ends at the record's end), one row per window with record, start,
 end and `ambiguous` (the fraction of bases other than A, C, G, T). CSV: one row per line, the
-sequence read from column `sequence` (`--column`). Audio: one row per clip when it fits the
-model's length, else one per window. Every row carries the predicted label and each class's
+sequence read from column `sequence` (`--column`). Audio: read through the audio front-end saved
+with the model (data/frontend.py), so a clip gets the inputs it got in training; one row per clip
+when it fits the model's length, else one per window. Every row carries the predicted label and each class's
 probability (`p_<class>`).
 
 Beside it, `--summary` (default `<out>.summary.csv`) has one row per record and per file: the
@@ -22,14 +23,13 @@ import io
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 from mamba_bio_audio.errors import DataError, UserError
 
 from .common.arguments import positive_int
 from .common.model_files import model_folder
 
-FASTA_SUFFIXES = (".fa", ".fasta", ".fna", ".fas")
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 LOW_QUALITY = 0.5  # windows with more than this fraction of ambiguous bases are not summarised
 
 
@@ -52,6 +52,9 @@ def add_arguments(parser) -> None:
 
 
 def kind_of(path: Path) -> str:
+    """"fasta", "csv" or "audio" from the file name (the suffix lists are the data layer's)."""
+    from mamba_bio_audio.data import AUDIO_SUFFIXES, FASTA_SUFFIXES
+
     name = path.name.lower().removesuffix(".gz")
     if name.endswith(FASTA_SUFFIXES):
         return "fasta"
@@ -65,13 +68,13 @@ def kind_of(path: Path) -> str:
 
 def windows(n: int, seq_len: int, stride: int) -> list[tuple[int, int]]:
     """[start, end) windows of `seq_len` every `stride`, plus one ending at n when the last
-    stride leaves the end uncovered; a sequence shorter than `seq_len` is one (padded) window."""
+    stride leaves the end uncovered (the data layer's window engine); a sequence shorter than
+    `seq_len` is one (padded) window."""
+    from mamba_bio_audio.data import tile_starts
+
     if n <= seq_len:
         return [(0, n)]
-    starts = list(range(0, n - seq_len + 1, stride))
-    if starts[-1] + seq_len < n:
-        starts.append(n - seq_len)
-    return [(s, s + seq_len) for s in starts]
+    return [(s, s + seq_len) for s in tile_starts(0, n, seq_len, stride, cover=True)]
 
 
 def scan_fasta(path: Path, seq_len: int, stride: int) -> tuple[int, list[str]]:
@@ -92,7 +95,8 @@ def scan_fasta(path: Path, seq_len: int, stride: int) -> tuple[int, list[str]]:
 
 
 def fasta_items(path: Path, tok, seq_len: int, stride: int):
-    """(row fields, ids) for every window of every non-empty record of a FASTA file."""
+    """(row fields, ids, mask) for every window of every non-empty record of a FASTA file (mask
+    None: every position is real)."""
     from mamba_bio_audio.data.fasta import read_records
 
     for name, seq in read_records(path):
@@ -101,7 +105,7 @@ def fasta_items(path: Path, tok, seq_len: int, stride: int):
             ids, unknown = tok.encode(piece, return_unknown=True)
             ambiguous = (unknown + piece.upper().count("N")) / len(piece)
             yield {"record": name, "start": start, "end": end,
-                   "ambiguous": f"{ambiguous:.3f}"}, ids
+                   "ambiguous": f"{ambiguous:.3f}"}, ids, None
 
 
 def read_csv_rows(path: Path, column: str) -> list[tuple[str, str]]:
@@ -135,40 +139,58 @@ def csv_items(rows, tok):
     for name, seq in rows:
         ids, unknown = tok.encode(seq, return_unknown=True)
         ambiguous = (unknown + seq.upper().count("N")) / len(seq)
-        yield {"record": name, "start": 0, "end": len(seq), "ambiguous": f"{ambiguous:.3f}"}, ids
+        yield ({"record": name, "start": 0, "end": len(seq), "ambiguous": f"{ambiguous:.3f}"},
+               ids, None)
 
 
-def audio_items(path: Path, tok, seq_len: int, stride: int, sample_rate: int):
-    """(row fields, ids) per window of an audio file; start/end count samples at sample_rate.
+def audio_items(path: Path, frontend, seq_len: int, stride: int):
+    """(row fields, inputs, mask) per window of an audio file, through the model's front-end.
 
-    With a feature front-end (log-mel), `seq_len` and `stride` count frames: each window of
-    seq_len * hop_length samples is encoded on its own (as a training clip is) and cropped to
-    seq_len frames."""
-    from mamba_bio_audio.data.audio import read_audio
-
-    wave, _ = read_audio(path, sample_rate)
-    if len(wave) == 0:
-        raise DataError(f"{path}: the recording holds no samples")
-    peak = float(wave.abs().max())
-    if peak > 0:
-        wave = wave / peak  # the training clips were peak-normalised too
-    hop = getattr(tok, "hop_length", 1)  # samples per position
-    for start, end in windows(len(wave), seq_len * hop, stride * hop):
-        encoded = tok.encode(wave[start:end])[:seq_len]
-        yield {"record": path.stem, "start": start, "end": end}, encoded
+    The file is read and encoded whole, as a training clip is (log-mel frames are normalised over
+    it), and its positions (samples, or frames) are tiled: a file that fits `seq_len` is one
+    window, padded exactly as in training, and the first window of a longer one is what training
+    read of it. start/end count samples at the model's sample rate."""
+    encoded = frontend.encode(frontend.read(frontend.open(path)))
+    hop = frontend.hop_length
+    for start, end in windows(len(encoded), seq_len, stride):
+        ids, mask = frontend.clip_inputs(encoded[start:end], seq_len)
+        yield {"record": path.stem, "start": start * hop, "end": end * hop}, ids, mask
 
 
 def main(args) -> int:
-    from mamba_bio_audio.models import MambaClassifier
-
-    from .common.model_files import load_data_config, load_tokenizer
     from .common.outputs import check_writable, write_output
-    from .training.device import resolve_device
 
     out = Path(args.out)
     summary_path = Path(args.summary) if args.summary else out.with_suffix(".summary.csv")
     check_writable(out, "--out")
     check_writable(summary_path, "--summary")
+    clf = load_classifier(args)
+    paths = [Path(p) for p in args.inputs]
+    total, csv_rows = check_inputs(paths, clf, args.column)  # every input before any compute
+    print(f"predict: {total or 'the'} windows of {clf.seq_len:,} {clf.unit} from {len(paths)} "
+          f"file(s){' (both strands)' if clf.rc_tokenizer is not None else ''} on {clf.device}",
+          file=sys.stderr)
+    summary = Summary(clf.names)
+    start_time = time.perf_counter()
+    count = [0]
+    write_output(out, lambda tmp: count.__setitem__(
+        0, write_predictions(tmp, paths, csv_rows, clf, summary, total, args.batch_size)))
+    wall = time.perf_counter() - start_time
+    write_output(summary_path, summary.csv_text())
+    print(f"predict: {count[0]:,} windows in {wall:.1f} s ({count[0] / max(wall, 1e-9):,.1f} "
+          f"windows/s) -> {out}; per record and file -> {summary_path}")
+    summary.print_table()
+    return 0
+
+
+def load_classifier(args) -> SimpleNamespace:
+    """The classifier of --model and everything saved with it that reading inputs needs:
+    tokenizer, modality, the audio front-end, window length and stride, class names."""
+    from mamba_bio_audio.models import MambaClassifier
+
+    from .common.model_files import load_data_config, load_frontend, load_tokenizer, modality
+    from .training.device import resolve_device
+
     device = resolve_device(args.device)
     folder = model_folder(args.model, want="MambaClassifier")
     model = MambaClassifier.from_pretrained(folder, device=device).eval()
@@ -178,13 +200,18 @@ def main(args) -> int:
     if not seq_len:
         raise UserError(f"--model {args.model}: no data_config.json with the window length; "
                         "give --seq-len")
-    stride = args.stride or seq_len
-    rc_tok = tok if data_cfg.get("rc_test") else None
-    names = [str(c) for c in (model.config.class_names or range(model.config.n_classes))]
-    is_audio = hasattr(tok, "levels") or hasattr(tok, "feature_dim")  # mu-law or log-mel
+    kind = modality(data_cfg, tok)
+    frontend = load_frontend(tok, data_cfg) if kind == "audio" else None
+    return SimpleNamespace(
+        model=model, tokenizer=tok, modality=kind, frontend=frontend, device=device,
+        seq_len=seq_len, stride=args.stride or seq_len, unit=frontend.unit if frontend else "bp",
+        rc_tokenizer=tok if data_cfg.get("rc_test") else None,
+        names=[str(c) for c in (model.config.class_names or range(model.config.n_classes))])
 
-    # every input is read and checked before any compute
-    paths = [Path(p) for p in args.inputs]
+
+def check_inputs(paths: list[Path], clf, column: str) -> tuple[int, dict]:
+    """Check every input before any compute: (windows counted in FASTA and CSV inputs, the CSV
+    rows per CSV file); UserError naming the first file that cannot be used."""
     total, csv_rows = 0, {}
     for p in paths:
         if p.is_dir():
@@ -192,62 +219,53 @@ def main(args) -> int:
         if not p.is_file():
             raise UserError(f"{p}: no such file")
         k = kind_of(p)
-        if (k == "audio") != is_audio:
+        if (k == "audio") != (clf.modality == "audio"):
             raise UserError(f"{p}: {k} input, but the model was trained on "
-                            f"{'audio' if is_audio else 'DNA'}")
+                            f"{'audio' if clf.modality == 'audio' else 'DNA'}")
         if k == "fasta":
-            n, empty = scan_fasta(p, seq_len, stride)
+            n, empty = scan_fasta(p, clf.seq_len, clf.stride)
             total += n
             if empty:
                 print(f"predict: {p}: {len(empty)} empty record(s) skipped "
                       f"({', '.join(empty[:5])}{', ...' if len(empty) > 5 else ''})",
                       file=sys.stderr)
         elif k == "csv":
-            csv_rows[p] = read_csv_rows(p, args.column)
+            csv_rows[p] = read_csv_rows(p, column)
             total += len(csv_rows[p])
-    unit = "frames" if hasattr(tok, "feature_dim") else ("samples" if is_audio else "bp")
-    print(f"predict: {total or 'the'} windows of {seq_len:,} {unit} from {len(paths)} file(s)"
-          f"{' (both strands)' if rc_tok is not None else ''} on {device}", file=sys.stderr)
+        else:
+            clf.frontend.open(p)  # DataError now for a file that cannot be read
+    return total, csv_rows
 
-    summary = Summary(names)
-    start_time = time.perf_counter()
 
-    def predict_into(tmp: Path) -> int:
-        from tqdm.auto import tqdm
+def write_predictions(tmp: Path, paths, csv_rows, clf, summary, total: int,
+                      batch_size: int) -> int:
+    """Classify every window of every input into the CSV at `tmp`; returns the rows written."""
+    from tqdm.auto import tqdm
 
-        count = 0
-        bar = tqdm(total=total or None, desc="predict", unit="window", file=sys.stderr,
-                   disable=None)  # None: a bar on a terminal only
-        with open(tmp, "w", newline="") as f, bar:
-            writer = None
-            for path in paths:
-                k = kind_of(path)
-                if k == "fasta":
-                    items = fasta_items(path, tok, seq_len, stride)
-                elif k == "csv":
-                    items = csv_items(csv_rows[path], tok)
-                else:
-                    items = audio_items(path, tok, seq_len, stride,
-                                        data_cfg.get("sample_rate", 8000))
-                for batch in batched(items, args.batch_size):
-                    rows = classify_batch(model, batch, path, names, tok.pad_id, device, rc_tok)
-                    if writer is None:
-                        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-                        writer.writeheader()
-                    writer.writerows(rows)
-                    summary.add(rows, by_record=k != "csv")
-                    count += len(rows)
-                    bar.update(len(rows))
-        return count
-
-    count = [0]
-    write_output(out, lambda tmp: count.__setitem__(0, predict_into(tmp)))
-    wall = time.perf_counter() - start_time
-    write_output(summary_path, summary.csv_text())
-    print(f"predict: {count[0]:,} windows in {wall:.1f} s ({count[0] / max(wall, 1e-9):,.1f} "
-          f"windows/s) -> {out}; per record and file -> {summary_path}")
-    summary.print_table()
-    return 0
+    count = 0
+    bar = tqdm(total=total or None, desc="predict", unit="window", file=sys.stderr,
+               disable=None)  # None: a bar on a terminal only
+    with open(tmp, "w", newline="") as f, bar:
+        writer = None
+        for path in paths:
+            k = kind_of(path)
+            if k == "fasta":
+                items = fasta_items(path, clf.tokenizer, clf.seq_len, clf.stride)
+            elif k == "csv":
+                items = csv_items(csv_rows[path], clf.tokenizer)
+            else:
+                items = audio_items(path, clf.frontend, clf.seq_len, clf.stride)
+            for batch in batched(items, batch_size):
+                rows = classify_batch(clf.model, batch, path, clf.names, clf.tokenizer.pad_id,
+                                      clf.device, clf.rc_tokenizer)
+                if writer is None:
+                    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+                    writer.writeheader()
+                writer.writerows(rows)
+                summary.add(rows, by_record=k != "csv")
+                count += len(rows)
+                bar.update(len(rows))
+    return count
 
 
 def batched(items, size: int):
@@ -261,30 +279,41 @@ def batched(items, size: int):
         yield batch
 
 
+def pad_batch(batch, pad_id, model_config):
+    """(ids, mask) of a batch of (fields, ids, mask) items, padded with `pad_id` to its longest
+    item (rounded up to what the model needs: a multiple of the U-Net's pooling, at least the
+    conv's width). ids are (L,) token ids or (L, n_features) float frames; mask (L,) marks an
+    item's real positions (None: all of them)."""
+    import torch
+
+    length = max(len(ids) for _, ids, _ in batch)
+    length += (-length) % model_config.pool_product
+    length = max(length, model_config.d_conv)
+    first = batch[0][1]
+    ids = torch.full((len(batch), length, *first.shape[1:]), pad_id, dtype=first.dtype)
+    mask = torch.zeros(len(batch), length, dtype=torch.bool)
+    for i, (_, x, m) in enumerate(batch):
+        ids[i, :len(x)] = x
+        mask[i, :len(x)] = True if m is None else m
+    return ids, mask
+
+
 def classify_batch(model, batch, path: Path, names: list, pad_id: int, device,
                    rc_tokenizer=None) -> list[dict]:
-    """Pad a batch of (fields, ids) to its longest item, classify, return the CSV rows.
-    ids are (L,) token ids or (L, n_features) float frames. `rc_tokenizer`: average each DNA
-    window with its reverse complement (the model was trained with data.rc_test)."""
+    """Classify a batch of (fields, ids, mask) items (`pad_batch`); return its CSV rows.
+    `rc_tokenizer`: average each DNA window with its reverse complement (the model was trained
+    with data.rc_test)."""
     import numpy as np
     import torch
 
     from .common.inference import class_probabilities
 
-    length = max(len(ids) for _, ids in batch)
-    length += (-length) % model.config.pool_product  # U-Net lengths must divide the pooling
-    length = max(length, model.config.d_conv)  # the causal conv needs d_conv positions
-    first = batch[0][1]
-    ids = torch.full((len(batch), length, *first.shape[1:]), pad_id, dtype=first.dtype)
-    mask = torch.zeros(len(batch), length, dtype=torch.bool)
-    for i, (_, x) in enumerate(batch):
-        ids[i, :len(x)] = x
-        mask[i, :len(x)] = True
+    ids, mask = pad_batch(batch, pad_id, model.config)
     with torch.inference_mode():
         probs = class_probabilities(model, ids.to(device), mask.to(device),
                                     rc_tokenizer).cpu().numpy()
     rows = []
-    for (fields, _), p in zip(batch, probs):
+    for (fields, _, _), p in zip(batch, probs):
         row = {"file": str(path), **fields, "predicted": names[int(np.argmax(p))]}
         row.update({f"p_{n}": f"{v:.6f}" for n, v in zip(names, p)})
         rows.append(row)

@@ -83,6 +83,27 @@ def load_tokenizer(model_dir, name: str = None):
     return mdata.tokenizer_from_dict(tokenizer)
 
 
+def modality(data_cfg: dict, tokenizer) -> str:
+    """"audio" or "dna": from the data kind saved with a model (data_config.json), else (a
+    checkpoint from elsewhere) from its tokenizer. Decided here once for every command."""
+    from .run_config import AUDIO_KINDS
+
+    kind = data_cfg.get("kind")
+    if kind is not None:
+        return "audio" if kind in AUDIO_KINDS else "dna"
+    return "dna" if tokenizer.type_name == "dna_char" else "audio"
+
+
+def load_frontend(tokenizer, data_cfg: dict):
+    """The audio front-end a model was trained with: its tokenizer and the sample rate saved in
+    its data settings (`DEFAULT_SAMPLE_RATE` for a checkpoint that names none)."""
+    from mamba_bio_audio.data import AudioFrontEnd
+
+    from .run_config import DEFAULT_SAMPLE_RATE
+
+    return AudioFrontEnd(tokenizer, int(data_cfg.get("sample_rate", DEFAULT_SAMPLE_RATE)))
+
+
 def named_tokenizer(name: str):
     from mamba_bio_audio import data as mdata
 

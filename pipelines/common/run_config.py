@@ -37,6 +37,8 @@ DEFAULT_CONFIGS = {
 RUN_COMMANDS = ("pretrain", "classify", "finetune")  # the commands whose configs are RunConfigs
 DATA_KINDS = ("genome", "audio", "species", "labeled", "splice", "digits", "recordings")
 DNA_CLASSIFICATION = ("species", "labeled", "splice")  # kinds with a reverse complement
+AUDIO_KINDS = ("audio", "recordings", "digits")  # kinds read through the audio front-end
+DEFAULT_SAMPLE_RATE = 8000  # Hz: data.sample_rate, and the rate of checkpoints that name none
 FEATURES = ("waveform", "mel")  # data.features: what a digits classifier reads of each clip
 
 
@@ -75,7 +77,7 @@ class DataConfig:
     train_items: int = 4096
     val_items: int = 512
     test_items: int = 1024
-    sample_rate: int = 8000
+    sample_rate: int = DEFAULT_SAMPLE_RATE
     mu_law_levels: int = 256
     features: str = "waveform"
     n_mels: int = 40
@@ -85,6 +87,11 @@ class DataConfig:
     test_fraction: float = 0.1
     split_by: str = "auto"
     seed: int = 0
+
+    @property
+    def fractions(self) -> tuple[float, float, float]:
+        """(train, val, test) fractions for data without official splits."""
+        return (1 - self.val_fraction - self.test_fraction, self.val_fraction, self.test_fraction)
 
     def validate(self) -> DataConfig:
         if self.kind not in DATA_KINDS:

@@ -91,7 +91,7 @@ def test_padding_side(side):
 def test_settings_round_trip():
     for tok in (
         DNATokenizer(padding_side="left", add_special_tokens=True),
-        MuLaw(256, scale="minmax"),
+        MuLaw(16),
         LinearQuantizer(16),
     ):
         again = tokenizer_from_dict(tok.to_dict())
@@ -117,9 +117,12 @@ def test_linear_quantizer_error_is_half_a_step():
     assert (q.decode(q.encode(x)) - x).abs().max() <= 1 / 255 + 1e-6
 
 
-def test_minmax_scaling_spans_all_levels():
-    ids = MuLaw(scale="minmax").encode(torch.tensor([0.1, 0.2, 0.3]))
-    assert ids.tolist()[0] == 0 and ids.tolist()[-1] == 255
+def test_mulaw_settings_of_older_checkpoints_still_load():
+    """tokenizer.json of older checkpoints holds "scale": null (scaling is the front-end's now)."""
+    old = tokenizer_from_dict({"type": "mulaw", "levels": 256, "scale": None})
+    assert type(old) is MuLaw and old.to_dict() == MuLaw().to_dict()
+    with pytest.raises(ValueError, match="scale='minmax' is no longer supported"):
+        tokenizer_from_dict({"type": "mulaw", "levels": 256, "scale": "minmax"})
 
 
 def test_mulaw_snr_on_every_spoken_digit():

@@ -20,7 +20,7 @@ def test_logmel_shapes_normalisation_and_round_trip():
     assert isinstance(again, LogMel) and again.to_dict() == mel.to_dict()
     assert torch.equal(again.encode(wave), x)
     with pytest.raises(ValueError, match="normalize"):
-        LogMel(normalize="global")
+        LogMel(8000, normalize="global")
 
 
 def test_clips_as_mel_frames_with_padding_masks():

@@ -40,7 +40,7 @@ def hook(event, args):
 
 
 def main() -> int:
-    from mamba_bio_audio.data.fasta import GenomeWindows
+    from mamba_bio_audio.data.genome import GenomeWindows
 
     from mamba_bio_audio import cli
 
