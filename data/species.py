@@ -88,24 +88,9 @@ class SpeciesWindows(SplitDataset):
         self.files, self.class_names, self.samplers, self.skipped = [], [], [], []
         for path, stem in zip(files, stems):
             try:
-                fasta = FastaFile(path)
-                by_record = (records or {}).get(stem)
-                regions = split_regions(fasta, split, records=by_record, fractions=fractions)
-                sampler = WindowSampler(
-                    fasta,
-                    regions,
-                    seq_len,
-                    self.tokenizer,
-                    max_n_frac,
-                    what=f" (species {stem!r}, split {split!r})",
-                )
-                tiles = (
-                    sampler.tiles(None, max_windows_per_class)
-                    if self.mode == "sequential"
-                    else None
-                )
-                if tiles is None:
-                    sampler.random_window(item_rng(self.seed, 0, 0))
+                sampler, tiles = self._species_windows(
+                    path, stem, seq_len, (records or {}).get(stem), fractions,
+                    max_windows_per_class, max_n_frac)
             except DataError as e:
                 if not skip_bad:
                     raise
@@ -136,6 +121,18 @@ class SpeciesWindows(SplitDataset):
                 for k in range(len(tiles))
             ]
             self.num_samples = len(self._index)
+
+    def _species_windows(self, path, stem, seq_len, by_record, fractions, max_windows, max_n_frac):
+        """(WindowSampler, tiles or None) of one species' part of the split; DataError if the
+        file cannot be used (an all-N file fails its first random draw here)."""
+        fasta = FastaFile(path)
+        regions = split_regions(fasta, self.split, records=by_record, fractions=fractions)
+        sampler = WindowSampler(fasta, regions, seq_len, self.tokenizer, max_n_frac,
+                                what=f" (species {stem!r}, split {self.split!r})")
+        if self.mode == "sequential":
+            return sampler, sampler.tiles(None, max_windows)
+        sampler.random_window(item_rng(self.seed, 0, 0))
+        return sampler, None
 
     def set_seq_len(self, seq_len: int) -> None:
         """Random windows of ``seq_len`` bases from now on (<= the length it was built with, over

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mamba_bio_audio.errors import ConfigError
+
 from .common.figures import figure
 from .common.model_files import model_folder, rc_model_fields, save_tokenizer
 from .common.outputs import write_summary
@@ -66,23 +68,20 @@ def build_model(cfg, data):
 
 def main(args) -> int:
     cfg, run_dir, resume = resolve_run(args, "classify")  # before torch: fast errors
+    if cfg.train.fsdp:  # the test predictions run on rank 0 alone, which a sharded model cannot
+        raise ConfigError("train.fsdp=true is for the LM commands (pretrain, finetune); "
+                          "classifiers train replicated (train.fsdp=false)")
     return run(cfg, run_dir, resume, args)
 
 
 def run(cfg, run_dir, resume, args) -> int:
     """Setup, train, save (see the module docstring); returns the exit status."""
-    from .common.baselines import classification_metrics
     from .common.datasets import classification_datasets
-    from .common.inference import predict_proba, rc_flip_fraction
     from .training.distributed import is_main_process, log
     from .training.losses import classifier_loss
     from .training.trainer import Trainer
 
     t0 = time.perf_counter()
-    if cfg.train.fsdp:  # the test predictions run on rank 0 alone, which a sharded model cannot
-        from mamba_bio_audio.errors import ConfigError
-        raise ConfigError("train.fsdp=true is for the LM commands (pretrain, finetune); "
-                          "classifiers train replicated (train.fsdp=false)")
     if args.init:
         cfg.init = str(model_folder(args.init, "--init"))
     data = classification_datasets(cfg.data)
@@ -102,12 +101,37 @@ def run(cfg, run_dir, resume, args) -> int:
     trainer.restore_best()
     if not is_main_process():
         return 0
-    probs, labels = predict_proba(trainer.raw_model, data.test,
-                                  cfg.train.eval_batch_size or cfg.train.batch_size,
-                                  trainer.device, cfg.train.progress, desc="test",
+    summary = test_summary(trainer, data, cfg)
+    summary.update({
+        "init": cfg.init,
+        "steps": result.step,
+        "tokens_seen": result.tokens_seen,
+        "tokens_per_second": result.tokens_per_second,
+        "train_wall_seconds": result.wall_seconds,
+    })
+    if cfg.baseline and not args.no_baseline:
+        log("fitting the baseline ...")
+        summary["baseline"] = baseline(data, len(data.class_names))
+    summary["checkpoint"] = str(result.best_dir or result.last_dir)
+    summary["wall_seconds"] = time.perf_counter() - t0
+    plot_confusion(np.array(summary["confusion_matrix"]), summary["classes"],
+                   run_dir / "confusion_matrix.png")  # its title gives the accuracy
+    write_summary(run_dir, summary)
+    print(report(summary, run_dir))
+    return 0
+
+
+def test_summary(trainer, data, cfg) -> dict:
+    """The trained model on the test set: accuracy, macro F1, MCC, confusion matrix (and, for
+    DNA, how many calls flip on the reverse complement)."""
+    from .common.baselines import classification_metrics
+    from .common.inference import predict_proba, rc_flip_fraction
+
+    batch_size = cfg.train.eval_batch_size or cfg.train.batch_size
+    probs, labels = predict_proba(trainer.raw_model, data.test, batch_size, trainer.device,
+                                  cfg.train.progress, desc="test",
                                   rc_tokenizer=data.tokenizer if cfg.data.rc_test else None)
-    n = len(data.class_names)
-    metrics = classification_metrics(labels, probs.argmax(1), n)
+    metrics = classification_metrics(labels, probs.argmax(1), len(data.class_names))
     summary = {
         "command": "classify",
         "data": cfg.data.kind,
@@ -117,28 +141,13 @@ def run(cfg, run_dir, resume, args) -> int:
         "test_macro_f1": metrics["macro_f1"],
         "test_mcc": metrics["mcc"],
         "test_reverse_complement_averaged": cfg.data.rc_test,
-        "rc_equivariant": model.config.rc_equivariant,
+        "rc_equivariant": trainer.raw_model.config.rc_equivariant,
         "confusion_matrix": metrics["confusion_matrix"],
-        "init": cfg.init,
-        "steps": result.step,
-        "tokens_seen": result.tokens_seen,
-        "tokens_per_second": result.tokens_per_second,
-        "train_wall_seconds": result.wall_seconds,
     }
     if data.modality == "dna":  # calls of single strands (before any rc_test averaging)
         summary["test_rc_flip_fraction"] = rc_flip_fraction(
-            trainer.raw_model, data.test, cfg.train.eval_batch_size or cfg.train.batch_size,
-            trainer.device, data.tokenizer)
-    if cfg.baseline and not args.no_baseline:
-        log("fitting the baseline ...")
-        summary["baseline"] = baseline(data, n)
-    summary["checkpoint"] = str(result.best_dir or result.last_dir)
-    summary["wall_seconds"] = time.perf_counter() - t0
-    plot_confusion(np.array(metrics["confusion_matrix"]), summary["classes"],
-                   run_dir / "confusion_matrix.png")  # its title gives the accuracy
-    write_summary(run_dir, summary)
-    print(report(summary, run_dir))
-    return 0
+            trainer.raw_model, data.test, batch_size, trainer.device, data.tokenizer)
+    return summary
 
 
 def baseline(data, n_classes: int, max_train: int = 6000) -> dict:

@@ -41,35 +41,15 @@ def main(args) -> int:
 
 def run(cfg, run_dir, resume, args) -> int:
     """Setup, train, save (see the module docstring); returns the exit status."""
-    from mamba_bio_audio.models import MambaLM
     from .common.datasets import lm_datasets
     from .training.distributed import is_main_process, log
-    from .training.losses import bits, lm_loss
+    from .training.losses import lm_loss
     from .training.trainer import Trainer
 
     t0 = time.perf_counter()
     if args.recordings:
         cfg.data.path = args.recordings
-    args.model = model_folder(args.model, want="MambaLM")
-    saved = load_data_config(args.model)
-    if not saved:  # a checkpoint from elsewhere: read as mu-law audio with the run's settings
-        saved = {"kind": "recordings", "sample_rate": cfg.data.sample_rate,
-                 "mu_law_levels": cfg.data.mu_law_levels}
-    if saved.get("kind") not in ("audio", "recordings"):
-        raise UserError(f"--model {args.model}: not an audio LM (trained on data.kind="
-                        f"{saved.get('kind')!r}); pretrain one with --config pretrain_audio")
-    # The recordings are read at the model's sample rate and with its quantisation.
-    cfg.data = dataclasses.replace(cfg.data, sample_rate=saved["sample_rate"],
-                                   mu_law_levels=saved["mu_law_levels"])
-    cfg.init = str(args.model)
-    model = MambaLM.from_pretrained(args.model, vocab_size=cfg.data.mu_law_levels)
-    if model.config.vocab_size != cfg.data.mu_law_levels:
-        raise UserError(f"--model {args.model}: its vocabulary ({model.config.vocab_size} ids) is "
-                        f"not the {cfg.data.mu_law_levels} mu-law levels of audio")
-    cfg.model = model.config
-    if cfg.data.seq_len % model.config.pool_product:
-        raise UserError(f"data.seq_len={cfg.data.seq_len} must be a multiple of the model's "
-                        f"pooling ({model.config.pool_product})")
+    model = pretrained_audio_lm(cfg, args)
     data = lm_datasets(cfg.data)
     if is_main_process():
         run_dir = save_run_config(cfg, run_dir, args)
@@ -83,14 +63,12 @@ def run(cfg, run_dir, resume, args) -> int:
     if resume and before_file.is_file():
         before = json.loads(before_file.read_text())
     else:
-        before = {"test": bits(trainer.evaluate(data.test, desc="test (before)")["loss"]),
-                  "val": bits(trainer.evaluate(data.val, desc="val (before)")["loss"])}
+        before = held_out_bits(trainer, data, " (before)")
         if is_main_process():
             write_output(before_file, json.dumps(before) + "\n")
     result = trainer.fit(resume=resume)
     trainer.restore_best()
-    after = {"test": bits(trainer.evaluate(data.test, desc="test")["loss"]),
-             "val": bits(trainer.evaluate(data.val, desc="val")["loss"])}
+    after = held_out_bits(trainer, data)
     if not is_main_process():
         return 0
     summary = {
@@ -115,3 +93,39 @@ def run(cfg, run_dir, resume, args) -> int:
           f"  held-out bits/sample: before {before['test']:.4f}  after {after['test']:.4f}\n"
           f"  summary: {run_dir}/summary.json")
     return 0
+
+
+def held_out_bits(trainer, data, when: str = "") -> dict:
+    """Bits per sample of the current model on the test and validation windows."""
+    from .training.losses import bits
+
+    return {"test": bits(trainer.evaluate(data.test, desc=f"test{when}")["loss"]),
+            "val": bits(trainer.evaluate(data.val, desc=f"val{when}")["loss"])}
+
+
+def pretrained_audio_lm(cfg, args):
+    """The LM of --model; `cfg.data` takes the sample rate and quantisation it was trained with
+    (its data_config.json), so the recordings are read as its training audio was."""
+    from mamba_bio_audio.models import MambaLM
+
+    args.model = model_folder(args.model, want="MambaLM")
+    saved = load_data_config(args.model)
+    if not saved:  # a checkpoint from elsewhere: read as mu-law audio with the run's settings
+        saved = {"kind": "recordings", "sample_rate": cfg.data.sample_rate,
+                 "mu_law_levels": cfg.data.mu_law_levels}
+    if saved.get("kind") not in ("audio", "recordings"):
+        raise UserError(f"--model {args.model}: not an audio LM (trained on data.kind="
+                        f"{saved.get('kind')!r}); pretrain one with --config pretrain_audio")
+    # The recordings are read at the model's sample rate and with its quantisation.
+    cfg.data = dataclasses.replace(cfg.data, sample_rate=saved["sample_rate"],
+                                   mu_law_levels=saved["mu_law_levels"])
+    cfg.init = str(args.model)
+    model = MambaLM.from_pretrained(args.model, vocab_size=cfg.data.mu_law_levels)
+    if model.config.vocab_size != cfg.data.mu_law_levels:
+        raise UserError(f"--model {args.model}: its vocabulary ({model.config.vocab_size} ids) is "
+                        f"not the {cfg.data.mu_law_levels} mu-law levels of audio")
+    cfg.model = model.config
+    if cfg.data.seq_len % model.config.pool_product:
+        raise UserError(f"data.seq_len={cfg.data.seq_len} must be a multiple of the model's "
+                        f"pooling ({model.config.pool_product})")
+    return model

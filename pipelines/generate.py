@@ -86,33 +86,12 @@ def main(args) -> int:
     # created after the inputs are checked: no empty folders
     out_dir = make_output_dir(Path(args.out) if args.out else default_run_dir("generate"))
 
-    times = []
-    last = [time.perf_counter()]
-
-    def on_token(token, i):
-        now = time.perf_counter()
-        times.append(now - last[0])
-        last[0] = now
-
     print(f"generate: {args.n} x {new} tokens ({'audio at %d Hz' % rate if is_audio else 'DNA'}) "
           f"after a prompt of {prompt.numel()} tokens", file=sys.stderr)
-    t0 = time.perf_counter()
-    out = model.generate(prompt_ids.to(device), new, args.temperature, args.top_k, args.top_p,
-                         args.seed, on_token)
-    wall = time.perf_counter() - t0
+    out, summary = timed_generation(model, prompt_ids.to(device), new, args)
+    summary["model"], summary["modality"] = str(args.model), "audio" if is_audio else "dna"
     generated = out[:, prompt.numel():].cpu()
-
-    k = max(1, len(times) // 10)
-    steps = np.array(times[1:]) if len(times) > 1 else np.array(times)
-    summary = {
-        "command": "generate", "model": str(args.model), "modality": "audio" if is_audio else "dna",
-        "samples": args.n, "new_tokens_per_sample": new, "prompt_tokens": int(prompt.numel()),
-        "wall_seconds": wall, "tokens_per_second": args.n * new / wall,
-        "step_ms_start": 1000 * float(np.median(steps[:k])),
-        "step_ms_end": 1000 * float(np.median(steps[-k:])),
-        "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
-        "seed": args.seed, "files": [],
-    }
+    wall = summary["wall_seconds"]
     if is_audio:
         summary["sample_rate"] = rate
         summary["samples_per_second"] = summary.pop("tokens_per_second")
@@ -127,6 +106,34 @@ def main(args) -> int:
           f"{summary['step_ms_end']:.2f} ms at the end\n  files: {', '.join(summary['files'])}\n"
           f"  summary: {out_dir}/summary.json")
     return 0
+
+
+def timed_generation(model, prompt_ids: torch.Tensor, new: int, args) -> tuple[torch.Tensor, dict]:
+    """(prompt + `new` sampled tokens per row, the summary's numbers: tokens/s and the median step
+    time over the first and the last tenth of the steps)."""
+    times, last = [], [time.perf_counter()]
+
+    def on_token(token, i):
+        now = time.perf_counter()
+        times.append(now - last[0])
+        last[0] = now
+
+    t0 = time.perf_counter()
+    out = model.generate(prompt_ids, new, args.temperature, args.top_k, args.top_p, args.seed,
+                         on_token)
+    wall = time.perf_counter() - t0
+    k = max(1, len(times) // 10)
+    steps = np.array(times[1:]) if len(times) > 1 else np.array(times)
+    n, prompt_tokens = prompt_ids.shape
+    return out, {
+        "command": "generate", "samples": n, "new_tokens_per_sample": new,
+        "prompt_tokens": int(prompt_tokens), "wall_seconds": wall,
+        "tokens_per_second": n * new / wall,
+        "step_ms_start": 1000 * float(np.median(steps[:k])),
+        "step_ms_end": 1000 * float(np.median(steps[-k:])),
+        "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
+        "seed": args.seed, "files": [],
+    }
 
 
 def audio_prompt(args, frontend) -> torch.Tensor:
