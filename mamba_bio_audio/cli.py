@@ -28,7 +28,7 @@ COMMANDS = {
     "synthetic": ("synthetic", "selective copying and induction heads, with the LTI ablation"),
     "convert": ("convert", "convert Mamba LM checkpoints: ours, Hugging Face, mamba_ssm"),
     "configs": ("configs", "list the built-in configs"),
-    "bench": ("bench", "benchmarks: scan, generate (print a table, write JSON)"),
+    "bench": ("bench", "benchmarks: scan, generate, gpu, context (print a table, write JSON)"),
 }
 
 

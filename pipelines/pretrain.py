@@ -35,6 +35,7 @@ def main(args) -> int:
 def run(cfg, run_dir, resume, args) -> int:
     """Setup, train, save (see the module docstring); returns the exit status."""
     from mamba_bio_audio.models import MambaLM
+
     from .common.datasets import lm_datasets
     from .training.distributed import is_main_process, log
     from .training.losses import bits, lm_loss
