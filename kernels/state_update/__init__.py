@@ -12,11 +12,6 @@ from .naive import selective_state_update_ref
 _TRITON = LazyKernel(f"{__name__}.triton_update", "selective_state_update_triton")
 
 
-def triton_available() -> bool:
-    """Whether the Triton implementation can be imported on this machine."""
-    return _TRITON.available()
-
-
 def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False,
                            backend="auto"):
     """One step: h = exp(Δ A) h + Δ B x ;  y = (C · h + D x) * silu(z); `state` is updated in place.
@@ -41,4 +36,4 @@ def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, 
     return selective_state_update_ref(*args)
 
 
-__all__ = ["selective_state_update", "selective_state_update_ref", "triton_available"]
+__all__ = ["selective_state_update", "selective_state_update_ref"]
