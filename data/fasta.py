@@ -140,6 +140,10 @@ def read_records(path: str | Path):
         raise DataError(f"{path}: not a text FASTA file ({err})") from None
 
 
+# FastaFile checks the first CHECKED_BASES letters of its first CHECKED_RECORDS records
+CHECKED_RECORDS, CHECKED_BASES = 100, 10_000
+
+
 def check_nucleotides(path: Path, name: str, seq: str) -> None:
     """DataError for a record that is not nucleotides (e.g. a protein FASTA)."""
     other = seq.encode("ascii").translate(None, NUCLEOTIDE_CODES)
@@ -184,6 +188,9 @@ class FastaFile:
             raise DataError(
                 f"{self.path}: FASTA file has no sequence (no records or all records empty)"
             )
+        for name in self.names[:CHECKED_RECORDS]:  # a protein FASTA is refused before training
+            check_nucleotides(self.path, name,
+                              self.fetch(name, 0, min(CHECKED_BASES, self.lengths[name])))
 
     def _index_location(self, compressed: bool) -> dict:
         """Where the .fai/.gzi live; (re)build them there if they are missing or stale.

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 
 from mamba_bio_audio.errors import UserError
@@ -89,6 +90,9 @@ def run(cfg, run_dir, resume, args) -> int:
         "wall_seconds": time.perf_counter() - t0,
     }
     write_summary(run_dir, summary)
+    from .training.metrics import plot_loss_curve
+    plot_loss_curve(result.history, run_dir / "loss_curve.png", "bits per sample", 1 / math.log(2),
+                    {"pretrained model, test": before["test"]})  # the trainer's plot, in bits
     print(f"finetune finished: {result.step} steps, {summary['wall_seconds']:.0f} s in all\n"
           f"  held-out bits/sample: before {before['test']:.4f}  after {after['test']:.4f}\n"
           f"  summary: {run_dir}/summary.json")

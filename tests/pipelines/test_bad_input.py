@@ -254,6 +254,7 @@ CASES = [
     case("fasta-fastq", [P, "data.path={dir}/reads.fastq", *TINY], "reads.fastq"),
     case("fasta-bgzf-truncated", [P, "data.path={dir}/cut.fa.gz", *TINY], "cut.fa.gz"),
     case("fasta-is-a-folder", [P, "data.path={dir}/no_audio", *TINY], "no_audio", "folder"),
+    case("fasta-protein", [P, "data.path={dir}/protein.fa", *TINY], "protein.fa", "nucleotide"),
     case("fasta-unreadable", [P, "data.path={dir}/unreadable.fa", *TINY], "unreadable.fa",
          marks=pytest.mark.skipif(ROOT, reason="root reads unreadable files")),
     case("config-lr-nan", [P, "train.lr=nan", *TINY], "train.lr", "finite"),
