@@ -25,6 +25,8 @@ COMMANDS = {
     "predict": ("predict", "apply a trained classifier to FASTA, CSV or audio files"),
     "generate": ("generate", "generate audio (WAV) or DNA (FASTA) from a trained LM"),
     "finetune": ("finetune", "continue training an LM on your own long recordings"),
+    "evaluate-audio": ("evaluate_audio", "SC09-style scores (NLL, FID, IS, mIS, AM) of an audio "
+                       "LM's generated clips"),
     "synthetic": ("synthetic", "selective copying and induction heads, with the LTI ablation"),
     "convert": ("convert", "convert Mamba LM checkpoints: ours, Hugging Face, mamba_ssm"),
     "configs": ("configs", "list the built-in configs"),

@@ -1,7 +1,7 @@
 """Train/val/test datasets from a `DataConfig`, for the LM and the classification commands.
 
 - `lm_datasets(data_cfg)` -> `LMData` (train/val/test datasets, tokenizer, token streams for the
-  Markov baselines) for `data.kind` genome | audio | recordings.
+  Markov baselines) for `data.kind` genome | audio | recordings | digits (whole clips).
 - `classification_datasets(data_cfg)` -> `ClassData` for species | labeled | splice | digits.
 """
 
@@ -63,7 +63,8 @@ def genome_splits(fasta, splits: dict) -> dict | None:
 
 
 def lm_datasets(d) -> LMData:
-    """Train/val/test datasets for a causal LM from a DataConfig (kind genome or audio)."""
+    """Train/val/test datasets for a causal LM from a DataConfig (kind genome, audio,
+    recordings, or digits: whole clips)."""
     if d.kind == "genome":
         from mamba_bio_audio.data.genome import GenomeWindows
 
@@ -78,8 +79,24 @@ def lm_datasets(d) -> LMData:
         return LMData(train, val, test, tok, "dna")
     if d.kind in ("audio", "recordings"):
         return _recording_datasets(d)
-    raise ConfigError(f"data.kind={d.kind!r} is not a language-modelling dataset; use genome or "
-                      "audio")
+    if d.kind == "digits":
+        return _clip_datasets(d)
+    raise ConfigError(f"data.kind={d.kind!r} is not a language-modelling dataset; use genome, "
+                      "audio, recordings or digits")
+
+
+def _clip_datasets(d) -> LMData:
+    """Whole spoken-digit clips for an LM (SC09-style): the clips and splits of the digits
+    classifier (`classification_datasets`; FSDD's official split for the bundled clips), as
+    mu-law ids padded with silence to d.seq_len samples (`data.clips.WholeClips`)."""
+    from mamba_bio_audio.data.clips import WholeClips
+
+    if d.features != "waveform":
+        raise ConfigError(f"data.features={d.features}: a language model of clips reads mu-law "
+                          "samples; use data.features=waveform")
+    clips = classification_datasets(d)
+    train, val, test = (WholeClips(s) for s in (clips.train, clips.val, clips.test))
+    return LMData(train, val, test, clips.tokenizer, "audio", d.sample_rate)
 
 
 def _recording_datasets(d) -> LMData:

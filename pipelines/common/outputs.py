@@ -78,6 +78,7 @@ def check_new_run_dir(run_dir: Path, command: str = "") -> None:
     held = [name for name in ("config.yaml", "summary.json", "checkpoints")
             if (run_dir / name).exists()]
     if held:
-        hint = ("" if command == "generate" else f"continue it with --resume {run_dir}, or ")
+        hint = ("" if command in ("generate", "evaluate-audio")
+                else f"continue it with --resume {run_dir}, or ")
         raise ConfigError(f"--out {run_dir}: already holds a run ({', '.join(held)}); "
                           f"{hint}give a new folder")

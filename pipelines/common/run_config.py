@@ -48,7 +48,8 @@ class DataConfig:
 
     kind: genome (a FASTA; LM), audio / recordings (long WAV/FLAC files; LM), species (one FASTA
         per class; classifier), labeled (CSV with sequence,label columns) or splice (UCI splice
-        junctions), digits (spoken digits, FSDD layout `{digit}_{speaker}_{index}.wav|flac`).
+        junctions), digits (spoken digits, FSDD layout `{digit}_{speaker}_{index}.wav|flac`;
+        classifier, or LM of whole clips padded with silence to seq_len).
     seq_len: window length in tokens (bases or audio samples).
     splits: genome: chromosome names per split {train: [...], val: [...], test: [...]};
         empty = the bundled yeast splits or, for another FASTA, the end of every record
