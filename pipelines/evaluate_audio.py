@@ -12,8 +12,9 @@ classifier scores three sets against a reference set, the classifier's held-out 
 - real clips that neither model trained on, the classifier's validation split: the ceiling;
 - white noise: the floor.
 
-Every clip reaches the classifier as the LM makes one: peak-normalised, mu-law quantised and
-padded with silence (or cropped) to the clip length. The scores (`mamba_bio_audio.sample_metrics`)
+Every clip is made as the LM makes one: peak-normalised, mu-law quantised and padded with
+silence (or cropped) to the clip length; the classifier hears it trimmed of leading and trailing
+silence (below -40 dB of its peak), as FSDD's clips are and as it learnt them. The scores (`mamba_bio_audio.sample_metrics`)
 are FID between the classifier's features (the input of its last layer), IS, modified IS and
 AM; NLL is the LM's bits per sample on its own held-out test split, over the clips' own samples
 (padding left out). summary.json holds them all, with the classifier's accuracy on the real sets
@@ -226,11 +227,23 @@ def as_lm_clips(waves, tok, length: int) -> torch.Tensor:
     return tok.decode(tok.encode(torch.stack(rows))).float()
 
 
+SILENCE_DB = -40.0  # trim_silence: samples this far below a clip's peak are silence
+
+
+def trim_silence(wave: torch.Tensor, db: float = SILENCE_DB) -> torch.Tensor:
+    """The part of a clip (T,) from its first to its last sample louder than `db` below its
+    peak (the whole clip when it is silent), as FSDD's clips are trimmed of silence."""
+    loud = (wave.abs() > wave.abs().max() * 10 ** (db / 20)).nonzero()
+    return wave if len(loud) == 0 else wave[int(loud[0]):int(loud[-1]) + 1]
+
+
 @torch.inference_mode()
 def classifier_outputs(model, tok, waves: torch.Tensor, seq_len: int, batch_size: int, device,
                        bar: dict, name: str) -> tuple[np.ndarray, np.ndarray]:
     """(features (n, d): the input of the classifier's last layer, class probabilities (n, k)) of
-    waveforms (n, T), each encoded whole by the classifier's front-end (cropped to seq_len)."""
+    waveforms (n, T). Each clip is trimmed of leading and trailing silence (`trim_silence`: the
+    classifier learnt on FSDD's trimmed clips, with the padding masked) and encoded by the
+    classifier's front-end (cropped to seq_len); a batch is padded and masked as `predict` does."""
     from tqdm.auto import tqdm
 
     captured = []
@@ -238,12 +251,14 @@ def classifier_outputs(model, tok, waves: torch.Tensor, seq_len: int, batch_size
     probs = []
     try:
         for start in tqdm(range(0, len(waves), batch_size), desc=f"classify {name}", **bar):
-            x = torch.stack([tok.encode(w)[:seq_len] for w in waves[start:start + batch_size]])
-            length = x.shape[1] + (-x.shape[1]) % model.config.pool_product
-            length = max(length, model.config.d_conv)  # as `predict` pads a short window
-            ids = torch.full((len(x), length, *x.shape[2:]), tok.pad_id, dtype=x.dtype)
-            mask = torch.zeros(len(x), length, dtype=torch.bool)
-            ids[:, :x.shape[1]], mask[:, :x.shape[1]] = x, True
+            xs = [tok.encode(trim_silence(w))[:seq_len] for w in waves[start:start + batch_size]]
+            length = max(len(x) for x in xs)
+            length += (-length) % model.config.pool_product  # U-Net lengths divide the pooling
+            length = max(length, model.config.d_conv)  # the causal conv needs d_conv positions
+            ids = torch.full((len(xs), length, *xs[0].shape[1:]), tok.pad_id, dtype=xs[0].dtype)
+            mask = torch.zeros(len(xs), length, dtype=torch.bool)
+            for i, x in enumerate(xs):
+                ids[i, :len(x)], mask[i, :len(x)] = x, True
             probs.append(torch.softmax(model(ids.to(device), mask=mask.to(device)).float(), -1))
     finally:
         hook.remove()

@@ -13,7 +13,8 @@ from mamba_bio_audio.cli import main as cli
 from mamba_bio_audio.config import MambaConfig
 from mamba_bio_audio.data import FSDD_DIR, MuLaw
 from mamba_bio_audio.models import MambaClassifier, MambaLM
-from mamba_bio_audio.pipelines.evaluate_audio import as_lm_clips, classifier_outputs
+from mamba_bio_audio.pipelines.evaluate_audio import (as_lm_clips, classifier_outputs,
+                                                       trim_silence)
 from mamba_bio_audio.pipelines.run_config import DataConfig, load_run_config
 from mamba_bio_audio.pipelines.tasks import lm_datasets, load_tokenizer, save_tokenizer
 
@@ -84,6 +85,13 @@ def test_clips_reach_the_classifier_as_the_lm_makes_them():
     assert clips.shape == (2, 6)
     assert torch.equal(clips[0], tok.decode(tok.encode(torch.tensor([0, 1, -0.5, 0, 0, 0]))))
     assert torch.equal(clips[1], tok.decode(tok.encode(torch.linspace(-2, 2, 10)[:6] / 2)))
+
+
+def test_the_classifier_hears_clips_trimmed_of_silence():
+    w = torch.tensor([0.0, 0.002, 0.5, -1.0, 0.02, 0.005, 0.0, 0.0])
+    assert torch.equal(trim_silence(w), w[2:5])  # 0.002 and 0.005 are below -40 dB of the peak
+    assert torch.equal(trim_silence(w, db=-60), w[1:6])
+    assert torch.equal(trim_silence(torch.zeros(4)), torch.zeros(4))
 
 
 def test_classifier_features_are_the_input_of_its_last_layer(runs):
