@@ -82,7 +82,7 @@ def inception_score(probs) -> float:
 
 
 def modified_inception_score(probs) -> float:
-    """exp(mean over all n^2 ordered pairs (i, j) of KL(p_i || p_j)) of class probabilities (n, k)."""
+    """exp(mean over all n^2 ordered pairs (i, j) of KL(p_i || p_j)) of probabilities (n, k)."""
     p = _probabilities(probs)
     neg_entropy = torch.xlogy(p, p).sum(-1)  # (n,)
     cross = p @ p.clamp_min(LOG_FLOOR).log().T  # (n, n): sum_k p_ik log p_jk

@@ -1,4 +1,4 @@
-"""`mamba-bio-audio evaluate-audio`: SC09-style quality scores of an audio LM's unconditional samples.
+"""`mamba-bio-audio evaluate-audio`: SC09-style scores of an audio LM's unconditional samples.
 
     mamba-bio-audio classify --config classify_digits --out runs/digits
     mamba-bio-audio pretrain --config pretrain_fsdd_unet --out runs/fsdd-unet        # a GPU
@@ -14,12 +14,13 @@ classifier scores three sets against a reference set, the classifier's held-out 
 
 Every clip is made as the LM makes one: peak-normalised, mu-law quantised and padded with
 silence (or cropped) to the clip length; the classifier hears it trimmed of leading and trailing
-silence (below -40 dB of its peak), as FSDD's clips are and as it learnt them. The scores (`mamba_bio_audio.sample_metrics`)
-are FID between the classifier's features (the input of its last layer), IS, modified IS and
-AM; NLL is the LM's bits per sample on its own held-out test split, over the clips' own samples
-(padding left out). summary.json holds them all, with the classifier's accuracy on the real sets
-as presented here, and the counts of the digits it hears in each set; samples.png shows a few
-generated clips (waveform and spectrogram), sample_<i>.wav lets you listen to them.
+silence (below -40 dB of its peak), as FSDD's clips are and as it learnt them. The scores
+(`mamba_bio_audio.sample_metrics`) are FID between the classifier's features (the input of its
+last layer), IS, modified IS and AM; NLL is the LM's bits per sample on its own held-out test
+split, over the clips' own samples (padding left out). summary.json holds them all, with the
+classifier's accuracy on the real sets as presented here and the counts of the digits it hears
+in each set; samples.png shows a few generated clips (waveform and spectrogram), sample_<i>.wav
+lets you listen to them.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mamba_bio_audio.errors import CheckpointError, UserError
+from mamba_bio_audio.errors import CheckpointError
 
 from .arguments import _number, model_folder, non_negative_int, positive_float, positive_int
 
@@ -60,7 +61,8 @@ def add_arguments(parser) -> None:
                         help="clips per forward pass of the NLL and of the classifier")
     parser.add_argument("--temperature", type=positive_float, default=1.0,
                         help="sampling temperature")
-    parser.add_argument("--wavs", type=non_negative_int, default=8, help="generated clips written as WAV")
+    parser.add_argument("--wavs", type=non_negative_int, default=8,
+                        help="generated clips written as WAV")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampling and the noise")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda[:N]")
 
@@ -78,7 +80,7 @@ def main(args: argparse.Namespace) -> int:
     lm, lm_tok, lm_data = load_lm(args.model, device)
     rate, length = int(lm_data.get("sample_rate", 8000)), int(lm_data["seq_len"])
     clf, clf_tok, clf_data, real = load_classifier(args.classifier, rate, device)
-    bar = dict(file=sys.stderr, disable=None)  # progress bars on a terminal only
+    bar = {"file": sys.stderr, "disable": None}  # progress bars on a terminal only
     print(f"evaluate-audio: {args.n} clips of {length} samples ({length / rate:.2f} s at "
           f"{rate} Hz) from {args.model}, scored by {args.classifier} on {device}",
           file=sys.stderr)
@@ -94,8 +96,10 @@ def main(args: argparse.Namespace) -> int:
     reference = as_lm_clips(real.test.waves, lm_tok, length)
     labels = {"real": np.array(real.val.labels), "reference": np.array(real.test.labels)}
 
-    score = lambda waves, name: classifier_outputs(  # noqa: E731
-        clf, clf_tok, waves, int(clf_data["seq_len"]), args.eval_batch_size, device, bar, name)
+    def score(waves, name):
+        return classifier_outputs(clf, clf_tok, waves, int(clf_data["seq_len"]),
+                                  args.eval_batch_size, device, bar, name)
+
     ref_features, ref_probs = score(reference, "reference")
     classes = [str(c) for c in (clf.config.class_names or range(clf.config.n_classes))]
     results = {}
@@ -109,7 +113,7 @@ def main(args: argparse.Namespace) -> int:
     results["generated"]["nll_bits_per_sample"] = nll
 
     from .generate import plot_audio
-    from .run_config import make_output_dir, write_atomic, write_summary
+    from .run_config import make_output_dir, write_summary
 
     out_dir = make_output_dir(Path(args.out) if args.out else default_run_dir("evaluate-audio"))
     files = [str(write_wav(out_dir / f"sample_{i}.wav", w, rate))
@@ -285,18 +289,18 @@ ROWS = (("generated", "generated (model)"), ("real", "real, held out (ceiling)")
 
 
 def report(s: dict, out_dir: Path) -> str:
-    lines = [f"evaluate-audio finished: {s['generated_clips']} clips of {s['clip_samples']} "
-             f"samples at {s['sample_rate']} Hz, {s['wall_seconds']:.0f} s in all; reference: "
-             f"{s['reference']['clips']} held-out real clips (classifier accuracy "
-             f"{s['reference']['classifier_accuracy']:.3f})",
-             f"  {'':26} {'clips':>6} {'NLL':>7} {'FID':>8} {'IS':>7} {'mIS':>8} {'AM':>7}"]
+    lines = [(f"evaluate-audio finished: {s['generated_clips']} clips of {s['clip_samples']} "
+              f"samples at {s['sample_rate']} Hz, {s['wall_seconds']:.0f} s in all; reference: "
+              f"{s['reference']['clips']} held-out real clips (classifier accuracy "
+              f"{s['reference']['classifier_accuracy']:.3f})"),
+             f"  {'':26} {'clips':>6} {'NLL':>7} {'FID':>8} {'IS':>7} {'mIS':>10} {'AM':>7}"]
     for key, label in ROWS:
         r = s["scores"][key]
         nll = f"{r['nll_bits_per_sample']:.3f}" if "nll_bits_per_sample" in r else "-"
         lines.append(f"  {label:26} {r['clips']:>6} {nll:>7} {r['fid']:>8.3f} {r['is']:>7.3f} "
-                     f"{r['mis']:>8.3f} {r['am']:>7.3f}")
-    lines += ["  NLL: bits per sample of held-out real clips; FID, AM: lower is better; IS, mIS: "
-              "higher is better",
-              f"  summary: {out_dir}/summary.json; samples: {out_dir}/samples.png"
-              + (f", {out_dir}/sample_0.wav ..." if s["files"][:-1] else "")]
+                     f"{r['mis']:>10.4g} {r['am']:>7.3f}")
+    wavs = f", {out_dir}/sample_0.wav ..." if s["files"][:-1] else ""
+    lines += [("  NLL: bits per sample of held-out real clips; FID, AM: lower is better; IS, "
+               "mIS: higher is better"),
+              f"  summary: {out_dir}/summary.json; samples: {out_dir}/samples.png{wavs}"]
     return "\n".join(lines)

@@ -138,8 +138,8 @@ def wrong_models(tmp_path_factory):
     ("dna", "--model {wrong}/dna_lm: a DNA LM"),
     ("classifier_as_lm", "--model {runs}/cls: holds a classifier"),
     ("lm_as_classifier", "--classifier {runs}/lm: holds a language model"),
-    ("not_digits", "--classifier {wrong}/splice: a classifier of data.kind='splice'; expected a "
-                   "spoken-digit classifier"),
+    ("not_digits", ("--classifier {wrong}/splice: a classifier of data.kind='splice'; expected "
+                    "a spoken-digit classifier")),
     ("out_is_a_run", "--out {runs}/lm: already holds a run"),
 ])
 def test_bad_input_is_one_line_and_leaves_nothing(runs, wrong_models, case, message, capsys):
