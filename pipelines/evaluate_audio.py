@@ -118,7 +118,8 @@ def main(args: argparse.Namespace) -> int:
     out_dir = make_output_dir(Path(args.out) if args.out else default_run_dir("evaluate-audio"))
     files = [str(write_wav(out_dir / f"sample_{i}.wav", w, rate))
              for i, w in enumerate(generated[:args.wavs])]
-    files.append(str(plot_audio(list(generated[:6]), rate, out_dir / "samples.png")))
+    with np.errstate(divide="ignore"):  # digital silence has no power: -inf dB, drawn as the floor
+        files.append(str(plot_audio(list(generated[:6]), rate, out_dir / "samples.png")))
     summary = {
         "command": "evaluate-audio", "model": str(args.model), "classifier": str(args.classifier),
         "sample_rate": rate, "clip_samples": length, "generated_clips": args.n,
