@@ -4,7 +4,9 @@
 clip padded with silence (or cropped) to the set's ``seq_len`` samples, as SC09's 1 s clips are
 one word and silence. Every position is a target, the silence after the word included, so that
 a model learns where a word ends; ``clip_mask`` marks the clip's own samples, for scores that
-leave the padding out.
+leave the padding out. The clips are read, normalised and encoded by the set's audio front-end
+(``frontend.AudioFrontEnd``); ``clip_ids`` is how a clip becomes an item, so that a clip made
+elsewhere (generated, noise: ``evaluate-audio``) gets the same ids as a training item.
 """
 
 from __future__ import annotations
@@ -12,6 +14,13 @@ from __future__ import annotations
 import torch
 
 from .base import SplitDataset
+
+
+def clip_ids(frontend, wave: torch.Tensor, length: int,
+             pad_side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids (length,), clip mask (length,)) of normalised samples as a ``WholeClips`` item holds
+    them: encoded by the front-end, padded with silence (``pad_id``) or cropped to ``length``."""
+    return frontend.clip_inputs(frontend.encode(wave), length, pad_side)
 
 
 class WholeClips(SplitDataset):
@@ -23,17 +32,18 @@ class WholeClips(SplitDataset):
     """
 
     def __init__(self, clips):
-        if getattr(clips.tokenizer, "feature_dim", 0):
+        if clips.frontend.hop_length > 1:
             raise ValueError("WholeClips needs clips of token ids (a waveform tokenizer), not "
                              "feature frames")
         self.clips, self.split, self.seed = clips, clips.split, clips.seed
-        self.tokenizer, self.seq_len = clips.tokenizer, clips.seq_len
-        self.sample_rate, self.num_samples = clips.sample_rate, len(clips)
+        self.frontend, self.tokenizer = clips.frontend, clips.tokenizer
+        self.seq_len, self.sample_rate = clips.seq_len, clips.sample_rate
+        self.num_samples = len(clips)
 
     def __getitem__(self, index: int) -> dict:
-        item = self.clips[index]
-        return {"ids": item["ids"], "mask": torch.ones_like(item["mask"]),
-                "clip_mask": item["mask"]}
+        ids, clip_mask = clip_ids(self.frontend, self.clips.waves[index], self.seq_len,
+                                  self.clips.pad_side)
+        return {"ids": ids, "mask": torch.ones_like(clip_mask), "clip_mask": clip_mask}
 
     def iter_tokens(self, chunk_size: int | None = None):
         """(clip index, ids) of every clip, padded as the items are (the padding is modelled)."""

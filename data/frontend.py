@@ -8,8 +8,9 @@
     encode    the tokenizer: mu-law ids (``MuLaw``, which also clips to [-1, 1], the only clamp)
               or log-mel frames (``features.LogMel``)
 
-Training reads audio through it (``RecordingWindows`` for LMs, ``LabeledClips`` for classifiers),
-and so do ``predict``, ``generate`` and ``finetune``, which build it from the settings saved with
+Training reads audio through it (``RecordingWindows`` for LMs, ``LabeledClips`` for classifiers,
+``clips.WholeClips`` for LMs of whole clips), and so do ``predict``, ``generate``, ``finetune``
+and ``evaluate-audio``, which build it from the settings saved with
 the checkpoint (the tokenizer in tokenizer.json, the sample rate in data_config.json). So a clip
 that ``predict`` reads gets the model inputs its classifier was trained on, and a ``generate``
 prompt the ids its LM was fine-tuned on, bit for bit.
@@ -113,6 +114,14 @@ class AudioFrontEnd:
         if len(wave) < length:
             wave = torch.cat([wave, wave.new_zeros(length - len(wave))])
         return wave / src.peak
+
+    def normalise(self, wave: torch.Tensor) -> torch.Tensor:
+        """Samples already in memory (a generated clip, noise) scaled as ``read`` scales a file:
+        divided by their own peak with ``scale="peak"`` (silence is left as it is), unchanged
+        with ``scale=None``."""
+        wave = torch.as_tensor(wave, dtype=torch.float32)
+        peak = float(wave.abs().max()) if self.scale == "peak" and wave.numel() else 0.0
+        return wave / peak if peak > 0 else wave
 
     def encode(self, wave: torch.Tensor) -> torch.Tensor:
         """Ids (T,) or frames (n_frames, n_mels) of normalised samples."""

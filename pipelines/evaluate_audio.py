@@ -36,7 +36,12 @@ import torch
 
 from mamba_bio_audio.errors import CheckpointError
 
-from .arguments import _number, model_folder, non_negative_int, positive_float, positive_int
+from .common.arguments import _number, non_negative_int, positive_float, positive_int
+from .common.model_files import (load_data_config, load_frontend, load_tokenizer, modality,
+                                 model_folder)
+from .common.outputs import check_new_run_dir, make_output_dir, write_output, write_summary
+from .common.runs import default_run_dir
+from .training.device import resolve_device
 
 
 def at_least_two(text: str) -> int:
@@ -70,16 +75,14 @@ def add_arguments(parser) -> None:
 def main(args: argparse.Namespace) -> int:
     from mamba_bio_audio.sample_metrics import sample_scores
 
-    from .run_config import check_new_run_dir, default_run_dir
-    from .trainer import resolve_device
-
     t0 = time.perf_counter()
     if args.out:
         check_new_run_dir(Path(args.out), "evaluate-audio")
     device = resolve_device(args.device)
-    lm, lm_tok, lm_data = load_lm(args.model, device)
-    rate, length = int(lm_data.get("sample_rate", 8000)), int(lm_data["seq_len"])
-    clf, clf_tok, clf_data, real = load_classifier(args.classifier, rate, device)
+    lm, lm_frontend, lm_data = load_lm(args.model, device)
+    rate, length = lm_frontend.sample_rate, int(lm_data["seq_len"])
+    lm_tok = lm_frontend.tokenizer
+    clf, clf_frontend, clf_data, real = load_classifier(args.classifier, rate, device)
     bar = {"file": sys.stderr, "disable": None}  # progress bars on a terminal only
     print(f"evaluate-audio: {args.n} clips of {length} samples ({length / rate:.2f} s at "
           f"{rate} Hz) from {args.model}, scored by {args.classifier} on {device}",
@@ -91,13 +94,13 @@ def main(args: argparse.Namespace) -> int:
     generated = lm_tok.decode(ids).float()  # (n, length)
     noise = torch.randn(args.n, length, generator=torch.Generator().manual_seed(args.seed))
     sets = {"generated": generated,
-            "real": as_lm_clips(real.val.waves, lm_tok, length),
-            "noise": as_lm_clips(list(noise), lm_tok, length)}
-    reference = as_lm_clips(real.test.waves, lm_tok, length)
+            "real": as_lm_clips(real.val.waves, lm_frontend, length),
+            "noise": as_lm_clips(list(noise), lm_frontend, length)}
+    reference = as_lm_clips(real.test.waves, lm_frontend, length)
     labels = {"real": np.array(real.val.labels), "reference": np.array(real.test.labels)}
 
     def score(waves, name):
-        return classifier_outputs(clf, clf_tok, waves, int(clf_data["seq_len"]),
+        return classifier_outputs(clf, clf_frontend, waves, int(clf_data["seq_len"]),
                                   args.eval_batch_size, device, bar, name)
 
     ref_features, ref_probs = score(reference, "reference")
@@ -112,8 +115,7 @@ def main(args: argparse.Namespace) -> int:
             results[name]["classifier_accuracy"] = float((probs.argmax(1) == labels[name]).mean())
     results["generated"]["nll_bits_per_sample"] = nll
 
-    from .generate import plot_audio
-    from .run_config import make_output_dir, write_summary
+    from .common.figures import plot_audio
 
     out_dir = make_output_dir(Path(args.out) if args.out else default_run_dir("evaluate-audio"))
     files = [str(write_wav(out_dir / f"sample_{i}.wav", w, rate))
@@ -136,32 +138,30 @@ def main(args: argparse.Namespace) -> int:
 
 
 def load_lm(path, device):
-    """(MambaLM, its mu-law tokenizer, its data settings) of an audio LM folder."""
+    """(MambaLM, its audio front-end, its data settings) of an audio LM folder."""
     from mamba_bio_audio.models import MambaLM
 
-    from .convert import model_data_config, model_tokenizer
-
     folder = model_folder(path, "--model", want="MambaLM")
-    tok = model_tokenizer(folder)
-    data = model_data_config(folder)
-    if not hasattr(tok, "levels"):
+    tok = load_tokenizer(folder)
+    data = load_data_config(folder)
+    if modality(data, tok) != "audio":
         raise CheckpointError(f"--model {path}: a DNA LM (its tokenizer is {type(tok).__name__}); "
                               "expected an audio LM (`pretrain --config pretrain_fsdd_unet`)")
     if "seq_len" not in data:
         raise CheckpointError(f"--model {path}: no data_config.json with the clip length; "
                               "expected an LM trained by `pretrain`")
     model = MambaLM.from_pretrained(folder, device=device, vocab_size=tok.vocab_size).eval()
-    return model, tok, data
+    return model, load_frontend(tok, data), data
 
 
 def load_classifier(path, rate: int, device):
-    """(MambaClassifier, its tokenizer, its data settings, its digit clips) of a classifier folder
-    trained on spoken-digit clips at `rate` Hz."""
+    """(MambaClassifier, its audio front-end, its data settings, its digit clips) of a classifier
+    folder trained on spoken-digit clips at `rate` Hz."""
     from mamba_bio_audio.config import from_dict
     from mamba_bio_audio.models import MambaClassifier
 
-    from .run_config import DataConfig
-    from .tasks import classification_datasets, load_data_config, load_tokenizer
+    from .common.datasets import classification_datasets
+    from .common.run_config import DataConfig
 
     folder = model_folder(path, "--classifier", want="MambaClassifier")
     data = load_data_config(folder)
@@ -174,7 +174,7 @@ def load_classifier(path, rate: int, device):
                               f"Hz; expected the LM's rate, {rate} Hz")
     model = MambaClassifier.from_pretrained(folder, device=device).eval()
     clips = classification_datasets(from_dict(DataConfig, data, where=f"{folder}/data_config"))
-    return model, load_tokenizer(folder), data, clips
+    return model, load_frontend(load_tokenizer(folder), data), data, clips
 
 
 @torch.inference_mode()
@@ -187,8 +187,8 @@ def held_out_nll(model, data: dict, batch_size: int, device, bar: dict) -> tuple
 
     from mamba_bio_audio.config import from_dict
 
-    from .run_config import DataConfig
-    from .tasks import lm_datasets
+    from .common.datasets import lm_datasets
+    from .common.run_config import DataConfig
 
     test = lm_datasets(from_dict(DataConfig, data, where="the LM's data_config")).test
     total, count = 0.0, 0
@@ -219,17 +219,14 @@ def generate_clips(model, tok, n: int, length: int, batch_size: int, temperature
     return torch.cat(out)
 
 
-def as_lm_clips(waves, tok, length: int) -> torch.Tensor:
-    """Clips (float waveforms of any length) as the LM makes them: peak-normalised, padded with
-    silence or cropped to `length`, mu-law quantised and decoded -> (n, length)."""
-    from mamba_bio_audio.data import pad_or_crop
+def as_lm_clips(waves, frontend, length: int) -> torch.Tensor:
+    """Clips (float waveforms of any length) as the LM makes them, through its audio front-end:
+    peak-normalised, mu-law ids padded with silence or cropped to `length` (a whole-clip item,
+    `data.clips.clip_ids`), decoded -> (n, length)."""
+    from mamba_bio_audio.data.clips import clip_ids
 
-    rows = []
-    for w in waves:
-        w = torch.as_tensor(w, dtype=torch.float32)
-        peak = float(w.abs().max())
-        rows.append(pad_or_crop(w / peak if peak > 0 else w, length, 0.0, "right")[0])
-    return tok.decode(tok.encode(torch.stack(rows))).float()
+    ids = torch.stack([clip_ids(frontend, frontend.normalise(w), length)[0] for w in waves])
+    return frontend.tokenizer.decode(ids).float()
 
 
 SILENCE_DB = -40.0  # trim_silence: samples this far below a clip's peak are silence
@@ -243,28 +240,26 @@ def trim_silence(wave: torch.Tensor, db: float = SILENCE_DB) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def classifier_outputs(model, tok, waves: torch.Tensor, seq_len: int, batch_size: int, device,
-                       bar: dict, name: str) -> tuple[np.ndarray, np.ndarray]:
+def classifier_outputs(model, frontend, waves: torch.Tensor, seq_len: int, batch_size: int,
+                       device, bar: dict, name: str) -> tuple[np.ndarray, np.ndarray]:
     """(features (n, d): the input of the classifier's last layer, class probabilities (n, k)) of
     waveforms (n, T). Each clip is trimmed of leading and trailing silence (`trim_silence`: the
     classifier learnt on FSDD's trimmed clips, with the padding masked) and encoded by the
-    classifier's front-end (cropped to seq_len); a batch is padded and masked as `predict` does."""
+    classifier's front-end (cropped to seq_len); a batch is padded and masked as `predict` does
+    (`common.inference.pad_batch`)."""
     from tqdm.auto import tqdm
+
+    from .common.inference import class_probabilities, pad_batch
 
     captured = []
     hook = model.head.register_forward_hook(lambda m, inputs, out: captured.append(inputs[0]))
     probs = []
     try:
         for start in tqdm(range(0, len(waves), batch_size), desc=f"classify {name}", **bar):
-            xs = [tok.encode(trim_silence(w))[:seq_len] for w in waves[start:start + batch_size]]
-            length = max(len(x) for x in xs)
-            length += (-length) % model.config.pool_product  # U-Net lengths divide the pooling
-            length = max(length, model.config.d_conv)  # the causal conv needs d_conv positions
-            ids = torch.full((len(xs), length, *xs[0].shape[1:]), tok.pad_id, dtype=xs[0].dtype)
-            mask = torch.zeros(len(xs), length, dtype=torch.bool)
-            for i, x in enumerate(xs):
-                ids[i, :len(x)], mask[i, :len(x)] = x, True
-            probs.append(torch.softmax(model(ids.to(device), mask=mask.to(device)).float(), -1))
+            batch = [(None, frontend.encode(trim_silence(w))[:seq_len], None)
+                     for w in waves[start:start + batch_size]]
+            ids, mask = pad_batch(batch, frontend.tokenizer.pad_id, model.config)
+            probs.append(class_probabilities(model, ids.to(device), mask.to(device)))
     finally:
         hook.remove()
     features = torch.cat(captured).float().cpu().numpy()
@@ -278,11 +273,10 @@ def heard(probs: np.ndarray, classes: list[str]) -> dict:
 
 
 def write_wav(path: Path, wave: torch.Tensor, rate: int) -> Path:
+    """One clip as a WAV file, written atomically."""
     from mamba_bio_audio.data.audio import write_audio
 
-    from .run_config import write_atomic
-
-    return write_atomic(path, lambda tmp: write_audio(tmp, wave, rate))
+    return write_output(path, lambda tmp: write_audio(tmp, wave, rate))
 
 
 ROWS = (("generated", "generated (model)"), ("real", "real, held out (ceiling)"),

@@ -21,7 +21,7 @@ import torch
 from mamba_bio_audio.errors import UserError
 
 from .common.arguments import non_negative_int, positive_float, positive_int, probability
-from .common.figures import figure
+from .common.figures import plot_audio
 from .common.model_files import (add_tokenizer_argument, load_data_config, load_frontend,
                                  load_tokenizer, modality, model_folder)
 from .common.outputs import check_new_run_dir, make_output_dir, write_output, write_summary
@@ -191,18 +191,3 @@ def write_audio_outputs(ids: torch.Tensor, tok, rate: int, out_dir: Path) -> lis
         files.append(str(write_audio(out_dir / f"sample_{i}.wav", w, rate)))
     files.append(str(plot_audio(waves, rate, out_dir / "samples.png")))
     return files
-
-
-def plot_audio(waves: list, rate: int, path: Path) -> Path:
-    """Waveform (left) and log spectrogram (right) of each sample, one row per sample."""
-    with figure(path, len(waves), 2, figsize=(10, 2.2 * len(waves)), dpi=100,
-                squeeze=False) as (fig, axes):
-        for (ax_w, ax_s), w in zip(axes, waves):
-            w = w.numpy()
-            ax_w.plot(np.arange(len(w)) / rate, w, lw=0.4)
-            ax_w.set_xlabel("seconds")
-            ax_w.set_ylim(-1, 1)
-            ax_s.specgram(w + 1e-9, Fs=rate, NFFT=256, noverlap=128, cmap="magma")
-            ax_s.set_xlabel("seconds")
-            ax_s.set_ylabel("Hz")
-    return path

@@ -279,25 +279,6 @@ def batched(items, size: int):
         yield batch
 
 
-def pad_batch(batch, pad_id, model_config):
-    """(ids, mask) of a batch of (fields, ids, mask) items, padded with `pad_id` to its longest
-    item (rounded up to what the model needs: a multiple of the U-Net's pooling, at least the
-    conv's width). ids are (L,) token ids or (L, n_features) float frames; mask (L,) marks an
-    item's real positions (None: all of them)."""
-    import torch
-
-    length = max(len(ids) for _, ids, _ in batch)
-    length += (-length) % model_config.pool_product
-    length = max(length, model_config.d_conv)
-    first = batch[0][1]
-    ids = torch.full((len(batch), length, *first.shape[1:]), pad_id, dtype=first.dtype)
-    mask = torch.zeros(len(batch), length, dtype=torch.bool)
-    for i, (_, x, m) in enumerate(batch):
-        ids[i, :len(x)] = x
-        mask[i, :len(x)] = True if m is None else m
-    return ids, mask
-
-
 def classify_batch(model, batch, path: Path, names: list, pad_id: int, device,
                    rc_tokenizer=None) -> list[dict]:
     """Classify a batch of (fields, ids, mask) items (`pad_batch`); return its CSV rows.
@@ -306,7 +287,7 @@ def classify_batch(model, batch, path: Path, names: list, pad_id: int, device,
     import numpy as np
     import torch
 
-    from .common.inference import class_probabilities
+    from .common.inference import class_probabilities, pad_batch
 
     ids, mask = pad_batch(batch, pad_id, model.config)
     with torch.inference_mode():

@@ -1,4 +1,5 @@
-"""A trained classifier's class probabilities: on the test set (classify) and on files (predict)."""
+"""A trained classifier's class probabilities: on the test set (classify), on files (predict) and
+on generated clips (evaluate-audio); `pad_batch` pads and masks a batch of inputs of any length."""
 
 from __future__ import annotations
 
@@ -18,6 +19,23 @@ def class_probabilities(model, ids: torch.Tensor, mask: torch.Tensor,
         rc = rc_tokenizer.reverse_complement_ids(ids, mask)
         probs = (probs + torch.softmax(model(rc, mask=mask).float(), -1)) / 2
     return probs
+
+
+def pad_batch(batch, pad_id, model_config):
+    """(ids, mask) of a batch of (fields, ids, mask) items, padded with `pad_id` to its longest
+    item (rounded up to what the model needs: a multiple of the U-Net's pooling, at least the
+    conv's width). ids are (L,) token ids or (L, n_features) float frames; mask (L,) marks an
+    item's real positions (None: all of them)."""
+    length = max(len(ids) for _, ids, _ in batch)
+    length += (-length) % model_config.pool_product
+    length = max(length, model_config.d_conv)
+    first = batch[0][1]
+    ids = torch.full((len(batch), length, *first.shape[1:]), pad_id, dtype=first.dtype)
+    mask = torch.zeros(len(batch), length, dtype=torch.bool)
+    for i, (_, x, m) in enumerate(batch):
+        ids[i, :len(x)] = x
+        mask[i, :len(x)] = True if m is None else m
+    return ids, mask
 
 
 def predict_proba(model, dataset, batch_size: int, device, progress: bool = True,

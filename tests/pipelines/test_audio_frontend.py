@@ -29,6 +29,7 @@ from mamba_bio_audio.config import MambaConfig
 from mamba_bio_audio.data import LogMel, MuLaw, RecordingWindows, pad_or_crop
 from mamba_bio_audio.models import MambaLM
 from mamba_bio_audio.pipelines import generate, predict
+from mamba_bio_audio.pipelines.common import inference
 from mamba_bio_audio.pipelines.common.datasets import classification_datasets
 from mamba_bio_audio.pipelines.common.model_files import (load_data_config, load_frontend,
                                                           load_tokenizer, save_tokenizer)
@@ -83,7 +84,7 @@ def train_and_predict_inputs(tmp_path, features: list[str]):
                                             device="cpu"))
     for i, path in enumerate(data.test.files):
         batch = list(predict.audio_items(path, clf.frontend, clf.seq_len, clf.stride))
-        ids, mask = predict.pad_batch(batch[:1], clf.tokenizer.pad_id, clf.model.config)
+        ids, mask = inference.pad_batch(batch[:1], clf.tokenizer.pad_id, clf.model.config)
         yield path, data.test[i], ids[0], mask[0], len(batch), folder
 
 

@@ -11,12 +11,14 @@ import torch
 
 from mamba_bio_audio.cli import main as cli
 from mamba_bio_audio.config import MambaConfig
-from mamba_bio_audio.data import FSDD_DIR, MuLaw
+from mamba_bio_audio.data import FSDD_DIR, AudioFrontEnd, MuLaw
 from mamba_bio_audio.models import MambaClassifier, MambaLM
+from mamba_bio_audio.pipelines.common.datasets import lm_datasets
+from mamba_bio_audio.pipelines.common.model_files import (load_data_config, load_frontend,
+                                                          load_tokenizer, save_tokenizer)
+from mamba_bio_audio.pipelines.common.run_config import DataConfig, load_run_config
 from mamba_bio_audio.pipelines.evaluate_audio import (as_lm_clips, classifier_outputs,
                                                        trim_silence)
-from mamba_bio_audio.pipelines.run_config import DataConfig, load_run_config
-from mamba_bio_audio.pipelines.tasks import lm_datasets, load_tokenizer, save_tokenizer
 
 TINY = ["model.d_model=16", "model.n_layer=1", "model.d_state=4", "train.steps=3",
         "train.eval_every=3", "train.log_every=1", "train.batch_size=4", "train.warmup_steps=1",
@@ -81,7 +83,8 @@ def test_evaluate_audio_end_to_end(runs, capsys):
 
 def test_clips_reach_the_classifier_as_the_lm_makes_them():
     tok = MuLaw()
-    clips = as_lm_clips([torch.tensor([0.0, 0.5, -0.25]), torch.linspace(-2, 2, 10)], tok, 6)
+    clips = as_lm_clips([torch.tensor([0.0, 0.5, -0.25]), torch.linspace(-2, 2, 10)],
+                        AudioFrontEnd(tok, 8000), 6)
     assert clips.shape == (2, 6)
     assert torch.equal(clips[0], tok.decode(tok.encode(torch.tensor([0, 1, -0.5, 0, 0, 0]))))
     assert torch.equal(clips[1], tok.decode(tok.encode(torch.linspace(-2, 2, 10)[:6] / 2)))
@@ -98,7 +101,8 @@ def test_classifier_features_are_the_input_of_its_last_layer(runs):
     folder = runs / "cls" / "checkpoints" / "best"
     model = MambaClassifier.from_pretrained(folder).eval()
     waves = torch.randn(5, 800, generator=torch.Generator().manual_seed(0))
-    features, probs = classifier_outputs(model, load_tokenizer(folder), waves, 80, 2, "cpu",
+    frontend = load_frontend(load_tokenizer(folder), load_data_config(folder))
+    features, probs = classifier_outputs(model, frontend, waves, 80, 2, "cpu",
                                          {"disable": True}, "noise")
     assert features.shape == (5, 16) and probs.shape == (5, 3)
     with torch.no_grad():
