@@ -55,7 +55,7 @@ def _fwd_recurrent_kernel(
     # step t + 1's inputs are loaded while step t computes (carried through the loop), so that no
     # step waits on its own loads
     u_n, dt_n, B_n, C_n, z_n = _step_loads(u_base, dt_base, B_base, C_base, z_base, t0, mask_d, mask_n,
-                                          s_u_l, s_dt_l, s_B_l, s_C_l, s_z_l, L, HAS_Z)
+                                          s_u_l, s_dt_l, s_B_l, s_C_l, s_z_l, L, True, HAS_Z)
     for c in range(c0, c1):
         if WRITE_STATES:
             tl.store(states_ptr + _state_offsets(d, n, dim, N, b * n_chunks + c), h, mask=mask_nd)
@@ -65,7 +65,7 @@ def _fwd_recurrent_kernel(
             u, raw, Bt, Ct, z = u_n, dt_n + bias, B_n, C_n, z_n
             u_n, dt_n, B_n, C_n, z_n = _step_loads(u_base, dt_base, B_base, C_base, z_base, t + 1,
                                                   mask_d, mask_n, s_u_l, s_dt_l, s_B_l, s_C_l, s_z_l,
-                                                  L, HAS_Z)
+                                                  L, True, HAS_Z)
             dt, a = _decay_from(raw, seq_base, t, m, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX)
             h = a * h + Bt[:, None] * (dt * u)[None, :]
             y = tl.sum(h * Ct[:, None], axis=0) + u * Dv
@@ -139,21 +139,22 @@ def _bwd_recurrent_kernel(
         # as in the forward, each loop loads the next step's inputs while it computes this one
         u_n, dt_n, B_n, C_n, z_n = _step_loads(u_base, dt_base, B_base, C_base, z_base, c * CHUNK,
                                               mask_d, mask_n, s_u_l, s_dt_l, s_B_l, s_C_l, s_z_l, L,
-                                              False)
+                                              False, False)
         for j in tl.range(0, CHUNK, num_stages=STAGES):
             t = c * CHUNK + j
             m = mask_d & (t < L)
             u, raw, Bt = u_n, dt_n + bias, B_n
             u_n, dt_n, B_n, C_n, z_n = _step_loads(u_base, dt_base, B_base, C_base, z_base, t + 1,
                                                   mask_d, mask_n, s_u_l, s_dt_l, s_B_l, s_C_l, s_z_l,
-                                                  L, False)
+                                                  L, False, False)
             dt, a = _decay_from(raw, seq_base, t, m, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX)
             h = a * h + Bt[:, None] * (dt * u)[None, :]
             tl.store(scratch + j * BLOCK_D * BLOCK_N, h)
         tl.debug_barrier()
         t = c * CHUNK + CHUNK - 1
         u_n, dt_n, B_n, C_n, z_n = _step_loads(u_base, dt_base, B_base, C_base, z_base, t, mask_d,
-                                              mask_n, s_u_l, s_dt_l, s_B_l, s_C_l, s_z_l, L, HAS_Z)
+                                              mask_n, s_u_l, s_dt_l, s_B_l, s_C_l, s_z_l, L, True,
+                                              HAS_Z)
         do_n = tl.load(do_base + t * s_do_l, mask=mask_d & (t < L), other=0.0).to(tl.float32)
         h_n = tl.load(scratch + (CHUNK - 1) * BLOCK_D * BLOCK_N)
         for j in tl.range(0, CHUNK, num_stages=STAGES):
@@ -164,7 +165,7 @@ def _bwd_recurrent_kernel(
             if jj > 0:  # step t - 1, within the chunk
                 u_n, dt_n, B_n, C_n, z_n = _step_loads(u_base, dt_base, B_base, C_base, z_base, t - 1,
                                                       mask_d, mask_n, s_u_l, s_dt_l, s_B_l, s_C_l,
-                                                      s_z_l, L, HAS_Z)
+                                                      s_z_l, L, True, HAS_Z)
                 do_n = tl.load(do_base + (t - 1) * s_do_l, mask=mask_d & (t - 1 < L),
                                other=0.0).to(tl.float32)
                 h_n = tl.load(scratch + (jj - 1) * BLOCK_D * BLOCK_N)

@@ -212,7 +212,7 @@ def _segment_entry_states(u, delta, At, B, delta_bias, seq_idx, init, delta_soft
     return _carry(init, P, E, p, reverse=False)
 
 
-def _segment_exit_adjoints(delta, At, C, z, delta_bias, seq_idx, dout, dfinal, delta_softplus,
+def _segment_exit_adjoints(delta, At, C, z, delta_bias, seq_idx, dout, dexit_last, delta_softplus,
                            p: Plan):
     """(batch, n_seg, N, dim): the adjoint arriving at each segment's last step from its right."""
     batch, dim, L = delta.shape
@@ -227,7 +227,7 @@ def _segment_exit_adjoints(delta, At, C, z, delta_bias, seq_idx, dout, dfinal, d
         HAS_Z=z is not None, HAS_DELTA_BIAS=delta_bias is not None, DELTA_SOFTPLUS=delta_softplus,
         HAS_SEQ_IDX=seq_idx is not None, BLOCK_D=p.block_d, CHUNK=p.chunk, BLOCK_N=p.block_n,
         num_warps=p.num_warps)
-    return _carry(dfinal, P, mu, p, reverse=True)
+    return _carry(dexit_last, P, mu, p, reverse=True)
 
 
 def _carry(x0, P, E, p: Plan, reverse):

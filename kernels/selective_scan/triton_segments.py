@@ -46,13 +46,14 @@ def _segment_end_kernel(
     h = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     p = tl.full([BLOCK_N, BLOCK_D], 1.0, dtype=tl.float32)
     c0, c1, t0, t1 = _segment_chunks(s, chunks_per_seg, n_chunks, CHUNK, L)
-    # step t + 1's inputs load while step t computes (C and z are not needed: B_base stands in)
+    # step t + 1's inputs load while step t computes (neither C nor z is needed)
     u_n, dt_n, B_n, _, _ = _step_loads(u_base, dt_base, B_base, B_base, u_base, t0, mask_d, mask_n,
-                                       s_u_l, s_dt_l, s_B_l, s_B_l, s_u_l, L, False)
+                                       s_u_l, s_dt_l, s_B_l, s_B_l, s_u_l, L, False, False)
     for t in range(t0, t1):
         u, raw, Bt = u_n, dt_n + bias, B_n
         u_n, dt_n, B_n, _, _ = _step_loads(u_base, dt_base, B_base, B_base, u_base, t + 1, mask_d,
-                                           mask_n, s_u_l, s_dt_l, s_B_l, s_B_l, s_u_l, L, False)
+                                           mask_n, s_u_l, s_dt_l, s_B_l, s_B_l, s_u_l, L, False,
+                                           False)
         dt, a = _decay_from(raw, seq_base, t, mask_d & (t < L), A2, s_seq_l, L, DELTA_SOFTPLUS,
                             HAS_SEQ_IDX)
         h = a * h + Bt[:, None] * (dt * u)[None, :]
@@ -90,14 +91,15 @@ def _segment_start_adjoint_kernel(
     p = tl.full([BLOCK_N, BLOCK_D], 1.0, dtype=tl.float32)
     c0, c1, t0, t1 = _segment_chunks(k + 1, chunks_per_seg, n_chunks, CHUNK, L)
     # step t - 1's inputs load while step t computes (dout stands in for u, C for B)
-    dy_n, dt_n, _, C_n, z_n = _step_loads(do_base, dt_base, C_base, C_base, z_base, t1 - 1, mask_d,
-                                          mask_n, s_do_l, s_dt_l, s_C_l, s_C_l, s_z_l, L, HAS_Z)
+    dy_n, dt_n, C_n, _, z_n = _step_loads(do_base, dt_base, C_base, C_base, z_base, t1 - 1, mask_d,
+                                          mask_n, s_do_l, s_dt_l, s_C_l, s_C_l, s_z_l, L, False,
+                                          HAS_Z)
     for j in range(0, t1 - t0):
         t = t1 - 1 - j
         dy, raw, Ct, z = dy_n, dt_n + bias, C_n, z_n
-        dy_n, dt_n, _, C_n, z_n = _step_loads(do_base, dt_base, C_base, C_base, z_base,
+        dy_n, dt_n, C_n, _, z_n = _step_loads(do_base, dt_base, C_base, C_base, z_base,
                                               tl.maximum(t - 1, t0), mask_d, mask_n, s_do_l, s_dt_l,
-                                              s_C_l, s_C_l, s_z_l, L, HAS_Z)
+                                              s_C_l, s_C_l, s_z_l, L, False, HAS_Z)
         dt, a = _decay_from(raw, seq_base, t, mask_d, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX)
         if HAS_Z:
             dy = dy * z * tl.sigmoid(z)

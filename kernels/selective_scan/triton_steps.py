@@ -118,15 +118,19 @@ def _decay_from(raw, seq_base, t, m, A2, s_seq_l, L, DELTA_SOFTPLUS: tl.constexp
 
 @triton.jit
 def _step_loads(u_base, dt_base, B_base, C_base, z_base, t, mask_d, mask_n, s_u_l, s_dt_l, s_B_l,
-                s_C_l, s_z_l, L, HAS_Z: tl.constexpr):
-    """Step t's raw inputs as float32: u, delta (before the bias), B_t, C_t and z (u when HAS_Z is
-    off), zeros past L. The step loops call this for step t + 1 while they compute step t."""
+                s_C_l, s_z_l, L, HAS_C: tl.constexpr, HAS_Z: tl.constexpr):
+    """Step t's raw inputs as float32: u, delta (before the bias), B_t, C_t (B_t when HAS_C is off)
+    and z (u when HAS_Z is off), zeros past L. The step loops call this for step t + 1 while they
+    compute step t; a loop that needs neither C nor z loads neither."""
     m = mask_d & (t < L)
     mn = mask_n & (t < L)
     u = tl.load(u_base + t * s_u_l, mask=m, other=0.0).to(tl.float32)
     dt = tl.load(dt_base + t * s_dt_l, mask=m, other=0.0).to(tl.float32)
     Bt = tl.load(B_base + t * s_B_l, mask=mn, other=0.0).to(tl.float32)
-    Ct = tl.load(C_base + t * s_C_l, mask=mn, other=0.0).to(tl.float32)
+    if HAS_C:
+        Ct = tl.load(C_base + t * s_C_l, mask=mn, other=0.0).to(tl.float32)
+    else:
+        Ct = Bt
     if HAS_Z:
         z = tl.load(z_base + t * s_z_l, mask=m, other=0.0).to(tl.float32)
     else:
