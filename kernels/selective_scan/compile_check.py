@@ -28,24 +28,31 @@ from . import triton_recurrent, triton_segments
 
 BF16_ARGS = {"u_ptr", "delta_ptr", "B_ptr", "C_ptr", "z_ptr", "y_ptr", "dout_ptr", "du_ptr",
              "ddelta_ptr", "dz_ptr"}
-# unit strides of the layout the models use on a GPU: channels-last u, delta, z, y and their
-# gradients, B and C with the state axis contiguous
-UNIT_STRIDES = {"s_u_d", "s_dt_d", "s_z_d", "s_y_d", "s_do_d", "s_io_d", "s_B_n", "s_C_n",
-                "s_dB_n", "s_seq_l"}
+# unit strides of each input layout: channels-last u, delta, z, y and their gradients (what the
+# models pass on a GPU; the kernels read them step by step) or time-contiguous ones (mamba_ssm's
+# convention; the kernels stage each chunk, STAGED), B and C with the state axis contiguous
+UNIT_STRIDES = {
+    "channels-last": {"s_u_d", "s_dt_d", "s_z_d", "s_y_d", "s_do_d", "s_io_d", "s_B_n", "s_C_n",
+                      "s_dB_n", "s_seq_l"},
+    "time": {"s_u_l", "s_dt_l", "s_z_l", "s_y_l", "s_do_l", "s_io_l", "s_B_n", "s_C_n", "s_dB_n",
+             "s_seq_l"},
+}
 COMMON = dict(N=16, BLOCK_N=16, CHUNK=32, HAS_DELTA_BIAS=True, DELTA_SOFTPLUS=True,
               HAS_SEQ_IDX=False)
 
 
-def kernels(block_d):
+def kernels(block_d, staged=False):
     """(name, kernel, constexprs) for the kernels one training step launches."""
     yield "forward", triton_recurrent._fwd_recurrent_kernel, dict(
-        COMMON, HAS_D=True, HAS_Z=True, HAS_INIT=False, WRITE_STATES=True, BLOCK_D=block_d, STAGES=1)
+        COMMON, HAS_D=True, HAS_Z=True, HAS_INIT=False, WRITE_STATES=True, BLOCK_D=block_d, STAGES=1,
+        STAGED=staged)
     yield "backward", triton_recurrent._bwd_recurrent_kernel, dict(
         COMMON, HAS_D=True, HAS_Z=True, HAS_INIT=False, HAS_DEXIT=True, DETERMINISTIC=True,
-        BLOCK_D=block_d, STAGES=1)
-    yield "segment ends", triton_segments._segment_end_kernel, dict(COMMON, BLOCK_D=block_d)
+        BLOCK_D=block_d, STAGES=1, STAGED=staged)
+    yield "segment ends", triton_segments._segment_end_kernel, dict(COMMON, BLOCK_D=block_d,
+                                                                    STAGED=staged)
     yield "segment adjoints", triton_segments._segment_start_adjoint_kernel, dict(
-        COMMON, HAS_Z=True, BLOCK_D=block_d)
+        COMMON, HAS_Z=True, BLOCK_D=block_d, STAGED=staged)
     yield "segment carry", triton_segments._segment_carry_kernel, dict(
         N=16, BLOCK_N=16, HAS_X0=True, REVERSE=False, BLOCK_D=32)
 
@@ -54,13 +61,13 @@ def _tool(name):
     return str(Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / name)
 
 
-def compile_kernel(kernel, constexprs, arch=90, num_warps=1):
+def compile_kernel(kernel, constexprs, arch=90, num_warps=1, layout="channels-last"):
     """Compile for sm_{arch}: dict(registers, spills, loops = instructions per step-loop iteration)."""
     sig, consts, attrs = {}, dict(constexprs), {}
     for i, name in enumerate(kernel.arg_names):
         if name in consts:
             sig[name] = "constexpr"
-        elif name in UNIT_STRIDES:
+        elif name in UNIT_STRIDES[layout]:
             sig[name], consts[name] = "constexpr", 1
         elif name.endswith("_ptr"):
             sig[name] = "*bf16" if name in BF16_ARGS else ("*i32" if name == "seq_ptr" else "*fp32")
@@ -106,18 +113,22 @@ def main(argv=None) -> int:
     p.add_argument("--arch", type=int, default=90, help="compute capability x10 (default: %(default)s)")
     p.add_argument("--block-d", type=int, nargs="+", default=[16, 32],
                    help="BLOCK_D values to compile the kernels at (default: %(default)s)")
+    p.add_argument("--layout", choices=tuple(UNIT_STRIDES), nargs="+", default=list(UNIT_STRIDES),
+                   help="input layouts to compile for (time-contiguous: the staged kernels; "
+                        "default: both)")
     args = p.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET") == "1":
         print("error: unset TRITON_INTERPRET (the interpreter replaces the kernels by Python code)",
               file=sys.stderr)
         return 2
-    print("| kernel | BLOCK_D | registers | spill bytes | instructions per loop iteration |")
-    print("|---|---|---|---|---|")
-    for bd in args.block_d:
-        for name, kernel, constexprs in kernels(bd):
-            r = compile_kernel(kernel, constexprs, args.arch)
-            print(f"| {name} | {constexprs['BLOCK_D']} | {r['registers']} | {r['spills']} | "
-                  f"{', '.join(map(str, r['loops'])) or '-'} |", flush=True)
+    print("| inputs | kernel | BLOCK_D | registers | spill bytes | instructions per loop iteration |")
+    print("|---|---|---|---|---|---|")
+    for layout in args.layout:
+        for bd in args.block_d:
+            for name, kernel, constexprs in kernels(bd, staged=layout == "time"):
+                r = compile_kernel(kernel, constexprs, args.arch, layout=layout)
+                print(f"| {layout} | {name} | {constexprs['BLOCK_D']} | {r['registers']} | "
+                      f"{r['spills']} | {', '.join(map(str, r['loops'])) or '-'} |", flush=True)
     return 0
 
 

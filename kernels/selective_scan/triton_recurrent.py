@@ -13,13 +13,13 @@ import triton
 import triton.language as tl
 
 from .triton_steps import (_channel_params, _decay_from, _gate_grad, _program, _segment_chunks,
-                           _state_offsets, _step_loads)
+                           _chunk_inputs, _stage_slots, _state_offsets, _step_loads)
 
 
 @triton.jit
 def _fwd_recurrent_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, delta_bias_ptr, init_ptr, seq_ptr,
-    y_ptr, states_ptr, final_ptr,
+    y_ptr, states_ptr, final_ptr, stage_ptr,
     dim, L, N: tl.constexpr, dim_per_group, n_chunks, chunks_per_seg,
     s_u_b, s_u_d, s_u_l,
     s_dt_b, s_dt_d, s_dt_l,
@@ -30,12 +30,13 @@ def _fwd_recurrent_kernel(
     s_y_b, s_y_d, s_y_l,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_DELTA_BIAS: tl.constexpr,
     DELTA_SOFTPLUS: tl.constexpr, HAS_INIT: tl.constexpr, HAS_SEQ_IDX: tl.constexpr,
-    WRITE_STATES: tl.constexpr,
+    WRITE_STATES: tl.constexpr, STAGED: tl.constexpr,
     BLOCK_D: tl.constexpr, CHUNK: tl.constexpr, BLOCK_N: tl.constexpr, STAGES: tl.constexpr,
 ):
     """init (batch, dim, n_seg, N): each segment's entry state. Writes y, the state entering each
     chunk (batch, dim, n_chunks, N) and, from the last segment, the final state (batch, dim, N)."""
-    pid_d, b, s, d, n, mask_d, mask_n, mask_nd, g = _program(dim, BLOCK_D, BLOCK_N, N, dim_per_group)
+    pid_d, b, s, d, n, mask_d, mask_n, mask_nd, g = _program(dim, BLOCK_D, BLOCK_N, N, dim_per_group,
+                                                             STAGED)
     n_seg = tl.num_programs(2)
     A, A2, Dv, bias = _channel_params(A_ptr, D_ptr, delta_bias_ptr, d, n, dim, N, mask_d, mask_nd, HAS_D,
                                       HAS_DELTA_BIAS)
@@ -51,21 +52,29 @@ def _fwd_recurrent_kernel(
     C_base = C_ptr + b * s_C_b + g * s_C_g + n * s_C_n
     seq_base = seq_ptr + b * s_seq_b
     y_base = y_ptr + b * s_y_b + d * s_y_d
+    slots = _stage_slots(stage_ptr, pid_d, b, s, BLOCK_D, BLOCK_N, CHUNK)
     c0, c1, t0, t1 = _segment_chunks(s, chunks_per_seg, n_chunks, CHUNK, L)
     # step t + 1's inputs are loaded while step t computes (carried through the loop), so that no
-    # step waits on its own loads
+    # step waits on its own loads; staged, the first step of a chunk is read again from the stage
     u_n, dt_n, B_n, C_n, z_n = _step_loads(u_base, dt_base, B_base, C_base, z_base, t0, mask_d, mask_n,
                                           s_u_l, s_dt_l, s_B_l, s_C_l, s_z_l, L, True, HAS_Z)
     for c in range(c0, c1):
         if WRITE_STATES:
             tl.store(states_ptr + _state_offsets(d, n, dim, N, b * n_chunks + c), h, mask=mask_nd)
+        tc = c * CHUNK
+        rows = tl.minimum(L - tc, CHUNK)
+        ru, ku, rdt, kdt, rz, kz, _rdo, _kdo, rB, kB, rC, kC, k0, kb = _chunk_inputs(
+            slots, u_base, dt_base, z_base, u_base, B_base, C_base, s_u_l, s_dt_l, s_z_l, s_u_l,
+            s_B_l, s_C_l, tc, rows, L, mask_d, mask_n, STAGED, CHUNK, True, HAS_Z, False, True, True)
+        if STAGED:
+            u_n, dt_n, B_n, C_n, z_n = _step_loads(ru, rdt, rB, rC, rz, 0, mask_d, mask_n, ku, kdt,
+                                                  kB, kC, kz, rows, True, HAS_Z)
         for i in tl.range(0, CHUNK, num_stages=STAGES):
-            t = c * CHUNK + i
+            t = tc + i
             m = mask_d & (t < L)
             u, raw, Bt, Ct, z = u_n, dt_n + bias, B_n, C_n, z_n
-            u_n, dt_n, B_n, C_n, z_n = _step_loads(u_base, dt_base, B_base, C_base, z_base, t + 1,
-                                                  mask_d, mask_n, s_u_l, s_dt_l, s_B_l, s_C_l, s_z_l,
-                                                  L, True, HAS_Z)
+            u_n, dt_n, B_n, C_n, z_n = _step_loads(ru, rdt, rB, rC, rz, k0 + i + 1, mask_d, mask_n, ku,
+                                                  kdt, kB, kC, kz, kb, True, HAS_Z)
             dt, a = _decay_from(raw, seq_base, t, m, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX)
             h = a * h + Bt[:, None] * (dt * u)[None, :]
             y = tl.sum(h * Ct[:, None], axis=0) + u * Dv
@@ -78,7 +87,7 @@ def _fwd_recurrent_kernel(
 @triton.jit
 def _bwd_recurrent_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, delta_bias_ptr, seq_ptr,
-    states_ptr, dout_ptr, dexit_ptr, scratch_ptr,
+    states_ptr, dout_ptr, dexit_ptr, scratch_ptr, stage_ptr,
     du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dinit_ptr,
     dim, L, N: tl.constexpr, dim_per_group, n_chunks, chunks_per_seg,
     s_u_b, s_u_d, s_u_l,
@@ -92,14 +101,14 @@ def _bwd_recurrent_kernel(
     s_dB_b, s_dB_blk, s_dB_n, s_dB_l,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_DELTA_BIAS: tl.constexpr,
     DELTA_SOFTPLUS: tl.constexpr, HAS_INIT: tl.constexpr, HAS_SEQ_IDX: tl.constexpr,
-    HAS_DEXIT: tl.constexpr, DETERMINISTIC: tl.constexpr,
+    HAS_DEXIT: tl.constexpr, DETERMINISTIC: tl.constexpr, STAGED: tl.constexpr,
     BLOCK_D: tl.constexpr, CHUNK: tl.constexpr, BLOCK_N: tl.constexpr, STAGES: tl.constexpr,
 ):
     """dexit (batch, dim, n_seg, N): the adjoint arriving at each segment's last step from its right
     (the final state's gradient for the last segment). dA, dD, dbias are written per (batch row,
     segment) for a fixed-order sum; dB, dC per channel block (DETERMINISTIC) or by atomics."""
     pid_d, b, s, d, n, mask_d, mask_n, mask_nd, g_idx = _program(dim, BLOCK_D, BLOCK_N, N,
-                                                                 dim_per_group)
+                                                                 dim_per_group, STAGED)
     n_seg = tl.num_programs(2)
     A, A2, Dv, bias = _channel_params(A_ptr, D_ptr, delta_bias_ptr, d, n, dim, N, mask_d, mask_nd, HAS_D,
                                       HAS_DELTA_BIAS)
@@ -123,50 +132,57 @@ def _bwd_recurrent_kernel(
     seq_base = seq_ptr + b * s_seq_b
     io_base = b * s_io_b + d * s_io_d  # du, ddelta, dz share one layout
     n_blocks = tl.num_programs(0)
-    scratch = (scratch_ptr + ((b * n_seg + s) * n_blocks + pid_d) * CHUNK * BLOCK_D * BLOCK_N
-               + n[:, None] * BLOCK_D + tl.arange(0, BLOCK_D)[None, :])  # (BN, BD) at step 0
+    # (BN, BD) at step 0, in the layout of the state tiles (_program: ONE_CHANNEL_PER_LANE)
+    scratch = (((b * n_seg + s) * n_blocks + pid_d) * CHUNK * BLOCK_D * BLOCK_N + n[:, None] * BLOCK_D
+               + tl.arange(0, BLOCK_D)[None, :])
+    if STAGED:
+        scratch = tl.multiple_of(scratch, [1, 1])
+    scratch = scratch_ptr + scratch
     if DETERMINISTIC:
         dB_base = dB_ptr + b * s_dB_b + pid_d * s_dB_blk + n * s_dB_n
         dC_base = dC_ptr + b * s_dB_b + pid_d * s_dB_blk + n * s_dB_n
     else:
         dB_base = dB_ptr + b * s_dB_b + g_idx * s_dB_blk + n * s_dB_n
         dC_base = dC_ptr + b * s_dB_b + g_idx * s_dB_blk + n * s_dB_n
+    slots = _stage_slots(stage_ptr, pid_d, b, s, BLOCK_D, BLOCK_N, CHUNK)
     c0, c1, t0, t1 = _segment_chunks(s, chunks_per_seg, n_chunks, CHUNK, L)
     for i in range(0, c1 - c0):
         c = c1 - 1 - i
+        tc = c * CHUNK
+        rows = tl.minimum(L - tc, CHUNK)
         h = tl.load(states_ptr + _state_offsets(d, n, dim, N, b * n_chunks + c), mask=mask_nd,
                     other=0.0)
+        # the chunk's inputs (staged once for both loops: see the forward)
+        ru, ku, rdt, kdt, rz, kz, rdo, kdo, rB, kB, rC, kC, k0, kb = _chunk_inputs(
+            slots, u_base, dt_base, z_base, do_base, B_base, C_base, s_u_l, s_dt_l, s_z_l, s_do_l,
+            s_B_l, s_C_l, tc, rows, L, mask_d, mask_n, STAGED, CHUNK, True, HAS_Z, True, True, True)
         # as in the forward, each loop loads the next step's inputs while it computes this one
-        u_n, dt_n, B_n, C_n, z_n = _step_loads(u_base, dt_base, B_base, C_base, z_base, c * CHUNK,
-                                              mask_d, mask_n, s_u_l, s_dt_l, s_B_l, s_C_l, s_z_l, L,
-                                              False, False)
+        u_n, dt_n, B_n, C_n, z_n = _step_loads(ru, rdt, rB, rC, rz, k0, mask_d, mask_n, ku, kdt, kB, kC,
+                                              kz, kb, False, False)
         for j in tl.range(0, CHUNK, num_stages=STAGES):
-            t = c * CHUNK + j
+            t = tc + j
             m = mask_d & (t < L)
             u, raw, Bt = u_n, dt_n + bias, B_n
-            u_n, dt_n, B_n, C_n, z_n = _step_loads(u_base, dt_base, B_base, C_base, z_base, t + 1,
-                                                  mask_d, mask_n, s_u_l, s_dt_l, s_B_l, s_C_l, s_z_l,
-                                                  L, False, False)
+            u_n, dt_n, B_n, C_n, z_n = _step_loads(ru, rdt, rB, rC, rz, k0 + j + 1, mask_d, mask_n, ku,
+                                                  kdt, kB, kC, kz, kb, False, False)
             dt, a = _decay_from(raw, seq_base, t, m, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX)
             h = a * h + Bt[:, None] * (dt * u)[None, :]
             tl.store(scratch + j * BLOCK_D * BLOCK_N, h)
         tl.debug_barrier()
-        t = c * CHUNK + CHUNK - 1
-        u_n, dt_n, B_n, C_n, z_n = _step_loads(u_base, dt_base, B_base, C_base, z_base, t, mask_d,
-                                              mask_n, s_u_l, s_dt_l, s_B_l, s_C_l, s_z_l, L, True,
-                                              HAS_Z)
-        do_n = tl.load(do_base + t * s_do_l, mask=mask_d & (t < L), other=0.0).to(tl.float32)
-        h_n = tl.load(scratch + (CHUNK - 1) * BLOCK_D * BLOCK_N)
+        jj = CHUNK - 1
+        u_n, dt_n, B_n, C_n, z_n = _step_loads(ru, rdt, rB, rC, rz, k0 + jj, mask_d, mask_n, ku, kdt, kB,
+                                              kC, kz, kb, True, HAS_Z)
+        do_n = tl.load(rdo + (k0 + jj) * kdo, mask=mask_d & (k0 + jj < kb), other=0.0).to(tl.float32)
+        h_n = tl.load(scratch + jj * BLOCK_D * BLOCK_N)
         for j in tl.range(0, CHUNK, num_stages=STAGES):
             jj = CHUNK - 1 - j
-            t = c * CHUNK + jj
+            t = tc + jj
             m = mask_d & (t < L)
             u, raw, Bt, Ct, z, dout, h = u_n, dt_n + bias, B_n, C_n, z_n, do_n, h_n  # h = h_t
             if jj > 0:  # step t - 1, within the chunk
-                u_n, dt_n, B_n, C_n, z_n = _step_loads(u_base, dt_base, B_base, C_base, z_base, t - 1,
-                                                      mask_d, mask_n, s_u_l, s_dt_l, s_B_l, s_C_l,
-                                                      s_z_l, L, True, HAS_Z)
-                do_n = tl.load(do_base + (t - 1) * s_do_l, mask=mask_d & (t - 1 < L),
+                u_n, dt_n, B_n, C_n, z_n = _step_loads(ru, rdt, rB, rC, rz, k0 + jj - 1, mask_d, mask_n,
+                                                      ku, kdt, kB, kC, kz, kb, True, HAS_Z)
+                do_n = tl.load(rdo + (k0 + jj - 1) * kdo, mask=mask_d & (k0 + jj - 1 < kb),
                                other=0.0).to(tl.float32)
                 h_n = tl.load(scratch + (jj - 1) * BLOCK_D * BLOCK_N)
             dt, a = _decay_from(raw, seq_base, t, m, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX)

@@ -31,6 +31,7 @@ import triton
 
 from .triton_recurrent import _bwd_recurrent_kernel, _fwd_recurrent_kernel
 from .triton_segments import _segment_carry_kernel, _segment_end_kernel, _segment_start_adjoint_kernel
+from .triton_steps import STAGE_SLOTS_D, STAGE_SLOTS_N
 from .triton_tiled import _bwd_tiled_kernel, _fwd_tiled_kernel
 
 MAX_N = 256
@@ -39,7 +40,8 @@ VARIANTS = ("recurrent", "tiled")
 # (shared by forward and backward: the forward saves one state per chunk), channels per program
 # and warps per program, for each direction; SEGMENT_BLOCK_D channels per program where the
 # sequence is cut into segments (batch x dim too small to fill the GPU) and for channels-last
-# inputs (stride 1 along dim: a step's loads are then one contiguous row per program).
+# inputs (stride 1 along dim: a step's loads are then one contiguous row per program), but not for
+# staged plans (time-contiguous inputs; BLOCK_D 16 measured faster, and 32 spills in backward).
 CHUNK = 32
 DEFAULT_VARIANT = "recurrent"
 FWD_BLOCK_D, FWD_WARPS = 16, 1
@@ -78,6 +80,7 @@ class Plan:
     n_seg: int
     num_warps: int
     stages: int = STAGES
+    staged: bool = False  # recurrent kernels: each chunk's inputs copied into a stage first
 
 
 def _pow2_divisor(x: int, cap: int) -> int:
@@ -95,19 +98,23 @@ def _sms(device) -> int:
 
 def plan(batch, dim, L, N, groups, device, *, backward=False, variant=None, block_d=None, chunk=None,
          segments=None, num_warps=None, stages=None, deterministic=True,
-         channels_last=False) -> Plan:
+         channels_last=False, staged=None) -> Plan:
     """Pick the variant, tiles and segment count for one direction of the scan.
 
     Explicit arguments win; None picks: BLOCK_D from the defaults (shrunk so that the
     (BLOCK_D, tile steps, BLOCK_N) register tile stays within MAX_TILE, and to divide a B/C group),
     segments along L until SEGMENT_PROGRAMS_PER_SM programs per SM exist (on a CUDA device), then
     a smaller BLOCK_D while fewer than PROGRAMS_PER_SM would run. `chunk` must be the forward's in
-    backward (the saved states are per chunk).
+    backward (the saved states are per chunk). `staged` (None: for time-contiguous inputs) makes the
+    recurrent kernels copy each chunk's inputs into a stage before its steps read them
+    (triton_steps._stage): a step's values are then one contiguous row, which channels-last
+    inputs already are.
     """
     variant = variant or DEFAULT_VARIANT
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {', '.join(map(repr, VARIANTS))}, got {variant!r}")
     tiled = variant == "tiled"
+    staged = (not channels_last if staged is None else staged) and not tiled
     block_n = max(triton.next_power_of_2(N), 2)
     T = max(2, triton.next_power_of_2(chunk or CHUNK))
     bd = triton.next_power_of_2(block_d or (BWD_BLOCK_D if backward else FWD_BLOCK_D))
@@ -126,7 +133,7 @@ def plan(batch, dim, L, N, groups, device, *, backward=False, variant=None, bloc
     if segments is None and sms:
         programs = batch * triton.cdiv(dim, bd)
         if programs < NO_SEGMENTS_PROGRAMS_PER_SM * sms:
-            if block_d is None and not tiled and groups == 1:
+            if block_d is None and not tiled and not staged and groups == 1:
                 bd = max(bd, SEGMENT_BLOCK_D)
                 programs = batch * triton.cdiv(dim, bd)
             target = (BWD_SEGMENT_PROGRAMS_PER_SM if backward else SEGMENT_PROGRAMS_PER_SM) * sms
@@ -141,7 +148,7 @@ def plan(batch, dim, L, N, groups, device, *, backward=False, variant=None, bloc
                 break
             bd //= 2
     warps = num_warps or (BWD_WARPS if backward else FWD_WARPS)
-    return Plan(variant, bd, T, block_n, chunks_per_seg, n_seg, warps, stages or STAGES)
+    return Plan(variant, bd, T, block_n, chunks_per_seg, n_seg, warps, stages or STAGES, staged)
 
 
 def _bc_strides(M):
@@ -182,9 +189,19 @@ def _segment_pass_buffers(x, N, p: Plan):
     return (*out, (triton.cdiv(dim, p.block_d), batch, p.n_seg - 1))
 
 
+def _stage_buffer(x, grid, p: Plan):
+    """A staged plan's stage: per program, float32 slots for one chunk of its inputs
+    (triton_steps._stage_slots: four of (CHUNK, BLOCK_D), two of (CHUNK, BLOCK_N)); x otherwise
+    (a placeholder the kernels do not read)."""
+    if not p.staged:
+        return x
+    per_program = p.chunk * (STAGE_SLOTS_D.value * p.block_d + STAGE_SLOTS_N.value * p.block_n)
+    return _empty(grid[0] * grid[1] * grid[2] * per_program, like=x, dtype=torch.float32)
+
+
 def _stages(p: Plan):
-    """The STAGES argument of the recurrent kernels (the tiled ones have no step loop)."""
-    return dict(STAGES=p.stages) if p.variant == "recurrent" else {}
+    """The STAGES and STAGED arguments of the recurrent kernels (the tiled ones have no step loop)."""
+    return dict(STAGES=p.stages, STAGED=p.staged) if p.variant == "recurrent" else {}
 
 
 def _strides(x, n=3):
@@ -203,12 +220,12 @@ def _segment_entry_states(u, delta, At, B, delta_bias, seq_idx, init, delta_soft
     n_chunks = triton.cdiv(L, p.chunk)
     P, E, grid = _segment_pass_buffers(u, N, p)
     _segment_end_kernel[grid](
-        u, delta, At, B, _or(delta_bias, u), _or(seq_idx, u), P, E,
+        u, delta, At, B, _or(delta_bias, u), _or(seq_idx, u), P, E, _stage_buffer(u, grid, p),
         dim, L, N, dim // groups, n_chunks, p.chunks_per_seg,
         *u.stride(), *delta.stride(), *_bc_strides(B), *_strides(seq_idx, 2),
         HAS_DELTA_BIAS=delta_bias is not None, DELTA_SOFTPLUS=delta_softplus,
-        HAS_SEQ_IDX=seq_idx is not None, BLOCK_D=p.block_d, CHUNK=p.chunk, BLOCK_N=p.block_n,
-        num_warps=p.num_warps)
+        HAS_SEQ_IDX=seq_idx is not None, STAGED=p.staged, BLOCK_D=p.block_d, CHUNK=p.chunk,
+        BLOCK_N=p.block_n, num_warps=p.num_warps)
     return _carry(init, P, E, p, reverse=False)
 
 
@@ -222,11 +239,12 @@ def _segment_exit_adjoints(delta, At, C, z, delta_bias, seq_idx, dout, dexit_las
     P, mu, grid = _segment_pass_buffers(delta, N, p)
     _segment_start_adjoint_kernel[grid](
         delta, At, C, _or(z, delta), _or(delta_bias, delta), _or(seq_idx, delta), dout, P, mu,
+        _stage_buffer(delta, grid, p),
         dim, L, N, dim // groups, n_chunks, p.chunks_per_seg,
         *delta.stride(), *_bc_strides(C), *_strides(z), *_strides(seq_idx, 2), *dout.stride(),
         HAS_Z=z is not None, HAS_DELTA_BIAS=delta_bias is not None, DELTA_SOFTPLUS=delta_softplus,
-        HAS_SEQ_IDX=seq_idx is not None, BLOCK_D=p.block_d, CHUNK=p.chunk, BLOCK_N=p.block_n,
-        num_warps=p.num_warps)
+        HAS_SEQ_IDX=seq_idx is not None, STAGED=p.staged, BLOCK_D=p.block_d, CHUNK=p.chunk,
+        BLOCK_N=p.block_n, num_warps=p.num_warps)
     return _carry(dexit_last, P, mu, p, reverse=True)
 
 
@@ -255,10 +273,12 @@ def _fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_soft
     y = _empty_like_io(u)
     final = _empty(batch, N, dim, like=u, dtype=torch.float32)
     states = _empty(batch, n_chunks, N, dim, like=u, dtype=torch.float32) if write_states else None
-    kernel = _fwd_tiled_kernel if p.variant == "tiled" else _fwd_recurrent_kernel
-    kernel[(triton.cdiv(dim, p.block_d), batch, p.n_seg)](
+    recurrent = p.variant == "recurrent"
+    grid = (triton.cdiv(dim, p.block_d), batch, p.n_seg)
+    stage = (_stage_buffer(u, grid, p),) if recurrent else ()
+    (_fwd_recurrent_kernel if recurrent else _fwd_tiled_kernel)[grid](
         u, delta, At, B, C, _or(D, u), _or(z, u), _or(delta_bias, u), _or(init, u), _or(seq_idx, u),
-        y, _or(states, u), final,
+        y, _or(states, u), final, *stage,
         dim, L, N, dim // groups, n_chunks, p.chunks_per_seg,
         *u.stride(), *delta.stride(), *_bc_strides(B), *_bc_strides(C), *_strides(z),
         *_strides(seq_idx, 2), *y.stride(),
@@ -302,9 +322,10 @@ def _bwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_soft
         dB = torch.zeros(batch, groups, L, N, device=dev, dtype=f32)
         dC = torch.zeros(batch, groups, L, N, device=dev, dtype=f32)
     recurrent = p.variant == "recurrent"
+    grid = (n_blocks, batch, p.n_seg)
     scratch = ((torch.empty(batch * p.n_seg * n_blocks * p.chunk * p.block_d * p.block_n, device=dev,
-                            dtype=f32),) if recurrent else ())
-    (_bwd_recurrent_kernel if recurrent else _bwd_tiled_kernel)[(n_blocks, batch, p.n_seg)](
+                            dtype=f32), _stage_buffer(u, grid, p)) if recurrent else ())
+    (_bwd_recurrent_kernel if recurrent else _bwd_tiled_kernel)[grid](
         u, delta, At, B, C, _or(D, u), _or(z, u), _or(delta_bias, u), _or(seq_idx, u),
         states, dout, _or(dexit, u), *scratch,
         du, ddelta, _or(dz, u), dA_part, dB, dC, _or(dD_part, u), _or(dbias_part, u), _or(dinit, u),
@@ -367,7 +388,7 @@ class SelectiveScanTriton(torch.autograd.Function):
 def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                           initial_state=None, return_final_state=False, seq_idx=None,
                           deterministic=True, *, variant=None, block_d=None, chunk_size=None,
-                          segments=None, num_warps=None, num_stages=None):
+                          segments=None, num_warps=None, num_stages=None, staged=None):
     """Fused selective scan h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t u_t, y_t = (C_t h_t + D u_t) silu(z_t).
 
     Same contract as ``selective_scan_ref`` (kernels/selective_scan/naive.py). Inputs are expected
@@ -387,16 +408,17 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, de
             atomics: less memory, a little faster, but the float sums' order (and last bits)
             varies. Reproducibility is the default because training runs are compared and resumed.
         variant: "recurrent" (step by step, the default) or "tiled" (associative scan per chunk).
-        block_d, chunk_size, segments, num_warps, num_stages: channels per program, steps per
-            chunk, segments along L (1: none), warps per program and the step loops' pipelining
-            depth, for both directions; None lets `plan` choose.
+        block_d, chunk_size, segments, num_warps, num_stages, staged: channels per program, steps
+            per chunk, segments along L (1: none), warps per program, the step loops' pipelining
+            depth and whether each chunk's inputs are staged (`plan`), for both directions; None
+            lets `plan` choose.
     Returns:
         y (batch, dim, L) in u's dtype, and the final state (batch, dim, N) fp32 if asked.
     """
     if A.shape[1] > MAX_N:
         raise ValueError(f"A: state size N={A.shape[1]} exceeds the Triton kernel's maximum {MAX_N}")
     options = dict(variant=variant, block_d=block_d, chunk=chunk_size, segments=segments,
-                   num_warps=num_warps, stages=num_stages)
+                   num_warps=num_warps, stages=num_stages, staged=staged)
     y, final = SelectiveScanTriton.apply(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx,
                                          delta_softplus, deterministic, options)
     return (y, final) if return_final_state else y

@@ -19,24 +19,25 @@ written: P, E, H, mu and G are (batch, dim, n_seg, N).
 import triton
 import triton.language as tl
 
-from .triton_steps import (_channel_params, _decay_from, _program, _segment_chunks, _state_offsets,
-                           _step_loads)
+from .triton_steps import (_channel_params, _chunk_inputs, _decay_from, _program, _segment_chunks,
+                           _stage_slots, _state_offsets, _step_loads)
 
 
 @triton.jit
 def _segment_end_kernel(
-    u_ptr, delta_ptr, A_ptr, B_ptr, delta_bias_ptr, seq_ptr, P_ptr, E_ptr,
+    u_ptr, delta_ptr, A_ptr, B_ptr, delta_bias_ptr, seq_ptr, P_ptr, E_ptr, stage_ptr,
     dim, L, N: tl.constexpr, dim_per_group, n_chunks, chunks_per_seg,
     s_u_b, s_u_d, s_u_l,
     s_dt_b, s_dt_d, s_dt_l,
     s_B_b, s_B_g, s_B_n, s_B_l,
     s_seq_b, s_seq_l,
     HAS_DELTA_BIAS: tl.constexpr, DELTA_SOFTPLUS: tl.constexpr, HAS_SEQ_IDX: tl.constexpr,
-    BLOCK_D: tl.constexpr, CHUNK: tl.constexpr, BLOCK_N: tl.constexpr,
+    STAGED: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """Program s (of n_seg - 1) scans segment s from a zero state: P_s and E_s, (batch, dim,
     n_seg - 1, N)."""
-    pid_d, b, s, d, n, mask_d, mask_n, mask_nd, g = _program(dim, BLOCK_D, BLOCK_N, N, dim_per_group)
+    pid_d, b, s, d, n, mask_d, mask_n, mask_nd, g = _program(dim, BLOCK_D, BLOCK_N, N, dim_per_group,
+                                                             STAGED)
     _, A2, _, bias = _channel_params(A_ptr, A_ptr, delta_bias_ptr, d, n, dim, N, mask_d, mask_nd, False,
                                      HAS_DELTA_BIAS)
     u_base = u_ptr + b * s_u_b + d * s_u_d
@@ -45,19 +46,30 @@ def _segment_end_kernel(
     seq_base = seq_ptr + b * s_seq_b
     h = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     p = tl.full([BLOCK_N, BLOCK_D], 1.0, dtype=tl.float32)
+    slots = _stage_slots(stage_ptr, pid_d, b, s, BLOCK_D, BLOCK_N, CHUNK)
     c0, c1, t0, t1 = _segment_chunks(s, chunks_per_seg, n_chunks, CHUNK, L)
-    # step t + 1's inputs load while step t computes (neither C nor z is needed)
-    u_n, dt_n, B_n, _, _ = _step_loads(u_base, dt_base, B_base, B_base, u_base, t0, mask_d, mask_n,
-                                       s_u_l, s_dt_l, s_B_l, s_B_l, s_u_l, L, False, False)
-    for t in range(t0, t1):
-        u, raw, Bt = u_n, dt_n + bias, B_n
-        u_n, dt_n, B_n, _, _ = _step_loads(u_base, dt_base, B_base, B_base, u_base, t + 1, mask_d,
-                                           mask_n, s_u_l, s_dt_l, s_B_l, s_B_l, s_u_l, L, False,
-                                           False)
-        dt, a = _decay_from(raw, seq_base, t, mask_d & (t < L), A2, s_seq_l, L, DELTA_SOFTPLUS,
-                            HAS_SEQ_IDX)
-        h = a * h + Bt[:, None] * (dt * u)[None, :]
-        p = p * a
+    # step t + 1's inputs load while step t computes (neither C nor z is needed); staged, the first
+    # step of a chunk is read again from the stage
+    u_n, dt_n, B_n, _B2, _u2 = _step_loads(u_base, dt_base, B_base, B_base, u_base, t0, mask_d,
+                                           mask_n, s_u_l, s_dt_l, s_B_l, s_B_l, s_u_l, L, False, False)
+    for c in range(c0, c1):
+        tc = c * CHUNK
+        rows = tl.minimum(L - tc, CHUNK)
+        ru, ku, rdt, kdt, _rz, _kz, _rdo, _kdo, rB, kB, _rC, _kC, k0, kb = _chunk_inputs(
+            slots, u_base, dt_base, u_base, u_base, B_base, B_base, s_u_l, s_dt_l, s_u_l, s_u_l,
+            s_B_l, s_B_l, tc, rows, L, mask_d, mask_n, STAGED, CHUNK, True, False, False, True, False)
+        if STAGED:
+            u_n, dt_n, B_n, _B2, _u2 = _step_loads(ru, rdt, rB, rB, ru, 0, mask_d, mask_n, ku, kdt,
+                                                   kB, kB, ku, rows, False, False)
+        for i in range(0, CHUNK):
+            t = tc + i
+            u, raw, Bt = u_n, dt_n + bias, B_n
+            u_n, dt_n, B_n, _B2, _u2 = _step_loads(ru, rdt, rB, rB, ru, k0 + i + 1, mask_d, mask_n, ku,
+                                                   kdt, kB, kB, ku, kb, False, False)
+            dt, a = _decay_from(raw, seq_base, t, mask_d & (t < L), A2, s_seq_l, L, DELTA_SOFTPLUS,
+                                HAS_SEQ_IDX)
+            h = a * h + Bt[:, None] * (dt * u)[None, :]
+            p = p * a
     out = _state_offsets(d, n, dim, N, b * tl.num_programs(2) + s)
     tl.store(P_ptr + out, p, mask=mask_nd)
     tl.store(E_ptr + out, h, mask=mask_nd)
@@ -65,7 +77,7 @@ def _segment_end_kernel(
 
 @triton.jit
 def _segment_start_adjoint_kernel(
-    delta_ptr, A_ptr, C_ptr, z_ptr, delta_bias_ptr, seq_ptr, dout_ptr, P_ptr, mu_ptr,
+    delta_ptr, A_ptr, C_ptr, z_ptr, delta_bias_ptr, seq_ptr, dout_ptr, P_ptr, mu_ptr, stage_ptr,
     dim, L, N: tl.constexpr, dim_per_group, n_chunks, chunks_per_seg,
     s_dt_b, s_dt_d, s_dt_l,
     s_C_b, s_C_g, s_C_n, s_C_l,
@@ -73,12 +85,13 @@ def _segment_start_adjoint_kernel(
     s_seq_b, s_seq_l,
     s_do_b, s_do_d, s_do_l,
     HAS_Z: tl.constexpr, HAS_DELTA_BIAS: tl.constexpr, DELTA_SOFTPLUS: tl.constexpr,
-    HAS_SEQ_IDX: tl.constexpr,
+    HAS_SEQ_IDX: tl.constexpr, STAGED: tl.constexpr,
     BLOCK_D: tl.constexpr, CHUNK: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """Program k (of n_seg - 1) runs the adjoint of segment s = k + 1 backwards from zero:
     P_s and mu_s = a_{t0} g_{t0}, stored at index k of (batch, dim, n_seg - 1, N)."""
-    pid_d, b, k, d, n, mask_d, mask_n, mask_nd, g = _program(dim, BLOCK_D, BLOCK_N, N, dim_per_group)
+    pid_d, b, k, d, n, mask_d, mask_n, mask_nd, g = _program(dim, BLOCK_D, BLOCK_N, N, dim_per_group,
+                                                             STAGED)
     _, A2, _, bias = _channel_params(A_ptr, A_ptr, delta_bias_ptr, d, n, dim, N, mask_d, mask_nd, False,
                                      HAS_DELTA_BIAS)
     dt_base = delta_ptr + b * s_dt_b + d * s_dt_d
@@ -89,23 +102,31 @@ def _segment_start_adjoint_kernel(
     lam = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     a_next = tl.full([BLOCK_N, BLOCK_D], 1.0, dtype=tl.float32)
     p = tl.full([BLOCK_N, BLOCK_D], 1.0, dtype=tl.float32)
+    slots = _stage_slots(stage_ptr, pid_d, b, k, BLOCK_D, BLOCK_N, CHUNK)
     c0, c1, t0, t1 = _segment_chunks(k + 1, chunks_per_seg, n_chunks, CHUNK, L)
-    # step t - 1's inputs load while step t computes (dout stands in for u, C for B)
-    dy_n, dt_n, C_n, _, z_n = _step_loads(do_base, dt_base, C_base, C_base, z_base, t1 - 1, mask_d,
-                                          mask_n, s_do_l, s_dt_l, s_C_l, s_C_l, s_z_l, L, False,
-                                          HAS_Z)
-    for j in range(0, t1 - t0):
-        t = t1 - 1 - j
-        dy, raw, Ct, z = dy_n, dt_n + bias, C_n, z_n
-        dy_n, dt_n, C_n, _, z_n = _step_loads(do_base, dt_base, C_base, C_base, z_base,
-                                              tl.maximum(t - 1, t0), mask_d, mask_n, s_do_l, s_dt_l,
-                                              s_C_l, s_C_l, s_z_l, L, False, HAS_Z)
-        dt, a = _decay_from(raw, seq_base, t, mask_d, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX)
-        if HAS_Z:
-            dy = dy * z * tl.sigmoid(z)
-        lam = a_next * lam + Ct[:, None] * dy[None, :]
-        p = p * a
-        a_next = a
+    for ci in range(0, c1 - c0):
+        tc = (c1 - 1 - ci) * CHUNK
+        rows = tl.minimum(L - tc, CHUNK)
+        _ru, _ku, rdt, kdt, rz, kz, rdo, kdo, _rB, _kB, rC, kC, k0, kb = _chunk_inputs(
+            slots, dt_base, dt_base, z_base, do_base, C_base, C_base, s_dt_l, s_dt_l, s_z_l, s_do_l,
+            s_C_l, s_C_l, tc, rows, L, mask_d, mask_n, STAGED, CHUNK, False, HAS_Z, True, False, True)
+        # step i - 1's inputs load while step i computes (dout stands in for u, C for B)
+        dy_n, dt_n, C_n, _C2, z_n = _step_loads(rdo, rdt, rC, rC, rz, k0 + CHUNK - 1, mask_d, mask_n, kdo,
+                                                kdt, kC, kC, kz, kb, False, HAS_Z)
+        for j in range(0, CHUNK):
+            i = CHUNK - 1 - j
+            t = tc + i
+            dy, raw, Ct, z = dy_n, dt_n + bias, C_n, z_n
+            dy_n, dt_n, C_n, _C2, z_n = _step_loads(rdo, rdt, rC, rC, rz, k0 + tl.maximum(i - 1, 0),
+                                                    mask_d, mask_n, kdo, kdt, kC, kC, kz, kb,
+                                                    False, HAS_Z)
+            dt, a = _decay_from(raw, seq_base, t, mask_d & (t < L), A2, s_seq_l, L, DELTA_SOFTPLUS,
+                                HAS_SEQ_IDX)
+            if HAS_Z:
+                dy = dy * z * tl.sigmoid(z)
+            lam = a_next * lam + Ct[:, None] * dy[None, :]
+            p = p * a
+            a_next = a
     out = _state_offsets(d, n, dim, N, b * tl.num_programs(2) + k)
     tl.store(P_ptr + out, p, mask=mask_nd)
     tl.store(mu_ptr + out, a_next * lam, mask=mask_nd)

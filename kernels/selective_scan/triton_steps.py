@@ -23,17 +23,29 @@ LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x log2 e): the ex2 ins
 # a state that is zero to float32 anyway. The CPU interpreter (TRITON_INTERPRET=1, read at
 # import) has no inline assembly and uses tl.exp2.
 FTZ_EXP2 = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") != "1")
+# A program's stage (see _stage): slots for up to four per-channel inputs and for B and C.
+STAGE_SLOTS_D = tl.constexpr(4)
+STAGE_SLOTS_N = tl.constexpr(2)
 
 
 @triton.jit
-def _program(dim, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, N, dim_per_group):
+def _program(dim, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, N, dim_per_group,
+             ONE_CHANNEL_PER_LANE: tl.constexpr = False):
     """This program's channels d (BLOCK_D,), state indices n (BLOCK_N,), masks (the tile mask is
     (BLOCK_N, BLOCK_D)), B/C group, batch row b and segment s (grid: channel blocks, batch rows,
-    segments)."""
+    segments).
+
+    ONE_CHANNEL_PER_LANE declares d 1-aligned, so that the compiler gives the (BLOCK_N, BLOCK_D)
+    state tiles no vector accesses along the channels: each lane then holds one channel and all its
+    states. With d's true alignment the tiles get 4-wide accesses, i.e. 4 channels x 4 states a
+    lane, which the step loops inherit (docs/kernel_tuning_notes.md #9: better for the
+    channels-last loops at BLOCK_D 32, worse for the staged ones)."""
     pid_d = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     s = tl.program_id(2)
     d = pid_d.to(tl.int64) * BLOCK_D + tl.arange(0, BLOCK_D).to(tl.int64)
+    if ONE_CHANNEL_PER_LANE:
+        d = tl.multiple_of(d, [1])
     n = tl.arange(0, BLOCK_N).to(tl.int64)
     mask_d = d < dim
     mask_n = n < N
@@ -117,6 +129,87 @@ def _decay_from(raw, seq_base, t, m, A2, s_seq_l, L, DELTA_SOFTPLUS: tl.constexp
 
 
 @triton.jit
+def _stage_slots(stage_ptr, pid_d, b, s, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+                 CHUNK: tl.constexpr):
+    """Row 0 of each slot of this program's stage, a float32 scratch of STAGE_SLOTS_D (CHUNK, BLOCK_D)
+    slots (u, delta, z, dout) and STAGE_SLOTS_N (CHUNK, BLOCK_N) slots (B, C): four (BLOCK_D,) and
+    two (BLOCK_N,) pointer vectors. Programs are laid out as the grid: (segment, batch row,
+    channel block), slowest first."""
+    program = (s * tl.num_programs(1) + b) * tl.num_programs(0) + pid_d
+    base = stage_ptr + program * (CHUNK * (STAGE_SLOTS_D * BLOCK_D + STAGE_SLOTS_N * BLOCK_N))
+    x0 = base + tl.arange(0, BLOCK_D)
+    n0 = base + STAGE_SLOTS_D * CHUNK * BLOCK_D + tl.arange(0, BLOCK_N)
+    x_slot, n_slot = CHUNK * BLOCK_D, CHUNK * BLOCK_N
+    return x0, x0 + x_slot, x0 + 2 * x_slot, x0 + 3 * x_slot, n0, n0 + n_slot
+
+
+@triton.jit
+def _stage(dst, src, s_l, t0, rows, mask_w, CHUNK: tl.constexpr):
+    """Copy steps [t0, t0 + rows) of one input into a stage slot: `src` holds the (W,) pointers of
+    step 0 and `s_l` is the step stride; `dst` (W,) is the slot's row 0 of a (CHUNK, W) float32
+    slot. Rows past `rows` and masked lanes become 0, so the steps read the slot unmasked. The
+    chunk is requested at once, so its loads are all in flight together: read step by step from
+    global memory, each step waited on a DRAM round trip (docs/kernel_tuning_notes.md #9)."""
+    i = tl.arange(0, CHUNK)
+    m = (i < rows)[:, None] & mask_w[None, :]
+    x = tl.load(src[None, :] + (t0 + i).to(tl.int64)[:, None] * s_l, mask=m, other=0.0)
+    tl.store(dst[None, :] + i[:, None] * dst.shape[0], x.to(tl.float32))
+
+
+@triton.jit
+def _chunk_input(slot, src, s_l, tc, rows, mask_w, STAGED: tl.constexpr, CHUNK: tl.constexpr):
+    """Where the steps of the chunk starting at step tc read one input: (pointers of step 0, step
+    stride), indexed as _chunk_steps says. STAGED: the stage slot it is copied into (see _stage; the
+    caller puts a barrier after its copies). Otherwise global memory itself, step by step, which is
+    faster when a step's values are one contiguous row (channels-last inputs)."""
+    if STAGED:
+        _stage(slot, src, s_l, tc, rows, mask_w, CHUNK)
+        ptr = slot
+        stride = slot.shape[0]
+    else:
+        ptr = src
+        stride = s_l
+    return ptr, stride
+
+
+@triton.jit
+def _chunk_inputs(slots, u_base, dt_base, z_base, do_base, B_base, C_base, s_u_l, s_dt_l, s_z_l, s_do_l,
+                  s_B_l, s_C_l, tc, rows, L, mask_d, mask_n, STAGED: tl.constexpr,
+                  CHUNK: tl.constexpr, HAS_U: tl.constexpr, HAS_Z: tl.constexpr,
+                  HAS_DO: tl.constexpr, HAS_B: tl.constexpr, HAS_C: tl.constexpr):
+    """Where a kernel's steps of the chunk starting at tc read their inputs (delta and those the
+    HAS_ flags name; `slots` from _stage_slots): (pointers, step stride) of u, delta, z, dout, B
+    and C, then (first step index, index bound) as _chunk_steps says. Staged, the copies are fenced
+    by barriers on both sides (the previous chunk's steps have read the stage; this chunk's copies
+    are visible to every lane)."""
+    su, sdt, sz, sdo, sB, sC = slots
+    if STAGED:
+        tl.debug_barrier()
+    ru, ku = _chunk_input(su, u_base, s_u_l, tc, rows, mask_d, STAGED and HAS_U, CHUNK)
+    rdt, kdt = _chunk_input(sdt, dt_base, s_dt_l, tc, rows, mask_d, STAGED, CHUNK)
+    rz, kz = _chunk_input(sz, z_base, s_z_l, tc, rows, mask_d, STAGED and HAS_Z, CHUNK)
+    rdo, kdo = _chunk_input(sdo, do_base, s_do_l, tc, rows, mask_d, STAGED and HAS_DO, CHUNK)
+    rB, kB = _chunk_input(sB, B_base, s_B_l, tc, rows, mask_n, STAGED and HAS_B, CHUNK)
+    rC, kC = _chunk_input(sC, C_base, s_C_l, tc, rows, mask_n, STAGED and HAS_C, CHUNK)
+    if STAGED:
+        tl.debug_barrier()
+    k0, kb = _chunk_steps(tc, rows, L, STAGED)
+    return ru, ku, rdt, kdt, rz, kz, rdo, kdo, rB, kB, rC, kC, k0, kb
+
+
+@triton.jit
+def _chunk_steps(tc, rows, L, STAGED: tl.constexpr):
+    """(index of the chunk's first step, bound of the step indices) in what _chunk_input gives."""
+    if STAGED:
+        first = 0
+        bound = rows
+    else:
+        first = tc
+        bound = L
+    return first, bound
+
+
+@triton.jit
 def _step_loads(u_base, dt_base, B_base, C_base, z_base, t, mask_d, mask_n, s_u_l, s_dt_l, s_B_l,
                 s_C_l, s_z_l, L, HAS_C: tl.constexpr, HAS_Z: tl.constexpr):
     """Step t's raw inputs as float32: u, delta (before the bias), B_t, C_t (B_t when HAS_C is off)
@@ -151,4 +244,4 @@ def _combine(a1, b1, a2, b2):
     return a1 * a2, a2 * b1 + b2
 
 
-__all__ = ["LOG2E", "FTZ_EXP2"]
+__all__ = ["LOG2E", "FTZ_EXP2", "STAGE_SLOTS_D", "STAGE_SLOTS_N"]

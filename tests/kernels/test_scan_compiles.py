@@ -6,16 +6,22 @@ import os
 import subprocess
 import sys
 
+import pytest
 
-def test_scan_kernels_compile_for_sm90_without_spills():
+
+@pytest.mark.parametrize("layout, block_d", [("channels-last", "32"), ("time", "16")])
+def test_scan_kernels_compile_for_sm90_without_spills(layout, block_d):
+    """At the tiles the plan picks for each input layout (time-contiguous: the staged kernels)."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     out = subprocess.run([sys.executable, "-m", "mamba_bio_audio.kernels.selective_scan.compile_check",
-                          "--block-d", "32"], capture_output=True, text=True, env=env, timeout=300)
+                          "--block-d", block_d, "--layout", layout], capture_output=True, text=True,
+                         env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     rows = [line.split("|")[1:-1] for line in out.stdout.splitlines()[2:]]
-    assert [r[0].strip() for r in rows] == ["forward", "backward", "segment ends", "segment adjoints",
+    assert [r[1].strip() for r in rows] == ["forward", "backward", "segment ends", "segment adjoints",
                                             "segment carry"]
-    for name, _, registers, spills, loops in rows:
+    for inputs, name, _, registers, spills, loops in rows:
+        assert inputs.strip() == layout
         assert int(spills) == 0, f"{name}: {spills} bytes of register spills"
         assert int(registers) <= 255 and loops.strip() != "-", name
 

@@ -15,7 +15,8 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # (rtol, atol) of the output by input dtype (DESIGN.md); gradients get GRAD_FACTOR times more.
 TOL = {torch.float32: (6e-4, 2e-3), torch.float16: (3e-3, 5e-3), torch.bfloat16: (3e-2, 5e-2)}
 GRAD_FACTOR = 4
-KERNEL_OPTIONS = ("chunk_size", "block_d", "deterministic", "variant", "segments", "num_warps")
+KERNEL_OPTIONS = ("chunk_size", "block_d", "deterministic", "variant", "segments", "num_warps",
+                  "staged")
 NAMES = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state"]
 
 
@@ -105,6 +106,25 @@ def test_matches_reference(L, options):
     softplus = options.pop("softplus")
     inputs = make_inputs(2, 4, L, 4, **options)
     check_against_reference(inputs, delta_softplus=softplus, chunk_size=16)
+
+
+def channels_last(inputs):
+    """The same values with u, delta, z, B and C laid out as the mixer passes them on a GPU: views
+    of (batch, L, channels) memory."""
+    def view(x):
+        return x.transpose(-1, -2).contiguous().transpose(-1, -2) if x is not None and x.dim() >= 3 else x
+    return {k: (view(v) if k in ("u", "delta", "z", "B", "C") else v) for k, v in inputs.items()}
+
+
+@pytest.mark.parametrize("staged", [False, True])
+def test_channels_last_inputs_staged_or_read_step_by_step(staged):
+    """Both ways the recurrent kernels read a chunk's inputs (the plan stages time-contiguous inputs
+    and reads channels-last ones step by step), on channels-last inputs, across segments, a short
+    last chunk, an initial state and the final state's gradient."""
+    inputs = channels_last(make_inputs(2, 8, 45, 4, init=True))
+    assert inputs["u"].stride(1) == 1 and inputs["B"].stride(1) == 1
+    check_against_reference(inputs, delta_softplus=True, chunk_size=8, segments=3, block_d=4,
+                            staged=staged)
 
 
 def test_long_sequence_many_chunks():
