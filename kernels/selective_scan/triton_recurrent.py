@@ -89,7 +89,7 @@ def _bwd_recurrent_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, delta_bias_ptr, seq_ptr,
     states_ptr, dout_ptr, dexit_ptr, scratch_ptr, stage_ptr,
     du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dinit_ptr,
-    dim, L, N: tl.constexpr, dim_per_group, n_chunks, chunks_per_seg,
+    dim, L, N: tl.constexpr, dim_per_group, n_chunks, chunks_per_seg, s_part,
     s_u_b, s_u_d, s_u_l,
     s_dt_b, s_dt_d, s_dt_l,
     s_B_b, s_B_g, s_B_n, s_B_l,
@@ -106,13 +106,14 @@ def _bwd_recurrent_kernel(
 ):
     """dexit (batch, dim, n_seg, N): the adjoint arriving at each segment's last step from its right
     (the final state's gradient for the last segment). dA, dD, dbias are written per (batch row,
-    segment) for a fixed-order sum; dB, dC per channel block (DETERMINISTIC) or by atomics."""
+    segment), one row of s_part elements each, for a fixed-order sum; dB, dC per channel block
+    (DETERMINISTIC) or by atomics."""
     pid_d, b, s, d, n, mask_d, mask_n, mask_nd, g_idx = _program(dim, BLOCK_D, BLOCK_N, N,
                                                                  dim_per_group, STAGED)
     n_seg = tl.num_programs(2)
     A, A2, Dv, bias = _channel_params(A_ptr, D_ptr, delta_bias_ptr, d, n, dim, N, mask_d, mask_nd, HAS_D,
                                       HAS_DELTA_BIAS)
-    part = (b * n_seg + s) * dim + d  # this program's dD, dbias partials (batch x n_seg, dim)
+    part = (b * n_seg + s) * s_part + d  # this program's dD, dbias partials (row of s_part)
     if HAS_DEXIT:
         g = tl.load(dexit_ptr + _state_offsets(d, n, dim, N, b * n_seg + s), mask=mask_nd,
                     other=0.0).to(tl.float32)
@@ -218,7 +219,7 @@ def _bwd_recurrent_kernel(
                 tl.atomic_add(dC_base + t * s_dB_l, dC_t, mask=mask_bn)
             a_next = a
         tl.debug_barrier()
-    tl.store(dA_ptr + _state_offsets(d, n, dim, N, b * n_seg + s), dA_acc, mask=mask_nd)
+    tl.store(dA_ptr + (b * n_seg + s) * s_part + _state_offsets(d, n, dim, N, 0), dA_acc, mask=mask_nd)
     if HAS_INIT:  # a_0 g_0, from the first segment
         tl.store(dinit_ptr + _state_offsets(d, n, dim, N, b), a_next * g, mask=mask_nd & (s == 0))
     if HAS_D:

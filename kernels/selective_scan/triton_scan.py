@@ -24,6 +24,7 @@ SEGMENT_PROGRAMS_PER_SM programs per SM exist. Each extra segment costs one more
 inputs (the local pass) and a step of the boundary pass; one segment is the plain kernel.
 """
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -96,9 +97,7 @@ def _sms(device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 0
 
 
-def plan(batch, dim, L, N, groups, device, *, backward=False, variant=None, block_d=None, chunk=None,
-         segments=None, num_warps=None, stages=None, deterministic=True,
-         channels_last=False, staged=None) -> Plan:
+def plan(batch, dim, L, N, groups, device, **options) -> Plan:
     """Pick the variant, tiles and segment count for one direction of the scan.
 
     Explicit arguments win; None picks: BLOCK_D from the defaults (shrunk so that the
@@ -110,6 +109,15 @@ def plan(batch, dim, L, N, groups, device, *, backward=False, variant=None, bloc
     (triton_steps._stage): a step's values are then one contiguous row, which channels-last
     inputs already are.
     """
+    return _plan(batch, dim, L, N, groups, _sms(device), **options)
+
+
+@functools.lru_cache(maxsize=4096)
+def _plan(batch, dim, L, N, groups, sms, *, backward=False, variant=None, block_d=None, chunk=None,
+          segments=None, num_warps=None, stages=None, deterministic=True, channels_last=False,
+          staged=None) -> Plan:
+    """plan() for a device of `sms` SMs (0: no heuristics), cached: every call of the scan plans
+    both directions, and a training step calls it with the same shapes again and again."""
     variant = variant or DEFAULT_VARIANT
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {', '.join(map(repr, VARIANTS))}, got {variant!r}")
@@ -129,7 +137,6 @@ def plan(batch, dim, L, N, groups, device, *, backward=False, variant=None, bloc
     if groups > 1:
         bd = _pow2_divisor(dim // groups, bd)
     n_chunks = triton.cdiv(L, T)
-    sms = _sms(device)
     if segments is None and sms:
         programs = batch * triton.cdiv(dim, bd)
         if programs < NO_SEGMENTS_PROGRAMS_PER_SM * sms:
@@ -287,7 +294,7 @@ def _fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_soft
         WRITE_STATES=write_states, BLOCK_D=p.block_d, CHUNK=p.chunk, BLOCK_N=p.block_n,
         num_warps=p.num_warps, **_stages(p),
     )
-    return y, final.transpose(1, 2).contiguous(), states
+    return y, final.transpose(1, 2), states  # (batch, dim, N), a view of the kernels' layout
 
 
 def _bwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_softplus, states,
@@ -308,19 +315,18 @@ def _bwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_soft
     du = _empty_like_io(u)  # ddelta and dz take du's layout: the kernel has one set of strides
     ddelta = _empty_like_io(du, dtype=delta.dtype)
     dz = _empty_like_io(du, dtype=z.dtype) if z is not None else None
-    # dA, dD, dbias: one partial per (batch row, segment), summed below in a fixed order
-    dA_part = _empty(batch * p.n_seg, N, dim, like=u, dtype=f32)
-    dD_part = _empty(batch * p.n_seg, dim, like=u, dtype=f32) if D is not None else None
-    dbias_part = _empty(batch * p.n_seg, dim, like=u, dtype=f32) if delta_bias is not None else None
+    # dA, dD, dbias: one row of partials per (batch row, segment), summed below in a fixed order
+    s_part = (N + 2) * dim
+    part = _empty(batch * p.n_seg, s_part, like=u, dtype=f32)
     dinit = _empty(batch, N, dim, like=u, dtype=f32) if initial_state is not None else None
-    # (batch, slices, L, N), N contiguous as each step writes it: one slice per channel block,
-    # summed below in a fixed order (deterministic), or one per group filled by atomics
+    # dB and dC, (2, batch, slices, L, N), N contiguous as each step writes it: one slice per
+    # channel block, summed below in a fixed order (deterministic), or one per group filled by
+    # atomics
     if deterministic:
-        dB = _empty(batch, n_blocks, L, N, like=u, dtype=f32)
-        dC = _empty(batch, n_blocks, L, N, like=u, dtype=f32)
+        dBC = _empty(2, batch, n_blocks, L, N, like=u, dtype=f32)
     else:
-        dB = torch.zeros(batch, groups, L, N, device=dev, dtype=f32)
-        dC = torch.zeros(batch, groups, L, N, device=dev, dtype=f32)
+        dBC = torch.zeros(2, batch, groups, L, N, device=dev, dtype=f32)
+    dB, dC = dBC
     recurrent = p.variant == "recurrent"
     grid = (n_blocks, batch, p.n_seg)
     scratch = ((torch.empty(batch * p.n_seg * n_blocks * p.chunk * p.block_d * p.block_n, device=dev,
@@ -328,8 +334,8 @@ def _bwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_soft
     (_bwd_recurrent_kernel if recurrent else _bwd_tiled_kernel)[grid](
         u, delta, At, B, C, _or(D, u), _or(z, u), _or(delta_bias, u), _or(seq_idx, u),
         states, dout, _or(dexit, u), *scratch,
-        du, ddelta, _or(dz, u), dA_part, dB, dC, _or(dD_part, u), _or(dbias_part, u), _or(dinit, u),
-        dim, L, N, dim // groups, n_chunks, p.chunks_per_seg,
+        du, ddelta, _or(dz, u), part, dB, dC, part[:, N * dim:], part[:, (N + 1) * dim:],
+        _or(dinit, u), dim, L, N, dim // groups, n_chunks, p.chunks_per_seg, s_part,
         *u.stride(), *delta.stride(), *_bc_strides(B), *_bc_strides(C), *_strides(z),
         *_strides(seq_idx, 2), *dout.stride(), *du.stride(), dB.stride(0), dB.stride(1), dB.stride(3), dB.stride(2),
         HAS_D=D is not None, HAS_Z=z is not None, HAS_DELTA_BIAS=delta_bias is not None,
@@ -337,14 +343,15 @@ def _bwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_soft
         HAS_SEQ_IDX=seq_idx is not None, HAS_DEXIT=dexit is not None, DETERMINISTIC=deterministic,
         BLOCK_D=p.block_d, CHUNK=p.chunk, BLOCK_N=p.block_n, num_warps=p.num_warps, **_stages(p),
     )
-    if deterministic:
-        dB = dB.view(batch, groups, n_blocks // groups, L, N).sum(2)
-        dC = dC.view(batch, groups, n_blocks // groups, L, N).sum(2)
-    dB = (dB if B.dim() == 4 else dB[:, 0]).to(B.dtype).transpose(-1, -2)  # as B: (..., N, L)
-    dC = (dC if C.dim() == 4 else dC[:, 0]).to(C.dtype).transpose(-1, -2)
-    dA = dA_part.sum(0).t().to(A.dtype)
-    dD = dD_part.sum(0).to(D.dtype) if D is not None else None
-    dbias = dbias_part.sum(0).to(delta_bias.dtype) if delta_bias is not None else None
+    # each reduction is one op over both tensors (a training step is launch-bound at small sizes)
+    if deterministic and n_blocks > groups:
+        dBC = dBC.view(2, batch, groups, n_blocks // groups, L, N).sum(3)
+    dBC = (dBC if B.dim() == 4 else dBC[:, :, 0]).transpose(-1, -2)  # as B: (..., N, L)
+    dB, dC = dBC.to(B.dtype) if B.dtype == C.dtype else (dBC[0].to(B.dtype), dBC[1].to(C.dtype))
+    part = part.sum(0) if part.shape[0] > 1 else part[0]
+    dA = part[:N * dim].view(N, dim).t().to(A.dtype)
+    dD = part[N * dim:(N + 1) * dim].to(D.dtype) if D is not None else None
+    dbias = part[(N + 1) * dim:].to(delta_bias.dtype) if delta_bias is not None else None
     if dinit is not None:
         dinit = dinit.transpose(1, 2).to(initial_state.dtype)
     return du, ddelta, dA, dB, dC, dD, dz, dbias, dinit
@@ -421,7 +428,7 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, de
                    num_warps=num_warps, stages=num_stages, staged=staged)
     y, final = SelectiveScanTriton.apply(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx,
                                          delta_softplus, deterministic, options)
-    return (y, final) if return_final_state else y
+    return (y, final.contiguous()) if return_final_state else y
 
 
 __all__ = ["selective_scan_triton", "SelectiveScanTriton", "plan", "Plan", "MAX_N", "VARIANTS"]

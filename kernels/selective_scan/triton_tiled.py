@@ -113,7 +113,7 @@ def _bwd_tiled_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, delta_bias_ptr, seq_ptr,
     states_ptr, dout_ptr, dexit_ptr,
     du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dinit_ptr,
-    dim, L, N: tl.constexpr, dim_per_group, n_chunks, chunks_per_seg,
+    dim, L, N: tl.constexpr, dim_per_group, n_chunks, chunks_per_seg, s_part,
     s_u_b, s_u_d, s_u_l,
     s_dt_b, s_dt_d, s_dt_l,
     s_B_b, s_B_g, s_B_n, s_B_l,
@@ -133,7 +133,7 @@ def _bwd_tiled_kernel(
         A_ptr, D_ptr, delta_bias_ptr, dim, N, dim_per_group, HAS_D, HAS_DELTA_BIAS, BLOCK_D, BLOCK_N)
     n_seg = tl.num_programs(2)
     tt = tl.arange(0, CHUNK).to(tl.int64)
-    part = (b * n_seg + s) * dim + d
+    part = (b * n_seg + s) * s_part + d
     if HAS_DEXIT:  # the adjoint arriving at the segment's last step, already through a_{t1}
         carry = tl.load(dexit_ptr + _dn(d, n, dim, N, b * n_seg + s),
                         mask=mask_dn, other=0.0).to(tl.float32)
@@ -218,7 +218,7 @@ def _bwd_tiled_kernel(
         carry = tl.sum(tl.where(first, gs, 0.0), axis=1)  # g at the chunk's first step
         if HAS_INIT:
             dinit = tl.sum(tl.where(first, gs * a, 0.0), axis=1)  # a_0 g_0 after the last chunk
-    tl.store(dA_ptr + _dn(d, n, dim, N, b * n_seg + s), dA_acc, mask=mask_dn)
+    tl.store(dA_ptr + (b * n_seg + s) * s_part + _dn(d, n, dim, N, 0), dA_acc, mask=mask_dn)
     if HAS_INIT:
         tl.store(dinit_ptr + _dn(d, n, dim, N, b), dinit, mask=mask_dn & (s == 0))
     if HAS_D:
