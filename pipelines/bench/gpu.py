@@ -45,6 +45,9 @@ def add_arguments(p):
                    help="scan inputs' memory layout: time-contiguous (batch, dim, L), as mamba_ssm "
                         "takes them, or channels-last, as this project's mixer passes them; the "
                         "peer always gets time-contiguous inputs (default: %(default)s)")
+    p.add_argument("--graph", action="store_true",
+                   help="also time each scan replayed from a CUDA graph (GPU time without the "
+                        "host's launch work; its own columns)")
     p.add_argument("--tune", action="store_true",
                    help="first sweep BLOCK_D, warps, stages and segments at --tune-shapes")
     p.add_argument("--tune-shapes", default=TUNE_SHAPES,
@@ -99,6 +102,20 @@ def _bench(fn, sets, rep=200):
         i[0] += 1
         fn(sets[i[0] % len(sets)])
     return triton.testing.do_bench(call, warmup=25, rep=rep, return_mode="median")
+
+
+def _graph_ms(step, repeat=1):
+    """Median ms of one step() replayed from a CUDA graph (GPU time without the host's launch
+    work): warmed up and captured on a side stream, `repeat` calls per graph."""
+    graph, stream = torch.cuda.CUDAGraph(), torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        step()
+        with torch.cuda.graph(graph, stream=stream):
+            for _ in range(repeat):
+                step()
+    torch.cuda.current_stream().wait_stream(stream)
+    return _bench(lambda _: graph.replay(), [None]) / repeat
 
 
 def _env():
@@ -180,15 +197,29 @@ def _forward_backward(fn):
     return lambda x: f(x).backward(x["dy"])
 
 
+GRAD_INPUTS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+
+
+def _graph_times(fn, x):
+    """(forward, forward + backward) ms of fn on inputs x replayed from CUDA graphs; the backward
+    returns the gradients (torch.autograd.grad) rather than accumulating them into .grad."""
+    f = _forward(fn)
+    with torch.no_grad():
+        fwd = _graph_ms(lambda: f(x))
+    fb = _graph_ms(lambda: torch.autograd.grad(f(x), [x[k] for k in GRAD_INPUTS], x["dy"]))
+    return fwd, fb
+
+
 def _n_sets(batch, dim, L, limit_bytes=8e9):
     """How many input sets to rotate among (fewer for huge shapes, at least 1)."""
     return max(1, min(3, int(limit_bytes // (batch * dim * L * 2 * 8))))
 
 
-def scan_row(shape, N, fl, peer, layout="time"):
+def scan_row(shape, N, fl, peer, layout="time", graph=False):
     """Forward and forward+backward of ours (default plan) and the peer on the same inputs
     (with layout "channels-last", ours reads them channels-last and the peer time-contiguous
-    copies, each kernel's own layout)."""
+    copies, each kernel's own layout). `graph`: also each replayed from a CUDA graph, the GPU's
+    time without the host's launch work."""
     from mamba_bio_audio.kernels.selective_scan.triton_scan import plan, selective_scan_triton
     batch, dim, L = shape
     p = plan(batch, dim, L, N, 1, torch.device("cuda"), channels_last=layout != "time")
@@ -213,6 +244,8 @@ def scan_row(shape, N, fl, peer, layout="time"):
         torch.cuda.reset_peak_memory_stats()
         row[f"{name}_fwd_bwd_ms"] = _bench(_forward_backward(fn), these)
         row[f"{name}_fwd_bwd_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        if graph:
+            row[f"{name}_fwd_graph_ms"], row[f"{name}_fwd_bwd_graph_ms"] = _graph_times(fn, these[0])
         del these
     del sets
     bytes_ms, sfu_ms = floors(batch, dim, L, N, fl)
@@ -221,6 +254,9 @@ def scan_row(shape, N, fl, peer, layout="time"):
     if peer:
         row["fwd_ratio"] = row["ours_fwd_ms"] / row["peer_fwd_ms"]
         row["fwd_bwd_ratio"] = row["ours_fwd_bwd_ms"] / row["peer_fwd_bwd_ms"]
+        if graph:
+            row["fwd_graph_ratio"] = row["ours_fwd_graph_ms"] / row["peer_fwd_graph_ms"]
+            row["fwd_bwd_graph_ratio"] = row["ours_fwd_bwd_graph_ms"] / row["peer_fwd_bwd_graph_ms"]
     return row
 
 
@@ -230,6 +266,9 @@ def scan_table(rows):
     head = ["batch x dim", "L", "segments", "ours fwd ms"] + (["mamba_ssm fwd ms", "fwd ratio"] if peer else [])
     head += ["ours f+b ms"] + (["mamba_ssm f+b ms", "f+b ratio"] if peer else [])
     head += ["floor ms (bytes / exp)", "fwd / floor", "ours f+b GiB"] + (["mamba_ssm f+b GiB"] if peer else [])
+    graph = any("ours_fwd_graph_ms" in r for r in rows)
+    if graph:
+        head += ["ours fwd / f+b ms, graph"] + (["mamba_ssm fwd / f+b ms, graph", "graph ratios"] if peer else [])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         if "error" in r:
@@ -245,6 +284,11 @@ def scan_table(rows):
                   f"{r['ours_fwd_bwd_peak_gib']:.2f}"]
         if peer:
             cells.append(f"{r['peer_fwd_bwd_peak_gib']:.2f}")
+        if graph:
+            cells.append(f"{r['ours_fwd_graph_ms']:.3f} / {r['ours_fwd_bwd_graph_ms']:.3f}")
+            if peer:
+                cells += [f"{r['peer_fwd_graph_ms']:.3f} / {r['peer_fwd_bwd_graph_ms']:.3f}",
+                          f"{r['fwd_graph_ratio']:.2f} / {r['fwd_bwd_graph_ratio']:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -253,7 +297,7 @@ def run_scan(args, fl, peer):
     rows = []
     for shape in parse_shapes(args.shapes, 3, "--shapes"):
         try:
-            row = scan_row(shape, args.state, fl, peer, args.layout)
+            row = scan_row(shape, args.state, fl, peer, args.layout, args.graph)
         except torch.cuda.OutOfMemoryError:
             row = dict(batch=shape[0], dim=shape[1], L=shape[2], error="out of memory")
         rows.append(row)
@@ -348,13 +392,7 @@ def run_decode(args):
         step = lambda: selective_state_update_triton(st, s0["x"], s0["dt"], A, s0["B"], s0["C"], Dv,  # noqa: E731
                                                      s0["z"], bias, True)
         step()
-        graph, stream = torch.cuda.CUDAGraph(), torch.cuda.Stream()
-        with torch.cuda.stream(stream):
-            step()
-            with torch.cuda.graph(graph, stream=stream):
-                for _ in range(100):
-                    step()
-        ms_graph = _bench(lambda _: graph.replay(), [None]) / 100
+        ms_graph = _graph_ms(step, repeat=100)
         out.append(dict(op="selective_state_update", batch=batch, dim=D, N=N, us_per_step=ms * 1e3,
                         us_per_step_cuda_graph=ms_graph * 1e3))
         print(f"decode kernel batch {batch} x {D}: {ms * 1e3:.2f} us/step eager, "

@@ -50,7 +50,11 @@ def test_tables_show_ratios_only_with_a_peer():
     peer = dict(row, peer_fwd_ms=1.0, peer_fwd_bwd_ms=1.0, peer_fwd_bwd_peak_gib=0.2, fwd_ratio=0.5,
                 fwd_bwd_ratio=2.0)
     both = bench_gpu.scan_table([peer])
-    assert "| 0.500 | 1.000 | 0.50 | 2.000 | 1.000 | 2.00 |" in both
+    assert "| 0.500 | 1.000 | 0.50 | 2.000 | 1.000 | 2.00 |" in both and "graph" not in both
+    graph = bench_gpu.scan_table([dict(peer, ours_fwd_graph_ms=0.2, ours_fwd_bwd_graph_ms=0.6,
+                                       peer_fwd_graph_ms=0.4, peer_fwd_bwd_graph_ms=0.5,
+                                       fwd_graph_ratio=0.5, fwd_bwd_graph_ratio=1.2)])
+    assert "| 0.200 / 0.600 | 0.400 / 0.500 | 0.50 / 1.20 |" in graph.splitlines()[-1]
     models = bench_gpu.model_table([dict(model="dna-small", batch=1, L=131072, ours_tokens_per_s=2e6,
                                          ours_peak_gib=1.0, peer_tokens_per_s=1e6)])
     assert "| dna-small | 1 x 131072 | 2.000M | 1.00 | 1.000M | 2.00 |" in models
