@@ -7,6 +7,10 @@ the backward. Backward: for each chunk of the segment, last first, rerun the chu
 saved state into a per-program scratch (CHUNK, BLOCK_N, BLOCK_D), then walk it backwards with the
 adjoint g_t = a_{t+1} g_{t+1} + C_t dy_t in registers, starting from the segment's exit adjoint.
 Every gradient is formed from (h_t, g_t), using a_t h_{t-1} = h_t - (Δ u)_t B_t.
+
+STAGED (time-contiguous inputs, see plan()): each chunk's inputs are first copied into the
+program's stage (triton_steps._chunk_inputs) and the steps read them from there; otherwise the
+steps read global memory directly, which is the faster way for channels-last inputs.
 """
 
 import triton

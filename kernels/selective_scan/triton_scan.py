@@ -2,7 +2,8 @@
 
 Layout (one algorithm a file, as fla's ``ops/<op>/``):
 
-- ``triton_steps.py``: the shared ``@triton.jit`` pieces (program set-up, Δ, decay, gate).
+- ``triton_steps.py``: the shared ``@triton.jit`` pieces (program set-up, staging a chunk's
+  inputs, Δ, decay, gate).
 - ``triton_recurrent.py``: variant "recurrent", one time step per loop iteration, the state in
   registers (the default: fastest on an H100, docs/kernel_tuning_notes.md).
 - ``triton_tiled.py``: variant "tiled", each chunk solved at once by ``tl.associative_scan``.
