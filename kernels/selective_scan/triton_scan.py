@@ -169,6 +169,8 @@ def _bc_strides(M):
 def _empty_like_io(x, dtype=None):
     """An uninitialised (batch, dim, L) output laid out in memory as x is (time-contiguous, or
     channels-last as the mixer's delta and z are), so that it is written as x is read."""
+    if x.stride(2) == 1 and x.stride(1) >= x.shape[2] and x.stride(0) >= x.stride(1) * x.shape[1]:
+        return _empty(*x.shape, like=x, dtype=dtype)  # time-contiguous
     order = sorted(range(3), key=lambda i: -x.stride(i))
     out = _empty(*(x.shape[i] for i in order), like=x, dtype=dtype)
     return out.permute(*sorted(range(3), key=order.index))
@@ -191,9 +193,10 @@ def _groups(M) -> int:
 
 
 def _segment_pass_buffers(x, N, p: Plan):
-    """The two (batch, n_seg - 1, N, dim) fp32 outputs of a segment-local pass, and its grid."""
+    """The two (batch, n_seg - 1, N, dim) fp32 outputs of a segment-local pass (one allocation),
+    and its grid."""
     batch, dim, _ = x.shape
-    out = [_empty(batch, p.n_seg - 1, N, dim, like=x, dtype=torch.float32) for _ in range(2)]
+    out = _empty(2, batch, p.n_seg - 1, N, dim, like=x, dtype=torch.float32)
     return (*out, (triton.cdiv(dim, p.block_d), batch, p.n_seg - 1))
 
 
@@ -267,14 +270,15 @@ def _carry(x0, P, E, p: Plan, reverse):
 
 
 def _fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_softplus, write_states,
-         p: Plan):
-    """y, final state, chunk-entry states (or None) for launch plan p."""
+         p: Plan, At=None):
+    """y, final state, chunk-entry states (or None) for launch plan p. At: A^T contiguous, (N, dim),
+    if the caller has it (the autograd function makes it once for both directions)."""
     batch, dim, L = u.shape
     B, C = _n_contiguous(B), _n_contiguous(C)
     N = A.shape[1]
     groups = _groups(B)
     n_chunks = triton.cdiv(L, p.chunk)
-    At = A.t().contiguous()
+    At = A.t().contiguous() if At is None else At
     init = initial_state.transpose(1, 2).contiguous() if initial_state is not None else None
     if p.n_seg > 1:
         init = _segment_entry_states(u, delta, At, B, delta_bias, seq_idx, init, delta_softplus, p)
@@ -299,8 +303,8 @@ def _fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_soft
 
 
 def _bwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_softplus, states,
-         dout, dfinal, deterministic, p: Plan):
-    """Every input's gradient for launch plan p (p.chunk must be the forward's)."""
+         dout, dfinal, deterministic, p: Plan, At=None):
+    """Every input's gradient for launch plan p (p.chunk must be the forward's); At as in _fwd."""
     batch, dim, L = u.shape
     B, C = _n_contiguous(B), _n_contiguous(C)
     N = A.shape[1]
@@ -308,7 +312,7 @@ def _bwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_soft
     n_chunks = states.shape[1]
     n_blocks = triton.cdiv(dim, p.block_d)
     dev, f32 = u.device, torch.float32
-    At = A.t().contiguous()
+    At = A.t().contiguous() if At is None else At
     dexit = dfinal.transpose(1, 2).contiguous() if dfinal is not None else None
     if p.n_seg > 1:
         dexit = _segment_exit_adjoints(delta, At, C, z, delta_bias, seq_idx, dout, dexit,
@@ -370,9 +374,10 @@ class SelectiveScanTriton(torch.autograd.Function):
                  **options)
         B, C = _n_contiguous(B), _n_contiguous(C)
         write_states = any(ctx.needs_input_grad[:9])  # forward itself runs under no_grad
+        At = A.t().contiguous()
         y, final, states = _fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx,
-                                delta_softplus, write_states, p)
-        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, states)
+                                delta_softplus, write_states, p, At)
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, states, At)
         ctx.delta_softplus, ctx.deterministic = delta_softplus, deterministic
         ctx.options = dict(options, chunk=p.chunk)
         ctx.set_materialize_grads(False)
@@ -380,7 +385,7 @@ class SelectiveScanTriton(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy, dfinal):
-        u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, states = ctx.saved_tensors
+        u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, states, At = ctx.saved_tensors
         if dy is None:
             dy = torch.zeros_like(u)
         batch, dim, L = u.shape
@@ -388,8 +393,7 @@ class SelectiveScanTriton(torch.autograd.Function):
         p = plan(batch, dim, L, A.shape[1], groups, u.device, backward=True,
                  deterministic=ctx.deterministic, channels_last=_channels_last(u), **ctx.options)
         grads = _bwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, ctx.delta_softplus,
-                     states, dy, dfinal,
-                     ctx.deterministic, p)
+                     states, dy, dfinal, ctx.deterministic, p, At)
         return (*grads, None, None, None, None)
 
 
