@@ -252,9 +252,11 @@ def user_files(folder: Path) -> None:
                 (benchmark / split / label / f"{i}.txt").write_text(dna(500))
 
 
-# warnings an example may print: the bundled UCI splice data holds 4 IUPAC codes (D, N, S, R in
-# the original), read as N, which its classify run says once per split
-EXPECTED_WARNINGS = ("character(s) other than A, C, G, T, N",)
+# warnings an example may print, about the bundled data: the UCI splice data holds 4 IUPAC codes
+# (D, N, S, R in the original), read as N, said once per split; a file resampled to the config's
+# rate (the 8 kHz digits for classify_digits_waveform's 2 kHz, the long recordings for finetune),
+# said once per rate
+EXPECTED_WARNINGS = ("character(s) other than A, C, G, T, N", "resampling to")
 
 
 def run_example(command: str, workspace: dict, capsys) -> None:
