@@ -26,7 +26,6 @@ from mamba_bio_audio.pipelines.common.model_files import save_tokenizer
 from mamba_bio_audio.pipelines.common.run_config import DataConfig
 
 transformers.logging.set_verbosity_error()
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 RTOL = 1e-5  # of the largest logit, fp32 (measured: ~1e-6 of logits up to ~5; printed by
 # test_logits_and_greedy_generation_match_transformers with pytest -s)
 

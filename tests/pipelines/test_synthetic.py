@@ -18,8 +18,6 @@ from mamba_bio_audio.pipelines.common.run_config import builtin_configs, first_c
 from mamba_bio_audio.pipelines.training.losses import answer_loss
 from mamba_bio_audio.pipelines.training.trainer import Trainer
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
-
 
 def tiny_model(**kw) -> MambaLM:
     torch.manual_seed(0)
