@@ -30,6 +30,7 @@ from mamba_bio_audio.config import MambaConfig, apply_overrides, from_dict, load
 from mamba_bio_audio.data.synthetic import IGNORE, SyntheticTask
 from mamba_bio_audio.errors import ConfigError
 
+from .common.arguments import positive_int
 from .common.figures import figure
 from .common.outputs import check_new_run_dir, write_output, write_summary
 from .common.run_config import config_path
@@ -250,8 +251,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None,
                         help="built-in config name or YAML file (default: synthetic_<task>)")
     parser.add_argument("--out", default=None, help="run folder (default: runs/synthetic-<time>)")
-    parser.add_argument("--jobs", type=int, default=1,
-                        help="train this many variants at once, one process each (CPU)")
+    parser.add_argument("--jobs", type=positive_int, default=1,
+                        help="train this many variants at once, one process each (CPU) (default: %(default)s)")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="override config fields, e.g. model.selective=false train.steps=500 "
                              "'data.test_lengths=[256,4096]'")

@@ -21,18 +21,19 @@ import tempfile
 import time
 from pathlib import Path
 
+from mamba_bio_audio.pipelines.common.arguments import positive_float, positive_int
 from mamba_bio_audio.pipelines.common.outputs import write_output
 
 
 def add_arguments(p):
     p.add_argument("--procs", default="1,2,4", help="comma list of process counts (default: %(default)s)")
-    p.add_argument("--budget-mib", type=float, default=256.0,
+    p.add_argument("--budget-mib", type=positive_float, default=256.0,
                    help="peak resident memory growth allowed per process, MiB (default: %(default)s)")
-    p.add_argument("--start-length", type=int, default=4096,
+    p.add_argument("--start-length", type=positive_int, default=4096,
                    help="first sequence length tried; doubles from there (default: %(default)s)")
-    p.add_argument("--max-length", type=int, default=1 << 22, help="stop doubling here (default: %(default)s)")
-    p.add_argument("--d-model", type=int, default=64, help="model width (default: %(default)s)")
-    p.add_argument("--n-layer", type=int, default=2, help="model depth (default: %(default)s)")
+    p.add_argument("--max-length", type=positive_int, default=1 << 22, help="stop doubling here (default: %(default)s)")
+    p.add_argument("--d-model", type=positive_int, default=64, help="model width (default: %(default)s)")
+    p.add_argument("--n-layer", type=positive_int, default=2, help="model depth (default: %(default)s)")
     p.add_argument("--out", default="bench_context.json", help="JSON results file (default: %(default)s)")
 
 
@@ -109,7 +110,11 @@ def main(args) -> int:
             if length % n:
                 length *= 2
                 continue
-            m = measure(n, length, args.d_model, args.n_layer)
+            try:
+                m = measure(n, length, args.d_model, args.n_layer)
+            except RuntimeError as exc:  # the job's last line, e.g. out of memory
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
             print(f"{n} processes, L={length:,}: peak {m['peak_mib']:.0f} MiB per process, "
                   f"step {m['step_s']:.2f} s", flush=True)
             if m["peak_mib"] > args.budget_mib:

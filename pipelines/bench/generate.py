@@ -28,6 +28,7 @@ import torch
 
 from mamba_bio_audio import MambaConfig, MambaLM
 from mamba_bio_audio.generation import GraphedStep, sample_next
+from mamba_bio_audio.pipelines.common.arguments import non_negative_int, positive_int
 
 MODELS = {"isotropic": "dna-small", "unet": "audio-unet"}
 
@@ -35,16 +36,18 @@ MODELS = {"isotropic": "dna-small", "unet": "audio-unet"}
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS),
                         help="backbones to time: isotropic (preset dna-small), unet (audio-unet)")
-    parser.add_argument("--positions", nargs="+", type=int, default=[1024, 16384, 65536],
+    parser.add_argument("--positions", nargs="+", type=non_negative_int, default=[1024, 16384, 65536],
                         help="positions to prime the state to before timing")
-    parser.add_argument("--steps", type=int, default=1024,
+    parser.add_argument("--steps", type=positive_int, default=1024,
                         help="timed steps per position (rounded up to whole pooling windows)")
-    parser.add_argument("--warmup", type=int, default=32, help="untimed steps per position")
-    parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--prime-chunk", type=int, default=8192,
+    parser.add_argument("--warmup", type=non_negative_int, default=32,
+                        help="untimed steps per position (default: %(default)s)")
+    parser.add_argument("--batch-size", type=positive_int, default=1,
+                        help="sequences decoded at once (default: %(default)s)")
+    parser.add_argument("--prime-chunk", type=positive_int, default=8192,
                         help="tokens per parallel forward call while priming")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--threads", type=positive_int, default=1,
                         help="CPU threads (one step's ops are too small to gain from more)")
     parser.add_argument("--no-cuda-graph", action="store_true",
                         help="on CUDA, time only eager steps (not their CUDA-graph replay)")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from ..common.arguments import positive_float, positive_int
 from ..common.outputs import write_output
 from .gpu_models import model_table, run_models  # noqa: F401 (model_table: tests use it here)
 
@@ -40,7 +41,7 @@ def add_arguments(p):
                         "selective_scan_cuda.so): adds its columns and ours/peer ratios")
     p.add_argument("--shapes", default=DEFAULT_SHAPES,
                    help="comma list of BATCHxDIMxL scan shapes (default: the issue-13 set)")
-    p.add_argument("--state", type=int, default=16, help="state size N (default: %(default)s)")
+    p.add_argument("--state", type=positive_int, default=16, help="state size N (default: %(default)s)")
     p.add_argument("--layout", choices=("time", "channels-last"), default="time",
                    help="scan inputs' memory layout: time-contiguous (batch, dim, L), as mamba_ssm "
                         "takes them, or channels-last, as this project's mixer passes them; the "
@@ -56,7 +57,7 @@ def add_arguments(p):
                    help="comma list of: scan,decode,models (default: %(default)s)")
     p.add_argument("--model-rows", default=DEFAULT_MODEL_ROWS,
                    help="comma list of PRESET:BATCHxL training steps to time (default: %(default)s)")
-    p.add_argument("--budget-s", type=float, default=1e9, help="skip parts that start after this")
+    p.add_argument("--budget-s", type=positive_float, default=1e9, help="skip parts that start after this")
 
 
 def parse_shapes(text, n_fields, option):

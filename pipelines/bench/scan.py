@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ...kernels.selective_scan import selective_scan, triton_available
+from ..common.arguments import non_negative_int, positive_float, positive_int
 
 DEFAULT_LENGTHS = (1024, 4096, 16384, 65536)
 
@@ -217,23 +218,27 @@ def _fmt_bytes(b):
 
 
 def add_arguments(parser):
-    parser.add_argument("--lengths", type=int, nargs="+", default=list(DEFAULT_LENGTHS),
+    parser.add_argument("--lengths", type=positive_int, nargs="+", default=list(DEFAULT_LENGTHS),
                         help="sequence lengths of the batch-1 rows (default: %(default)s)")
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--dim", type=int, default=256)
-    parser.add_argument("--state", type=int, default=16, help="N, the state size")
-    parser.add_argument("--wide", type=int, nargs=3, default=[4, 512, 4096],
+    parser.add_argument("--batch", type=positive_int, default=1,
+                        help="batch of the batch-1 rows' table (default: %(default)s)")
+    parser.add_argument("--dim", type=positive_int, default=256,
+                        help="channels (d_inner) of those rows (default: %(default)s)")
+    parser.add_argument("--state", type=positive_int, default=16,
+                        help="N, the state size (default: %(default)s)")
+    parser.add_argument("--wide", type=non_negative_int, nargs=3, default=[4, 512, 4096],
                         metavar=("BATCH", "DIM", "L"),
                         help="the wider row (default: %(default)s); --wide 0 0 0 leaves it out")
     parser.add_argument("--backends", nargs="+", default=None,
                         help="implementations to run (default: materialising, torch, and triton "
                              "plus sdpa on CUDA); 'reference' is the slow oracle loop")
-    parser.add_argument("--repeats", type=int, default=3, help="timed calls per CPU measurement")
+    parser.add_argument("--repeats", type=positive_int, default=3,
+                        help="timed calls per CPU measurement (default: %(default)s)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--json", default="bench_scan.json", help="where to write the results")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--threads", type=positive_int, default=None,
                         help="torch intra-op threads for the CPU measurements (default: torch's)")
-    parser.add_argument("--timeout", type=float, default=1800,
+    parser.add_argument("--timeout", type=positive_float, default=1800,
                         help="seconds allowed for one CPU measurement")
 
 

@@ -95,3 +95,16 @@ def test_bundled_clips_read_cleanly():
         for path in sorted(FSDD_DIR.glob("0_*_1.flac")):
             wave, rate = read_audio(path)
             assert rate == 8000 and 0 < wave.abs().max() <= 1.0
+
+
+@pytest.mark.parametrize("subtype, step", [("PCM_24", 2.0 ** -23), ("PCM_U8", 2.0 ** -7),
+                                           ("PCM_16", 2.0 ** -15), ("DOUBLE", 1e-12)])
+def test_wav_sample_formats_real_recorders_write(tmp_path, subtype, step):
+    """24-bit (field recorders), unsigned 8-bit (old telephony corpora), 16-bit and float WAVs
+    read as the same float waveform, to within each format's quantization step."""
+    x = tone(0.25)
+    path = tmp_path / f"{subtype}.wav"
+    sf.write(path, x, 8000, subtype=subtype)
+    wave, rate = read_audio(path)
+    assert rate == 8000 and wave.dtype == torch.float32 and wave.shape == (len(x),)
+    assert float((wave - torch.from_numpy(x)).abs().max()) <= step
