@@ -103,7 +103,7 @@ def main(args) -> int:
     rate_key = "samples_per_second" if is_audio else "tokens_per_second"
     print(f"generate finished: {args.n * new:,} tokens in {wall:.1f} s ({summary[rate_key]:,.0f}/s); "
           f"step time {summary['step_ms_start']:.2f} ms at the start, "
-          f"{summary['step_ms_end']:.2f} ms at the end\n  files: {', '.join(summary['files'])}\n"
+          f"{summary['step_ms_end']:.2f} ms at the end\n  files: {file_list(summary['files'])}\n"
           f"  summary: {out_dir}/summary.json")
     return 0
 
@@ -179,6 +179,14 @@ def write_fasta(ids: torch.Tensor, tok, path: Path) -> str:
         lines += [seq[j:j + 80] for j in range(0, len(seq), 80)]
     write_output(path, "\n".join(lines) + "\n")
     return str(path)
+
+
+def file_list(files: list[str], show: int = 3) -> str:
+    """The written files for the console: all of a few, else the first ones, the last and a count
+    (summary.json lists every one)."""
+    if len(files) <= show + 1:
+        return ", ".join(files)
+    return f"{', '.join(files[:show])}, ..., {files[-1]} ({len(files)} files)"
 
 
 def write_audio_outputs(ids: torch.Tensor, tok, rate: int, out_dir: Path) -> list[str]:

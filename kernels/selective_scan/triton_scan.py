@@ -95,7 +95,14 @@ def _pow2_divisor(x: int, cap: int) -> int:
 
 def _sms(device) -> int:
     """Streaming multiprocessors of a CUDA device; 0 elsewhere (the interpreter: no heuristics)."""
-    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 0
+    return _cuda_sms(device.index if device.index is not None else torch.cuda.current_device()) \
+        if device.type == "cuda" else 0
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_sms(index: int) -> int:
+    """Cached: get_device_properties costs tens of microseconds of host time a call."""
+    return torch.cuda.get_device_properties(index).multi_processor_count
 
 
 def plan(batch, dim, L, N, groups, device, **options) -> Plan:

@@ -46,12 +46,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sequences decoded at once (default: %(default)s)")
     parser.add_argument("--prime-chunk", type=positive_int, default=8192,
                         help="tokens per parallel forward call while priming")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="cpu, cuda or cuda:N")
     parser.add_argument("--threads", type=positive_int, default=1,
                         help="CPU threads (one step's ops are too small to gain from more)")
     parser.add_argument("--no-cuda-graph", action="store_true",
                         help="on CUDA, time only eager steps (not their CUDA-graph replay)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights and tokens")
     parser.add_argument("--json", type=Path, default=Path("bench_generate.json"),
                         help="where to write the results")
 

@@ -234,7 +234,8 @@ def add_arguments(parser):
                              "plus sdpa on CUDA); 'reference' is the slow oracle loop")
     parser.add_argument("--repeats", type=positive_int, default=3,
                         help="timed calls per CPU measurement (default: %(default)s)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="where to time: auto is CUDA if present, else the CPU")
     parser.add_argument("--json", default="bench_scan.json", help="where to write the results")
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="torch intra-op threads for the CPU measurements (default: torch's)")
