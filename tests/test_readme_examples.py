@@ -160,6 +160,17 @@ SLOW = {
     "classify --config classify_genomic_benchmark --out runs/gb-nontata-rc train.steps=160 "
     "train.batch_size=16 train.eval_every=80 train.warmup_steps=16 train.progress=false "
     "model.rc_equivariant=true --no-baseline": 58,
+    "classify --config classify_genomic_benchmark --out runs/gb-enh-plain train.steps=160 "
+    "train.batch_size=16 train.eval_every=80 train.warmup_steps=16 train.progress=false "
+    "data.path=human_enhancers_cohn data.seq_len=500": 53,
+    "classify --config classify_genomic_benchmark --out runs/gb-enh-ph train.steps=160 "
+    "train.batch_size=16 train.eval_every=80 train.warmup_steps=16 train.progress=false "
+    "data.path=human_enhancers_cohn data.seq_len=500 "
+    "data.rc_augment=true data.rc_test=true --no-baseline": 57,
+    "classify --config classify_genomic_benchmark --out runs/gb-enh-rc train.steps=160 "
+    "train.batch_size=16 train.eval_every=80 train.warmup_steps=16 train.progress=false "
+    "data.path=human_enhancers_cohn data.seq_len=500 "
+    "model.rc_equivariant=true --no-baseline": 78,
     "bench context --procs 1,2,4 --budget-mib 96": 62,
     "bench scan --threads 1": 33,
 }
