@@ -10,6 +10,8 @@ Layout (one algorithm a file, as fla's ``ops/<op>/``):
 - ``triton_segments.py``: parallelism along L. The sequence is cut into segments of whole chunks;
   every segment runs at once from its entry state, found by a short pass over segment boundaries
   (and the mirror image for the adjoint in backward).
+- ``triton_reduce.py``: the backward's fixed-order sums of per-program partials (dB, dC, dA, dD,
+  dΔ-bias), one launch.
 - this file: the plan (variant, tiles, segments), the launchers (``_fwd``, ``_bwd``), the autograd
   ``SelectiveScanTriton`` and ``selective_scan_triton``.
 
@@ -32,6 +34,7 @@ import torch
 import triton
 
 from .triton_recurrent import _bwd_recurrent_kernel, _fwd_recurrent_kernel
+from .triton_reduce import REDUCE_BLOCK, _bwd_reduce_kernel
 from .triton_segments import _segment_carry_kernel, _segment_end_kernel, _segment_start_adjoint_kernel
 from .triton_steps import STAGE_SLOTS_D, STAGE_SLOTS_N
 from .triton_tiled import _bwd_tiled_kernel, _fwd_tiled_kernel
@@ -355,15 +358,19 @@ def _bwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_soft
         HAS_SEQ_IDX=seq_idx is not None, HAS_DEXIT=dexit is not None, DETERMINISTIC=deterministic,
         BLOCK_D=p.block_d, CHUNK=p.chunk, BLOCK_N=p.block_n, num_warps=p.num_warps, **_stages(p),
     )
-    # each reduction is one op over both tensors (a training step is launch-bound at small sizes)
-    if deterministic and n_blocks > groups:
-        dBC = dBC.view(2, batch, groups, n_blocks // groups, L, N).sum(3)
-    dBC = (dBC if B.dim() == 4 else dBC[:, :, 0]).transpose(-1, -2)  # as B: (..., N, L)
-    dB, dC = dBC.to(B.dtype) if B.dtype == C.dtype else (dBC[0].to(B.dtype), dBC[1].to(C.dtype))
-    part = part.sum(0) if part.shape[0] > 1 else part[0]
-    dA = part[:N * dim].view(N, dim).t().to(A.dtype)
-    dD = part[N * dim:(N + 1) * dim].to(D.dtype) if D is not None else None
-    dbias = part[(N + 1) * dim:].to(delta_bias.dtype) if delta_bias is not None else None
+    # every partial summed (in a fixed order) and cast in one launch (triton_reduce.py)
+    k = n_blocks // groups if deterministic else 1
+    dBC_out = _empty(2, batch, groups, L, N, like=u, dtype=B.dtype if B.dtype == C.dtype else f32)
+    sums = _empty(s_part, like=u, dtype=f32)
+    n_bc = dBC_out.numel()
+    _bwd_reduce_kernel[(triton.cdiv(n_bc, REDUCE_BLOCK) + triton.cdiv(s_part, REDUCE_BLOCK),)](
+        dBC, part, dBC_out, sums, n_bc, L * N, k, s_part, part.shape[0], dim, N,
+        BLOCK=REDUCE_BLOCK, num_warps=4)
+    dBC = (dBC_out if B.dim() == 4 else dBC_out[:, :, 0]).transpose(-1, -2)  # as B: (..., N, L)
+    dB, dC = dBC if B.dtype == C.dtype else (dBC[0].to(B.dtype), dBC[1].to(C.dtype))
+    dA = sums[:N * dim].view(dim, N).to(A.dtype)
+    dD = sums[N * dim:(N + 1) * dim].to(D.dtype) if D is not None else None
+    dbias = sums[(N + 1) * dim:].to(delta_bias.dtype) if delta_bias is not None else None
     if dinit is not None:
         dinit = dinit.transpose(1, 2).to(initial_state.dtype)
     return du, ddelta, dA, dB, dC, dD, dz, dbias, dinit
