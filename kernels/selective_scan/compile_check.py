@@ -24,10 +24,11 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from . import triton_recurrent, triton_segments
+from . import triton_recurrent, triton_reduce, triton_segments
+from .triton_reduce import REDUCE_WARPS
 
 BF16_ARGS = {"u_ptr", "delta_ptr", "B_ptr", "C_ptr", "z_ptr", "y_ptr", "dout_ptr", "du_ptr",
-             "ddelta_ptr", "dz_ptr"}
+             "ddelta_ptr", "dz_ptr", "dBC_out_ptr"}
 # unit strides of each input layout: channels-last u, delta, z, y and their gradients (what the
 # models pass on a GPU; the kernels read them step by step) or time-contiguous ones (mamba_ssm's
 # convention; the kernels stage each chunk, STAGED), B and C with the state axis contiguous
@@ -55,6 +56,7 @@ def kernels(block_d, staged=False):
         COMMON, HAS_Z=True, BLOCK_D=block_d, STAGED=staged)
     yield "segment carry", triton_segments._segment_carry_kernel, dict(
         N=16, BLOCK_N=16, HAS_X0=True, REVERSE=False, BLOCK_D=32)
+    yield "partial sums", triton_reduce._bwd_reduce_kernel, dict(N=16, BLOCK=triton_reduce.REDUCE_BLOCK)
 
 
 def _tool(name):
@@ -126,8 +128,9 @@ def main(argv=None) -> int:
     for layout in args.layout:
         for bd in args.block_d:
             for name, kernel, constexprs in kernels(bd, staged=layout == "time"):
-                r = compile_kernel(kernel, constexprs, args.arch, layout=layout)
-                print(f"| {layout} | {name} | {constexprs['BLOCK_D']} | {r['registers']} | "
+                warps = REDUCE_WARPS if kernel is triton_reduce._bwd_reduce_kernel else 1
+                r = compile_kernel(kernel, constexprs, args.arch, warps, layout)
+                print(f"| {layout} | {name} | {constexprs.get('BLOCK_D', '-')} | {r['registers']} | "
                       f"{r['spills']} | {', '.join(map(str, r['loops'])) or '-'} |", flush=True)
     return 0
 

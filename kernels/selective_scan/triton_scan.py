@@ -34,7 +34,7 @@ import torch
 import triton
 
 from .triton_recurrent import _bwd_recurrent_kernel, _fwd_recurrent_kernel
-from .triton_reduce import REDUCE_BLOCK, _bwd_reduce_kernel
+from .triton_reduce import REDUCE_BLOCK, REDUCE_WARPS, _bwd_reduce_kernel
 from .triton_segments import _segment_carry_kernel, _segment_end_kernel, _segment_start_adjoint_kernel
 from .triton_steps import STAGE_SLOTS_D, STAGE_SLOTS_N
 from .triton_tiled import _bwd_tiled_kernel, _fwd_tiled_kernel
@@ -365,7 +365,7 @@ def _bwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_soft
     n_bc = dBC_out.numel()
     _bwd_reduce_kernel[(triton.cdiv(n_bc, REDUCE_BLOCK) + triton.cdiv(s_part, REDUCE_BLOCK),)](
         dBC, part, dBC_out, sums, n_bc, L * N, k, s_part, part.shape[0], dim, N,
-        BLOCK=REDUCE_BLOCK, num_warps=4)
+        BLOCK=REDUCE_BLOCK, num_warps=REDUCE_WARPS)
     dBC = (dBC_out if B.dim() == 4 else dBC_out[:, :, 0]).transpose(-1, -2)  # as B: (..., N, L)
     dB, dC = dBC if B.dtype == C.dtype else (dBC[0].to(B.dtype), dBC[1].to(C.dtype))
     dA = sums[:N * dim].view(dim, N).to(A.dtype)

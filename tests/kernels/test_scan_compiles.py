@@ -19,7 +19,7 @@ def test_scan_kernels_compile_for_sm90_without_spills(layout, block_d):
     assert out.returncode == 0, out.stderr[-2000:]
     rows = [line.split("|")[1:-1] for line in out.stdout.splitlines()[2:]]
     assert [r[1].strip() for r in rows] == ["forward", "backward", "segment ends", "segment adjoints",
-                                            "segment carry"]
+                                            "segment carry", "partial sums"]
     for inputs, name, _, registers, spills, loops in rows:
         assert inputs.strip() == layout
         assert int(spills) == 0, f"{name}: {spills} bytes of register spills"
