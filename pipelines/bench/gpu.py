@@ -48,7 +48,8 @@ def add_arguments(p):
                         "peer always gets time-contiguous inputs (default: %(default)s)")
     p.add_argument("--graph", action="store_true",
                    help="also time each scan replayed from a CUDA graph (GPU time without the "
-                        "host's launch work; its own columns)")
+                        "host's launch work; its own columns), and each model row's whole "
+                        "training step captured in one")
     p.add_argument("--tune", action="store_true",
                    help="first sweep BLOCK_D, warps, stages and segments at --tune-shapes")
     p.add_argument("--tune-shapes", default=TUNE_SHAPES,

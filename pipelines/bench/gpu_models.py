@@ -2,7 +2,7 @@
 peer's (mamba_ssm's) scan swapped into the mixer when it is given (``--model-rows``)."""
 
 import json
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -26,8 +26,13 @@ def scan_swapped_into_mixer(peer):
         mixer.selective_scan = ours
 
 
-def train_step_row(preset, batch, L):
-    """bf16-autocast AdamW training steps of MambaLM(preset) on random tokens: tokens/s, peak GiB."""
+def train_step_row(preset, batch, L, graph=False):
+    """bf16-autocast AdamW training steps of MambaLM(preset) on random tokens: tokens/s, peak GiB.
+
+    graph: the whole step (forward, loss, backward, AdamW) captured once in a CUDA graph and
+    replayed, as PyTorch's "whole-network capture" does it (capturable AdamW, gradients left None
+    before the capture so that every replay writes them afresh, autocast without its weight cache):
+    the step's GPU time without the host's launch work."""
     from mamba_bio_audio import MambaConfig, MambaLM
 
     from .gpu import _bench  # the timing helper of every row of bench gpu
@@ -35,16 +40,31 @@ def train_step_row(preset, batch, L):
     torch.manual_seed(0)
     cfg = MambaConfig.preset(preset)
     model = MambaLM(cfg).cuda().train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, capturable=graph)
     ids = torch.randint(0, cfg.vocab_size, (batch, L + 1), device="cuda")
 
-    def step(_):
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+    def forward_backward_update():
+        with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=not graph):
             logits = model(ids[:, :-1])
         loss = F.cross_entropy(logits.float().flatten(0, 1), ids[:, 1:].flatten())
         loss.backward()
         opt.step()
+
+    def step(_):
+        forward_backward_update()
         opt.zero_grad(set_to_none=True)
+
+    if graph:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up (compilation, AdamW's state) off the capture
+            for _ in range(3):
+                step(None)
+        torch.cuda.current_stream().wait_stream(side)
+        captured = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(captured):
+            forward_backward_update()
+        step = lambda _: captured.replay()  # noqa: E731
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     ms = _bench(step, [None], rep=300)
@@ -55,8 +75,12 @@ def train_step_row(preset, batch, L):
 
 def model_table(rows):
     peer = any("peer_tokens_per_s" in r for r in rows)
+    graph = any("ours_graph_tokens_per_s" in r for r in rows)
     head = ["model", "batch x L", "ours tokens/s", "ours peak GiB"]
     head += ["mamba_ssm scan tokens/s", "ours / mamba_ssm"] if peer else []
+    if graph:
+        head += ["ours tokens/s, step in a CUDA graph"]
+        head += ["mamba_ssm scan, step in a CUDA graph", "graph: ours / mamba_ssm"] if peer else []
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["model"], f"{r['batch']} x {r['L']}"]
@@ -71,6 +95,14 @@ def model_table(rows):
                 cells += [f"{r['peer_tokens_per_s'] / 1e6:.3f}M", ratio]
             else:
                 cells += [r.get("peer_error", "-"), "-"]
+        if graph:
+            for name in ("ours", "peer") if peer else ("ours",):
+                tps = r.get(f"{name}_graph_tokens_per_s")
+                cells.append(f"{tps / 1e6:.3f}M" if tps else r.get(f"{name}_graph_error", "-"))
+            if peer:
+                both = r.get("ours_graph_tokens_per_s") and r.get("peer_graph_tokens_per_s")
+                cells.append(f"{r['ours_graph_tokens_per_s'] / r['peer_graph_tokens_per_s']:.2f}"
+                             if both else "-")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -82,17 +114,20 @@ def run_models(args, peer):
     rows = []
     for preset, batch, L in parse_model_rows(args.model_rows):
         row = dict(model=preset, batch=batch, L=L)
-        for name in ("ours", "peer") if peer else ("ours",):
-            try:
-                if name == "peer":
-                    with scan_swapped_into_mixer(peer):
-                        res = train_step_row(preset, batch, L)
-                else:
-                    res = train_step_row(preset, batch, L)
-                row.update({f"{name}_{k}": v for k, v in res.items()})
-            except torch.cuda.OutOfMemoryError:
-                row[f"{name}_error"] = "out of memory"
-            torch.cuda.empty_cache()
+        for graph in (False, True) if args.graph else (False,):
+            for name in ("ours", "peer") if peer else ("ours",):
+                key = f"{name}_graph" if graph else name
+                try:
+                    with scan_swapped_into_mixer(peer) if name == "peer" else nullcontext():
+                        res = train_step_row(preset, batch, L, graph)
+                    row.update({f"{key}_{k}": v for k, v in res.items()})
+                except torch.cuda.OutOfMemoryError:
+                    row[f"{key}_error"] = "out of memory"
+                except RuntimeError as exc:  # a capture that fails: said in its cell, the rest run
+                    if not graph:
+                        raise
+                    row[f"{key}_error"] = f"capture failed: {str(exc).splitlines()[0][:60]}"
+                torch.cuda.empty_cache()
         rows.append(row)
         print(json.dumps(row), flush=True)
     print(model_table(rows), flush=True)

@@ -58,3 +58,8 @@ def test_tables_show_ratios_only_with_a_peer():
     models = bench_gpu.model_table([dict(model="dna-small", batch=1, L=131072, ours_tokens_per_s=2e6,
                                          ours_peak_gib=1.0, peer_tokens_per_s=1e6)])
     assert "| dna-small | 1 x 131072 | 2.000M | 1.00 | 1.000M | 2.00 |" in models
+    graphed = bench_gpu.model_table([dict(model="dna-small", batch=8, L=4096, ours_tokens_per_s=1e6,
+                                          ours_peak_gib=1.0, peer_tokens_per_s=2e6,
+                                          ours_graph_tokens_per_s=3e6, peer_graph_error="out of memory")])
+    assert "graph" in graphed.splitlines()[0]
+    assert graphed.splitlines()[-1].endswith("| 2.000M | 0.50 | 3.000M | out of memory | - |")
