@@ -6,12 +6,7 @@ conftest, which pytest loads before any test module.
 
 import os
 
-# as the console script does before torch loads OpenMP (mamba_bio_audio/cli.py): the in-process
-# CLI runs of the tests then wait as a user's do, and idle threads do not spin against the
-# subprocesses some tests start
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import torch  # noqa: E402
+import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
