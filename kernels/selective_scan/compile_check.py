@@ -25,7 +25,6 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from . import triton_recurrent, triton_reduce, triton_segments
-from .triton_reduce import REDUCE_WARPS
 
 BF16_ARGS = {"u_ptr", "delta_ptr", "B_ptr", "C_ptr", "z_ptr", "y_ptr", "dout_ptr", "du_ptr",
              "ddelta_ptr", "dz_ptr", "dBC_out_ptr"}
@@ -43,20 +42,21 @@ COMMON = dict(N=16, BLOCK_N=16, CHUNK=32, HAS_DELTA_BIAS=True, DELTA_SOFTPLUS=Tr
 
 
 def kernels(block_d, staged=False):
-    """(name, kernel, constexprs) for the kernels one training step launches."""
+    """(name, kernel, constexprs, num_warps) for the kernels one training step launches."""
     yield "forward", triton_recurrent._fwd_recurrent_kernel, dict(
         COMMON, HAS_D=True, HAS_Z=True, HAS_INIT=False, WRITE_STATES=True, BLOCK_D=block_d, STAGES=1,
-        STAGED=staged)
+        STAGED=staged), 1
     yield "backward", triton_recurrent._bwd_recurrent_kernel, dict(
         COMMON, HAS_D=True, HAS_Z=True, HAS_INIT=False, HAS_DEXIT=True, DETERMINISTIC=True,
-        BLOCK_D=block_d, STAGES=1, STAGED=staged)
+        BLOCK_D=block_d, STAGES=1, STAGED=staged), 1
     yield "segment ends", triton_segments._segment_end_kernel, dict(COMMON, BLOCK_D=block_d,
-                                                                    STAGED=staged)
+                                                                    STAGED=staged), 1
     yield "segment adjoints", triton_segments._segment_start_adjoint_kernel, dict(
-        COMMON, HAS_Z=True, BLOCK_D=block_d, STAGED=staged)
+        COMMON, HAS_Z=True, BLOCK_D=block_d, STAGED=staged), 1
     yield "segment carry", triton_segments._segment_carry_kernel, dict(
-        N=16, BLOCK_N=16, HAS_X0=True, REVERSE=False, BLOCK_D=32)
-    yield "partial sums", triton_reduce._bwd_reduce_kernel, dict(N=16, BLOCK=triton_reduce.REDUCE_BLOCK)
+        N=16, BLOCK_N=16, HAS_X0=True, REVERSE=False, BLOCK_D=32), 1
+    yield "partial sums", triton_reduce._bwd_reduce_kernel, dict(
+        N=16, BLOCK=triton_reduce.REDUCE_BLOCK), triton_reduce.REDUCE_WARPS
 
 
 def _tool(name):
@@ -127,8 +127,7 @@ def main(argv=None) -> int:
     print("|---|---|---|---|---|---|")
     for layout in args.layout:
         for bd in args.block_d:
-            for name, kernel, constexprs in kernels(bd, staged=layout == "time"):
-                warps = REDUCE_WARPS if kernel is triton_reduce._bwd_reduce_kernel else 1
+            for name, kernel, constexprs, warps in kernels(bd, staged=layout == "time"):
                 r = compile_kernel(kernel, constexprs, args.arch, warps, layout)
                 print(f"| {layout} | {name} | {constexprs.get('BLOCK_D', '-')} | {r['registers']} | "
                       f"{r['spills']} | {', '.join(map(str, r['loops'])) or '-'} |", flush=True)
