@@ -30,10 +30,10 @@ def train_step_row(preset, batch, L, graph=False):
     """bf16-autocast AdamW training steps of MambaLM(preset) on random tokens: tokens/s, peak GiB.
 
     graph: the whole step (forward, loss, backward, AdamW) captured once in a CUDA graph and
-    replayed, as PyTorch's "whole-network capture" does it (capturable AdamW, gradients left None
-    before the capture so that every replay writes them afresh, autocast without its weight cache):
-    the step's GPU time without the host's launch work."""
+    replayed, as `train.cuda_graph` does it (the trainer's GraphedStep, capturable AdamW): the
+    step's GPU time without the host's launch work."""
     from mamba_bio_audio import MambaConfig, MambaLM
+    from mamba_bio_audio.pipelines.training.cuda_graph import GraphedStep
 
     from .gpu import _bench  # the timing helper of every row of bench gpu
 
@@ -43,7 +43,7 @@ def train_step_row(preset, batch, L, graph=False):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, capturable=graph)
     ids = torch.randint(0, cfg.vocab_size, (batch, L + 1), device="cuda")
 
-    def forward_backward_update():
+    def forward_backward_update(ids):
         with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=not graph):
             logits = model(ids[:, :-1])
         loss = F.cross_entropy(logits.float().flatten(0, 1), ids[:, 1:].flatten())
@@ -51,22 +51,14 @@ def train_step_row(preset, batch, L, graph=False):
         opt.step()
 
     def step(_):
-        forward_backward_update()
+        forward_backward_update(ids)
         opt.zero_grad(set_to_none=True)
 
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()  # before the capture: the peak holds the graph's pool
     if graph:
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # warm-up (compilation, AdamW's state) off the capture
-            for _ in range(3):
-                step(None)
-        torch.cuda.current_stream().wait_stream(side)
-        captured = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(captured):
-            forward_backward_update()
-        step = lambda _: captured.replay()  # noqa: E731
+        graphed = GraphedStep(forward_backward_update, model, opt)
+        step = lambda _: graphed(ids)  # noqa: E731  (the first call captures)
     ms = _bench(step, [None], rep=300)
     return dict(ms_per_step=ms, tokens_per_s=batch * L / (ms * 1e-3),
                 peak_gib=torch.cuda.max_memory_allocated() / 2**30,

@@ -23,7 +23,9 @@ class LossOutput:
     """What a loss function returns for one batch.
 
     loss: the scalar the optimizer sees, a mean over `weight` items.
-    weight: how many items the mean is over (target tokens for an LM, examples for a classifier).
+    weight: how many items the mean is over (target tokens for an LM, examples for a classifier):
+        a number, or a 0-d tensor where it depends on the batch's contents (a mask), so that no
+        loss waits on the GPU for it (a step captured in a CUDA graph cannot; cuda_graph.py).
     tokens: how many input tokens the batch held (for tokens/s and `tokens_seen`).
     sums: extra metrics as sums over the batch; `evaluate` divides them by the total weight
         (e.g. {"accuracy": number_correct}).
@@ -56,7 +58,7 @@ def lm_loss(model, batch: dict) -> LossOutput:
         m = mask[:, 1:].reshape(-1).float()
         n = m.sum().clamp_min(1)
         loss = (losses * m).sum() / n
-        return LossOutput(loss, float(n), int(ids.numel()))
+        return LossOutput(loss, n, int(ids.numel()))
     return LossOutput(losses.mean(), float(targets.numel()), int(ids.numel()))
 
 
@@ -72,7 +74,7 @@ def _lm_loss_both_strands(model, ids, mask) -> LossOutput:
     m = (torch.ones_like(ids[:, 1:], dtype=torch.bool) if mask is None else mask[:, 1:])
     m = m.reshape(-1).float().repeat(2)
     n = m.sum().clamp_min(1)
-    return LossOutput((losses * m).sum() / n, float(n), int(ids.numel()))
+    return LossOutput((losses * m).sum() / n, n, int(ids.numel()))
 
 
 def _lm_loss_context_parallel(model, ids, mask, cp) -> LossOutput:
@@ -112,7 +114,7 @@ def classifier_loss(model, batch: dict) -> LossOutput:
     correct = (logits.argmax(-1) == labels).sum()
     tokens = math.prod(ids.shape[:2])  # positions (frames for float features)
     return LossOutput(loss, float(labels.numel()) / share, int(tokens),
-                      {"accuracy": float(correct) / share})
+                      {"accuracy": correct / share})
 
 
 def answer_loss(model, batch: dict, state_passing: int = 0) -> LossOutput:
@@ -130,12 +132,11 @@ def answer_loss(model, batch: dict, state_passing: int = 0) -> LossOutput:
             state = getattr(model, "module", model).allocate_state(ids.shape[0], ids.device)
             for k in range(int(state_passing), 0, -1):  # sequences i - n, ..., i - 1
                 model(ids.roll(k, 0), state)
-    logits = model(ids, state)  # (b, l, V)
-    mask = targets != IGNORE
-    picked, answers = logits[mask].float(), targets[mask]  # (n, V), (n,)
-    loss = F.cross_entropy(picked, answers)
-    correct = (picked.argmax(-1) == answers).sum()
-    return LossOutput(loss, float(answers.numel()), int(ids.numel()), {"accuracy": float(correct)})
+    logits = model(ids, state).float()  # (b, l, V)
+    answers = targets != IGNORE
+    loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
+    correct = ((logits.argmax(-1) == targets) & answers).sum()
+    return LossOutput(loss, answers.sum(), int(ids.numel()), {"accuracy": correct})
 
 
 def bits(nats: float) -> float:

@@ -33,9 +33,33 @@ def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device):
-    """(AdamW, LambdaLR with `warmup_cosine`) for `model`'s parameters as `cfg` says."""
+    """(AdamW, LambdaLR with `warmup_cosine`) for `model`'s parameters as `cfg` says; capturable
+    in a CUDA graph when `cfg.cuda_graph` (see `set_capturable`)."""
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
                                   betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda")
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio))
+    set_capturable(optimizer, cfg.cuda_graph)
     return optimizer, scheduler
+
+
+def set_capturable(optimizer: torch.optim.Optimizer, capturable: bool) -> None:
+    """Make the optimizer's step capturable in a CUDA graph (or not): its `capturable` flag, and
+    the learning rate a 0-d tensor on the parameters' device, which the scheduler overwrites in
+    place, so that a replayed step uses the new rate (a float would be frozen into the graph).
+    Called again after `load_state_dict`, which brings back the saved groups' values."""
+    for group in optimizer.param_groups:
+        lr = float(group["lr"])
+        group["capturable"] = capturable
+        if capturable and group["params"]:
+            group["lr"] = torch.tensor(lr, dtype=torch.float32, device=group["params"][0].device)
+        else:
+            group["lr"] = lr
+
+
+def portable_state(optimizer_state: dict) -> dict:
+    """An optimizer state dict with its learning rates as floats, so that a checkpoint resumes
+    the same with or without `train.cuda_graph`."""
+    for group in optimizer_state["param_groups"]:
+        group["lr"] = float(group["lr"])
+    return optimizer_state

@@ -12,8 +12,9 @@ parameter groups and a warm-up + cosine schedule (optim.py), gradient clipping a
 bf16 autocast on CUDA (fp32 master weights), sequence-length warm-up stages, periodic evaluation
 (evaluation.py), `last` and `best` checkpoints written atomically and exact resume
 (checkpoint.py, rng.py), a checkpoint on SIGINT/SIGTERM (signals.py), a clear stop on a NaN/inf
-loss, DDP/FSDP/context parallelism under `torchrun` (distributed.py), a tqdm bar with tokens/s,
-`metrics.csv`, TensorBoard and the loss curve (metrics.py).
+loss, DDP/FSDP/context parallelism under `torchrun` (distributed.py), the whole step captured in a
+CUDA graph on one GPU (`train.cuda_graph`, cuda_graph.py), a tqdm bar with tokens/s, `metrics.csv`,
+TensorBoard and the loss curve (metrics.py).
 
 Data order is owned by the trainer, not by a DataLoader sampler: epoch `e` visits the indices of a
 permutation seeded by `(seed, e)`, sharded over ranks, and the number of items already consumed in
@@ -45,13 +46,14 @@ from mamba_bio_audio.modules.context_parallel import context_parallel as context
 from .checkpoint import check_checkpoint, find_checkpoint, load_weights, newest_checkpoint
 from .checkpoint import write_checkpoint
 from .config import MAX_SKIPPED_IN_A_ROW, TrainConfig
+from .cuda_graph import CaptureFailed, GraphedStep
 from .device import move_to, reduce_device, resolve_device
 from .distributed import (context_group, full_optimizer_state, gathered_model, gradient_sync,
                           is_sharded, load_full_optimizer_state, load_full_weights, log,
                           setup_distributed, wrap_model)
 from .evaluation import evaluate
 from .metrics import MetricsLog
-from .optim import build_optimizer
+from .optim import build_optimizer, portable_state, set_capturable
 from .rng import rng_state, seed_everything, set_rng_state
 from .signals import SignalCatcher
 
@@ -104,7 +106,13 @@ class Trainer:
                               "train.seq_len_stages=[]")
         self.cfg = cfg
         self.device = resolve_device(cfg.device)  # flushes denormals on the CPU
+        if cfg.cuda_graph and self.device.type != "cuda":
+            raise ConfigError(f"train.cuda_graph=true needs a CUDA GPU; this run is on "
+                              f"{self.device.type} (set train.cuda_graph=false)")
         self.rank, self.world = setup_distributed(self.device)
+        if cfg.cuda_graph and self.world > 1:
+            raise ConfigError(f"train.cuda_graph=true runs on one GPU; under torchrun "
+                              f"({self.world} ranks) set train.cuda_graph=false")
         self.cp = context_group(cfg.context_parallel, self.world, model, cfg.fsdp)
         cp_size = self.cp.size if self.cp else 1
         self.data_rank, self.data_world = self.rank // cp_size, self.world // cp_size
@@ -126,16 +134,20 @@ class Trainer:
         self.metrics = MetricsLog(self.out_dir)
         self.skipped_steps = 0
         self.skipped_in_a_row = 0
+        self.graphed = (GraphedStep(self._graph_step, self.raw_model, self.optimizer)
+                        if cfg.cuda_graph else None)
 
     @property
     def history(self) -> list[dict]:
         return self.metrics.history
 
-    def autocast(self):
-        """The autocast context for forward passes (bf16 on CUDA by default, none on CPU)."""
+    def autocast(self, cache: bool = True):
+        """The autocast context for forward passes (bf16 on CUDA by default, none on CPU);
+        `cache=False` inside a CUDA-graph capture (autocast's weight-cast cache is not replayed)."""
         if self.amp_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype,
+                              cache_enabled=cache)
 
 
     def _epoch_order(self, epoch: int) -> list[int]:
@@ -192,11 +204,14 @@ class Trainer:
                    disable=not (main and cfg.progress), file=sys.stderr)
         with SignalCatcher() as signals, contextlib.closing(bar):
             while self.step < cfg.steps:
-                loss, stop = self._accumulate(batches, signals)
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(
-                    self.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf")))
+                if self.graphed is not None:
+                    loss, grad_norm, stop = self._replay(batches, signals)
+                else:
+                    loss, stop = self._accumulate(batches, signals)
+                    grad_norm = float(self._clip_gradients())
                 if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-                    self.optimizer.zero_grad(set_to_none=True)
+                    if self.graphed is None:  # a replay writes the gradients afresh
+                        self.optimizer.zero_grad(set_to_none=True)
                     self._on_nonfinite(loss, grad_norm)  # raises unless skipping
                     continue
                 lr = self._update()
@@ -231,8 +246,9 @@ class Trainer:
                 with self.autocast():
                     out = self.loss_fn(self.model, batch)
                 (out.loss / cfg.grad_accum).backward()
-            loss_sum += float(out.loss.detach()) * out.weight
-            weight_sum += out.weight
+            weight = float(out.weight)
+            loss_sum += float(out.loss.detach()) * weight
+            weight_sum += weight
             self.tokens_seen += out.tokens * self.world
             self._window[1] += out.tokens * self.world
         stop = signals.caught is not None
@@ -243,12 +259,55 @@ class Trainer:
             loss_sum, weight_sum, stop = *sums[:2].tolist(), bool(sums[2] > 0)
         return loss_sum / max(weight_sum, 1e-12), stop
 
+    def _clip_gradients(self) -> torch.Tensor:
+        """Clip the gradients to `train.grad_clip` (0: no clipping); their norm before it."""
+        clip = self.cfg.grad_clip if self.cfg.grad_clip > 0 else float("inf")
+        return torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+
+    def _graph_step(self, batches: list) -> tuple:
+        """The whole step of `train.cuda_graph` (what GraphedStep captures): forward and backward
+        over the micro-batches, clipping, and the AdamW step, which the optimizer skips (as a
+        GradScaler's `found_inf` makes it) when the loss or gradient norm is not finite, so that
+        the eager path's skip-or-stop decision still holds after the replay. Returns (the mean
+        loss, the gradient norm, the input tokens) with the loss and norm as GPU tensors."""
+        loss_sum = weight_sum = tokens = 0
+        for batch in batches:
+            with self.autocast(cache=False):
+                out = self.loss_fn(self.model, batch)
+            (out.loss / self.cfg.grad_accum).backward()
+            loss_sum = loss_sum + out.loss.detach().float() * out.weight
+            weight_sum = weight_sum + out.weight
+            tokens += out.tokens
+        loss = loss_sum / weight_sum
+        grad_norm = self._clip_gradients()
+        self.optimizer.found_inf = (~(loss.isfinite() & grad_norm.isfinite())).float()
+        try:
+            self.optimizer.step()
+        finally:
+            del self.optimizer.found_inf
+        return loss, grad_norm, tokens
+
+    def _replay(self, batches, signals: SignalCatcher) -> tuple[float, float, bool]:
+        """One step of `train.cuda_graph`: the next micro-batches through the captured step
+        (captured on the first call and when the window shape changes). Returns (the mean loss,
+        the gradient norm, whether a signal was caught), like the eager path."""
+        inputs = [next(batches) for _ in range(self.cfg.grad_accum)]
+        try:
+            loss, grad_norm, tokens = self.graphed(inputs)
+        except CaptureFailed as err:
+            raise ConfigError(f"train.cuda_graph=true: {err}; set train.cuda_graph=false") from None
+        self.tokens_seen += tokens
+        self._window[1] += tokens
+        return float(loss), float(grad_norm), signals.caught is not None
+
     def _update(self) -> float:
-        """One optimizer and scheduler step; returns the learning rate the step used."""
+        """One optimizer and scheduler step (the optimizer's already ran inside the replay with
+        `train.cuda_graph`); returns the learning rate the step used."""
         self.skipped_in_a_row = 0
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        lr = self.scheduler.get_last_lr()[0]
+        if self.graphed is None:
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        lr = float(self.scheduler.get_last_lr()[0])
         self.scheduler.step()
         self.step += 1
         return lr
@@ -325,7 +384,7 @@ class Trainer:
             log(f"warning: the training {what} is {value} at step {step}; batch skipped, no update "
                 f"(train.skip_nonfinite=true; {self.skipped_steps} skipped so far)")
             return
-        lr = self.scheduler.get_last_lr()[0]
+        lr = float(self.scheduler.get_last_lr()[0])
         bf16 = self.amp_dtype is not None
         repeated = (f" for {MAX_SKIPPED_IN_A_ROW + 1} batches in a row"
                     if self.cfg.skip_nonfinite else "")
@@ -361,8 +420,8 @@ class Trainer:
         gathered (a list, one per rank), and with FSDP the optimizer state in full.
         """
         sharded = is_sharded(self.model)
-        optimizer = (full_optimizer_state(self.model, self.optimizer) if sharded
-                     else self.optimizer.state_dict())
+        optimizer = portable_state(full_optimizer_state(self.model, self.optimizer) if sharded
+                                   else self.optimizer.state_dict())
         rng = rng_state()
         if self.world > 1:
             every_rank = [None] * self.world
@@ -408,6 +467,7 @@ class Trainer:
             load_full_optimizer_state(self.model, self.optimizer, state["optimizer"])
         else:
             self.optimizer.load_state_dict(state["optimizer"])
+        set_capturable(self.optimizer, self.cfg.cuda_graph)  # the saved groups came back
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
         self.tokens_seen, self.best_value = state["tokens_seen"], state["best_value"]

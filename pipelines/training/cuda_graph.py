@@ -1,0 +1,140 @@
+"""A whole training step captured once in a CUDA graph and replayed (`train.cuda_graph`).
+
+Eagerly, every kernel of a step is launched by the host: at the small widths of this project's
+models (dna-small, the audio U-Net) that host work, not the GPU, sets the speed
+(docs/kernel_tuning_notes.md, #12). `GraphedStep` records the step's kernels once and replays
+them with one launch, as PyTorch's "whole-network capture" does:
+
+- the inputs are static buffers: each call copies its batches into them, and a batch of
+  another shape (a `seq_len_stages` change) captures the step again;
+- before a capture the step runs a few times on a side stream (Triton compilation, AdamW's lazy
+  state, cuBLAS workspaces), and then the weights, the optimizer state and the CUDA RNG are put
+  back as they were, so the warm-up leaves no trace in the run;
+- gradients are None when the capture starts, so every replay writes them afresh;
+- the optimizer must be capturable with its learning rate a device tensor (optim.set_capturable)
+  that the scheduler overwrites in place between replays.
+
+What the step returns (tensors, e.g. the loss) lives in the graph's memory and is overwritten by
+the next replay. `bench gpu --graph` times its whole-model rows with this same class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+
+class CaptureFailed(RuntimeError):
+    """The step could not be captured (it waits on the GPU, e.g. `.item()` or a boolean mask)."""
+
+
+def _shapes(tree):
+    """The (shape, dtype) signature of the tensors of a nested batch; other leaves as they are."""
+    if torch.is_tensor(tree):
+        return (tuple(tree.shape), tree.dtype, tree.device)
+    if isinstance(tree, dict):
+        return tuple((k, _shapes(v)) for k, v in sorted(tree.items()))
+    if isinstance(tree, (list, tuple)):
+        return tuple(_shapes(v) for v in tree)
+    return tree
+
+
+def _copy_into(static, new):
+    """Copy the tensors of `new` into the same-shaped tensors of `static` (nested alike)."""
+    if torch.is_tensor(static):
+        static.copy_(new, non_blocking=True)
+    elif isinstance(static, dict):
+        for k in static:
+            _copy_into(static[k], new[k])
+    elif isinstance(static, (list, tuple)):
+        for s, n in zip(static, new):
+            _copy_into(s, n)
+
+
+def _device_copy(tree, device):
+    if torch.is_tensor(tree):
+        return tree.to(device).clone()  # its own memory: the caller's batch may be reused
+    if isinstance(tree, dict):
+        return {k: _device_copy(v, device) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_device_copy(v, device) for v in tree)
+    return tree
+
+
+class GraphedStep:
+    """`step_fn(inputs)` captured in a CUDA graph; calling the object runs it on new inputs.
+
+    Args:
+        step_fn: the whole step on `inputs` (a nested structure of tensors): forward, backward,
+            optimizer step. It returns what the caller reads afterwards (tensors, or anything
+            the capture's run computed on the host, such as token counts: kept as they were).
+        model: the module whose parameters the step trains.
+        optimizer: its optimizer, capturable (see optim.set_capturable).
+        warmup: eager runs of the step before each capture (their effects are undone).
+    """
+
+    def __init__(self, step_fn: Callable, model: torch.nn.Module,
+                 optimizer: torch.optim.Optimizer, warmup: int = 2):
+        self.step_fn, self.model, self.optimizer, self.warmup = step_fn, model, optimizer, warmup
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.signature = None
+        self.static = None
+        self.outputs = None
+        self.captures = 0
+
+    def __call__(self, inputs):
+        """Run the step on `inputs` (copied into the static buffers); returns step_fn's outputs."""
+        signature = _shapes(inputs)
+        if self.graph is None or signature != self.signature:
+            self._capture(inputs, signature)
+        else:
+            _copy_into(self.static, inputs)
+        self.graph.replay()
+        return self.outputs
+
+    def _capture(self, inputs, signature) -> None:
+        self._release()
+        device = next(self.model.parameters()).device
+        self.static = _device_copy(inputs, device)
+        saved = self._state_tensors()
+        kept = [t.detach().clone() for t in saved]
+        rng = torch.cuda.get_rng_state(device)
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(self.warmup):
+                self.step_fn(self.static)
+                self.optimizer.zero_grad(set_to_none=True)
+        torch.cuda.current_stream(device).wait_stream(side)
+        with torch.no_grad():  # undo the warm-up: weights and state back, new state zeroed
+            for t, k in zip(saved, kept):
+                t.copy_(k)
+            for t in self._state_tensors()[len(saved):]:
+                t.zero_()
+        torch.cuda.set_rng_state(rng, device)
+        self.graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(self.graph):
+                self.outputs = self.step_fn(self.static)
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except RuntimeError as err:
+            self._release()
+            raise CaptureFailed("the training step could not be captured in a CUDA graph ("
+                                f"{str(err).splitlines()[0]})") from err
+        self.signature = signature
+        self.captures += 1
+
+    def _state_tensors(self) -> list[torch.Tensor]:
+        """Parameters, buffers, then the optimizer's state tensors (made lazily: they come last,
+        in the order the optimizer made them)."""
+        tensors = [*self.model.parameters(), *self.model.buffers()]
+        for state in self.optimizer.state.values():
+            tensors += [v for v in state.values() if torch.is_tensor(v)]
+        return tensors
+
+    def _release(self) -> None:
+        """Drop the old graph and the gradients that live in its memory (before a recapture)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.graph = self.outputs = self.static = None
