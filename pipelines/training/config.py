@@ -33,10 +33,12 @@ class TrainConfig:
     per rank of a group (consecutive ranks), for sequences too long for one device; the groups
     are data-parallel replicas (world = groups x context_parallel). Causal isotropic models only;
     the window length must divide by it (see modules/context_parallel.py).
-    `cuda_graph`: on one CUDA GPU, capture the whole training step (forward, backward, clipping,
-    AdamW) once in a CUDA graph and replay it (cuda_graph.py): the host launches one graph a step
-    instead of every kernel, which is what limits small models; a change of window shape (a
-    `seq_len_stages` step) captures again. Not under torchrun.
+    `cuda_graph`: capture the whole training step (forward, backward, clipping, AdamW) once in a
+    CUDA graph and replay it (cuda_graph.py): the host launches one graph a step instead of every
+    kernel, which is what limits small models; a change of window shape (a `seq_len_stages` step)
+    captures again. "auto" (default): on when the run is on one CUDA GPU (not under torchrun),
+    and a step that cannot be captured trains eagerly with a one-line note; true: on, and an
+    error where it cannot be; false: off.
     `skip_nonfinite`: a step whose loss or gradient norm is NaN/inf is skipped (no update; at most
     `MAX_SKIPPED_IN_A_ROW` in a row) instead of stopping the run with TrainingDiverged.
     """
@@ -65,7 +67,7 @@ class TrainConfig:
     skip_nonfinite: bool = False
     fsdp: bool = False
     context_parallel: int = 1
-    cuda_graph: bool = False
+    cuda_graph: bool | str = "auto"
     progress: bool = True
 
     def validate(self) -> TrainConfig:
@@ -82,7 +84,9 @@ class TrainConfig:
             raise ConfigError(f"train.device={self.device!r}: expected auto, cpu, cuda or cuda:N")
         if self.best_mode not in ("min", "max"):
             raise ConfigError(f"train.best_mode must be min or max, got {self.best_mode!r}")
-        if self.cuda_graph and (self.fsdp or self.context_parallel > 1):
+        if self.cuda_graph not in (True, False, "auto"):
+            raise ConfigError(f"train.cuda_graph must be auto, true or false, got {self.cuda_graph!r}")
+        if self.cuda_graph is True and (self.fsdp or self.context_parallel > 1):
             raise ConfigError("train.cuda_graph=true runs on one GPU; it cannot be combined with "
                               "train.fsdp or train.context_parallel")
         last = -1

@@ -32,14 +32,15 @@ def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device):
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device,
+                    capturable: bool = False):
     """(AdamW, LambdaLR with `warmup_cosine`) for `model`'s parameters as `cfg` says; capturable
-    in a CUDA graph when `cfg.cuda_graph` (see `set_capturable`)."""
+    in a CUDA graph when asked (see `set_capturable`)."""
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
                                   betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda")
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio))
-    set_capturable(optimizer, cfg.cuda_graph)
+    set_capturable(optimizer, capturable)
     return optimizer, scheduler
 
 

@@ -106,13 +106,15 @@ class Trainer:
                               "train.seq_len_stages=[]")
         self.cfg = cfg
         self.device = resolve_device(cfg.device)  # flushes denormals on the CPU
-        if cfg.cuda_graph and self.device.type != "cuda":
+        if cfg.cuda_graph is True and self.device.type != "cuda":
             raise ConfigError(f"train.cuda_graph=true needs a CUDA GPU; this run is on "
                               f"{self.device.type} (set train.cuda_graph=false)")
         self.rank, self.world = setup_distributed(self.device)
-        if cfg.cuda_graph and self.world > 1:
+        if cfg.cuda_graph is True and self.world > 1:
             raise ConfigError(f"train.cuda_graph=true runs on one GPU; under torchrun "
                               f"({self.world} ranks) set train.cuda_graph=false")
+        graphed = cfg.cuda_graph is True or (
+            cfg.cuda_graph == "auto" and self.device.type == "cuda" and self.world == 1)
         self.cp = context_group(cfg.context_parallel, self.world, model, cfg.fsdp)
         cp_size = self.cp.size if self.cp else 1
         self.data_rank, self.data_world = self.rank // cp_size, self.world // cp_size
@@ -123,7 +125,7 @@ class Trainer:
         self.extra_files = extra_files or {}
         self.raw_model = model.to(self.device)
         self.model = wrap_model(self.raw_model, self.world, cfg.fsdp, self.device)
-        self.optimizer, self.scheduler = build_optimizer(self.raw_model, cfg, self.device)
+        self.optimizer, self.scheduler = build_optimizer(self.raw_model, cfg, self.device, graphed)
         use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
         self.amp_dtype = torch.bfloat16 if use_bf16 else None
         self.step = 0
@@ -135,7 +137,7 @@ class Trainer:
         self.skipped_steps = 0
         self.skipped_in_a_row = 0
         self.graphed = (GraphedStep(self._graph_step, self.raw_model, self.optimizer)
-                        if cfg.cuda_graph else None)
+                        if graphed else None)
 
     @property
     def history(self) -> list[dict]:
@@ -295,7 +297,14 @@ class Trainer:
         try:
             loss, grad_norm, tokens = self.graphed(inputs)
         except CaptureFailed as err:
-            raise ConfigError(f"train.cuda_graph=true: {err}; set train.cuda_graph=false") from None
+            if self.cfg.cuda_graph is True:
+                raise ConfigError(f"train.cuda_graph=true: {err}; set train.cuda_graph=false"
+                                  ) from None
+            log(f"note: train.cuda_graph=auto: {err}; training without (eagerly)")
+            self.graphed = None
+            set_capturable(self.optimizer, False)
+            loss, stop = self._accumulate(iter(inputs), signals)
+            return loss, float(self._clip_gradients()), stop
         self.tokens_seen += tokens
         self._window[1] += tokens
         return float(loss), float(grad_norm), signals.caught is not None
@@ -467,7 +476,7 @@ class Trainer:
             load_full_optimizer_state(self.model, self.optimizer, state["optimizer"])
         else:
             self.optimizer.load_state_dict(state["optimizer"])
-        set_capturable(self.optimizer, self.cfg.cuda_graph)  # the saved groups came back
+        set_capturable(self.optimizer, self.graphed is not None)  # the saved groups came back
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
         self.tokens_seen, self.best_value = state["tokens_seen"], state["best_value"]

@@ -2,9 +2,10 @@
 
 On a GPU (`pytest -m gpu`): a graphed run logs the losses of the eager run step for step (with
 micro-batches and a window-length stage that captures again), its checkpoints resume eagerly to
-the same losses as an uninterrupted run, and a non-finite loss is skipped or stops the run as it
-does eagerly. On the CPU: the option is refused with one line, and the optimizer pieces it needs
-(a learning rate the scheduler writes in place; checkpoints with float learning rates).
+the same losses as an uninterrupted run, a non-finite loss is skipped or stops the run as it
+does eagerly, and "auto" trains eagerly where the step cannot be captured. On the CPU: "auto" is
+off, true is refused with one line, and the optimizer pieces it needs (a learning rate the
+scheduler writes in place; checkpoints with float learning rates).
 """
 
 import os
@@ -73,7 +74,7 @@ def run(tmp_path, name, loss_fn=lm_loss, data=None, resume=None, **train):
 @on_gpu
 def test_graphed_run_logs_the_losses_of_the_eager_run(tmp_path):
     stages = dict(grad_accum=2, seq_len_stages=[[0, 64], [4, 128]])
-    _, eager = run(tmp_path, "eager", **stages)
+    _, eager = run(tmp_path, "eager", cuda_graph=False, **stages)
     graphed, got = run(tmp_path, "graph", cuda_graph=True, **stages)
     assert graphed.graphed.captures == 2  # once per window length
     assert len(got) == len(eager) == 8
@@ -82,10 +83,10 @@ def test_graphed_run_logs_the_losses_of_the_eager_run(tmp_path):
 
 @on_gpu
 def test_a_graphed_checkpoint_resumes_eagerly_like_an_uninterrupted_run(tmp_path):
-    _, full = run(tmp_path, "full")
+    _, full = run(tmp_path, "full", cuda_graph=False)
     with pytest.raises(TrainingInterrupted):  # SIGINT while step 5's batch is read
         run(tmp_path, "part", data=Windows(interrupt_at=4 * 4 + 1), cuda_graph=True)
-    _, resumed = run(tmp_path, "part", resume=tmp_path / "part")
+    _, resumed = run(tmp_path, "part", resume=tmp_path / "part", cuda_graph=False)
     assert len(resumed) == len(full) == 8
     torch.testing.assert_close(resumed, full, rtol=1e-4, atol=1e-5)
 
@@ -93,7 +94,8 @@ def test_a_graphed_checkpoint_resumes_eagerly_like_an_uninterrupted_run(tmp_path
 @on_gpu
 def test_a_nonfinite_graphed_step_is_skipped_or_stops_as_eagerly(tmp_path):
     data = Windows(poison=range(8, 12))  # one batch of the first epoch's order holds them
-    eager, eager_losses = run(tmp_path, "eager", poisoned_lm_loss, data, skip_nonfinite=True)
+    eager, eager_losses = run(tmp_path, "eager", poisoned_lm_loss, data, skip_nonfinite=True,
+                              cuda_graph=False)
     graphed, losses = run(tmp_path, "graph", poisoned_lm_loss, data, skip_nonfinite=True,
                           cuda_graph=True)
     assert graphed.skipped_steps == eager.skipped_steps >= 1
@@ -102,20 +104,42 @@ def test_a_nonfinite_graphed_step_is_skipped_or_stops_as_eagerly(tmp_path):
         run(tmp_path, "stop", poisoned_lm_loss, data, cuda_graph=True)
 
 
+def syncing_lm_loss(model, batch):
+    """A loss that reads a value back on the host (which no capture can hold)."""
+    out = lm_loss(model, batch)
+    out.loss = out.loss * (1.0 + 0.0 * out.loss.item())
+    return out
+
+
+@on_gpu
+def test_auto_trains_eagerly_where_the_step_cannot_be_captured(tmp_path, capsys):
+    _, eager = run(tmp_path, "eager", cuda_graph=False)
+    trainer, got = run(tmp_path, "auto", syncing_lm_loss)  # cuda_graph="auto", the default
+    assert trainer.graphed is None
+    assert "train.cuda_graph=auto: the training step could not be captured" in capsys.readouterr().err
+    torch.testing.assert_close(got, eager, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ConfigError, match="train.cuda_graph=true: the training step could not"):
+        run(tmp_path, "true", syncing_lm_loss, cuda_graph=True)
+
+
 def test_cuda_graph_is_refused_where_it_cannot_run(tmp_path):
     model = MambaLM(MambaConfig(d_model=16, n_layer=1, vocab_size=8))
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match=r"train.cuda_graph=true needs a CUDA GPU; .*cpu"):
             Trainer(model, lm_loss, Windows(), None, TrainConfig(cuda_graph=True), tmp_path)
         assert not tmp_path.joinpath("metrics.csv").exists()
+        cpu = Trainer(model, lm_loss, Windows(), None, TrainConfig(), tmp_path)  # "auto"
+        assert cpu.graphed is None and not cpu.optimizer.param_groups[0]["capturable"]
     with pytest.raises(ConfigError, match="train.cuda_graph=true runs on one GPU"):
         TrainConfig(cuda_graph=True, fsdp=True).validate()
+    with pytest.raises(ConfigError, match="train.cuda_graph must be auto, true or false"):
+        TrainConfig(cuda_graph="yes").validate()
 
 
 def test_a_capturable_learning_rate_is_a_tensor_the_scheduler_overwrites_in_place():
     model = torch.nn.Linear(4, 4)
-    cfg = TrainConfig(lr=1e-2, warmup_steps=4, steps=10, cuda_graph=True)
-    optimizer, scheduler = build_optimizer(model, cfg, torch.device("cpu"))
+    cfg = TrainConfig(lr=1e-2, warmup_steps=4, steps=10)
+    optimizer, scheduler = build_optimizer(model, cfg, torch.device("cpu"), capturable=True)
     lr = optimizer.param_groups[0]["lr"]
     assert torch.is_tensor(lr) and optimizer.param_groups[0]["capturable"]
     assert float(lr) == pytest.approx(1e-2 / 4)  # the first warm-up step
