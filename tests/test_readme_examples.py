@@ -103,10 +103,23 @@ NOT_RUN.update({c: FSDD_UNET for c in (
     "pretrain --config pretrain_fsdd_unet --out runs/fsdd-unet-cpu model.d_model=32 "
     "model.n_layer=2 model.mlp_expand=0 train.precision=fp32 train.steps=200 train.batch_size=8 "
     "train.warmup_steps=20 train.lr=4e-3 train.eval_every=100 train.eval_batches=2 "
-    "train.log_every=10 train.progress=false --no-baselines")})
+    "train.log_every=10 train.progress=false --no-baselines",
+    *(f"pretrain --config pretrain_fsdd_unet{v} --out runs/fsdd-unet{r} train.steps=2400 "
+      "train.warmup_steps=200 train.eval_every=800 train.save_every=800 train.progress=false "
+      "train.cuda_graph=true" for v, r in (("", ""), ("_lti", "-lti"))),
+    *(f"pretrain --config pretrain_fsdd_unet --out runs/fsdd-{g} train.steps=150 "
+      "train.eval_every=0 train.log_every=25 train.progress=false "
+      f"train.cuda_graph={g} --no-baselines" for g in ("false", "true")))})
+NOT_RUN["pretrain --config pretrain_dna_long --out runs/dna-true train.steps=180 "
+        "\"train.seq_len_stages=[[0, 256, 32], [60, 1024, 8], [120, 2048, 4]]\" train.eval_every=0 "
+        "train.log_every=20 train.progress=false train.cuda_graph=true --no-baselines"] = (
+    "train.cuda_graph=true needs a CUDA GPU (its eager twin runs here)")
 NOT_RUN.update({c: "reads the U-Net run above" for c in (
     "evaluate-audio --model runs/fsdd-unet --classifier runs/digits --n 512",
     "evaluate-audio --model runs/fsdd-unet-lti --classifier runs/digits --n 512",
+    "evaluate-audio --model runs/fsdd-unet --classifier runs/digits --n 512 --out runs/eval-fsdd-unet",
+    "evaluate-audio --model runs/fsdd-unet-lti --classifier runs/digits --n 512 "
+    "--out runs/eval-fsdd-unet-lti",
     "evaluate-audio --model runs/fsdd-unet-cpu --classifier runs/cls_digits --n 512 "
     "--out runs/eval-fsdd-unet-cpu")})
 # run by another test, with checks of their own (the converted weights)
