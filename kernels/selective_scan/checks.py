@@ -14,6 +14,13 @@ FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _FLOAT_NAMES = "float16, bfloat16, float32 or float64"
 
 
+def can_read_values(t: torch.Tensor) -> bool:
+    """Whether a check may read `t`'s values back to the host: not while a CUDA graph is being
+    captured (a captured training step cannot wait on the GPU; cuda_graph.py in the trainer runs
+    the step eagerly first, where the checks see its first batch)."""
+    return not (t.is_cuda and torch.cuda.is_current_stream_capturing())
+
+
 def _shape(t: torch.Tensor) -> str:
     return str(tuple(t.shape))
 
@@ -107,7 +114,7 @@ def check_scan_inputs(u, delta, A, B, C, D=None, z=None, delta_bias=None, initia
         if seq_idx.dtype.is_floating_point or seq_idx.dtype.is_complex or seq_idx.dtype == torch.bool:
             raise TypeError(f"seq_idx must have an integer dtype (int32 or int64), got {seq_idx.dtype}")
         _expect_shape("seq_idx", seq_idx, (batch, length), "(batch, L)")
-        if length > 1:
+        if length > 1 and can_read_values(seq_idx):
             steps = seq_idx[:, 1:] < seq_idx[:, :-1]
             if bool(steps.any()):
                 row, col = (int(i) for i in steps.nonzero()[0])

@@ -4,6 +4,7 @@ import torch
 
 from ..config import POOLINGS
 from ..errors import ConfigError
+from ..kernels.selective_scan.checks import can_read_values
 from . import context_parallel
 
 
@@ -33,10 +34,10 @@ def masked_pool(h: torch.Tensor, mask: torch.Tensor = None, mode: str = "mean") 
                               f"is split over the ranks; use model.pooling=mean")
         m = mask.unsqueeze(-1).to(h.dtype)
         count = cp.sum(m.sum(1))
-        if not bool((count > 0).all()):
+        if can_read_values(count) and not bool((count > 0).all()):
             raise ValueError("mask: every sequence needs at least one real (True) position")
         return cp.sum((h * m).sum(1)) / count
-    if not bool(mask.any(dim=1).all()):
+    if can_read_values(mask) and not bool(mask.any(dim=1).all()):
         raise ValueError("mask: every sequence needs at least one real (True) position")
     if mode == "mean":
         m = mask.unsqueeze(-1).to(h.dtype)  # (b, l, 1)

@@ -13,10 +13,10 @@ import signal
 
 import pytest
 import torch
-from mamba_bio_audio import MambaConfig, MambaLM
+from mamba_bio_audio import MambaClassifier, MambaConfig, MambaLM
 from mamba_bio_audio.errors import ConfigError
 from mamba_bio_audio.pipelines.training.config import TrainConfig
-from mamba_bio_audio.pipelines.training.losses import lm_loss
+from mamba_bio_audio.pipelines.training.losses import classifier_loss, lm_loss
 from mamba_bio_audio.pipelines.training.metrics import read_metrics
 from mamba_bio_audio.pipelines.training.optim import (build_optimizer, portable_state,
                                                       set_capturable)
@@ -102,6 +102,41 @@ def test_a_nonfinite_graphed_step_is_skipped_or_stops_as_eagerly(tmp_path):
     torch.testing.assert_close(losses, eager_losses, rtol=1e-4, atol=1e-5)  # no update was made
     with pytest.raises(TrainingDiverged, match="became nan"):
         run(tmp_path, "stop", poisoned_lm_loss, data, cuda_graph=True)
+
+
+class PaddedClips(torch.utils.data.Dataset):
+    """Float feature sequences of 8 to 48 real frames padded to 48, with a mask and a label."""
+
+    def __init__(self, n=48):
+        g = torch.Generator().manual_seed(1)
+        self.x = torch.randn(n, 48, 6, generator=g)
+        self.lengths = torch.randint(8, 49, (n,), generator=g)
+        self.labels = torch.randint(0, 3, (n,), generator=g)
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        mask = torch.arange(48) < self.lengths[i]
+        return {"ids": self.x[i] * mask[:, None], "mask": mask, "label": self.labels[i]}
+
+
+@on_gpu
+def test_a_masked_classifier_step_is_captured_and_trains_as_eagerly(tmp_path):
+    def fit(name, cuda_graph):
+        torch.manual_seed(0)
+        model = MambaClassifier(MambaConfig(d_model=32, n_layer=2, input_dim=6, n_classes=3,
+                                            bidirectional=True))
+        cfg = TrainConfig(steps=6, batch_size=8, lr=3e-3, warmup_steps=2, eval_every=0,
+                          log_every=1, progress=False, seed=3, cuda_graph=cuda_graph)
+        trainer = Trainer(model, classifier_loss, PaddedClips(), None, cfg, tmp_path / name)
+        trainer.fit()
+        return trainer, [r["train_loss"] for r in read_metrics(tmp_path / name / "metrics.csv")]
+
+    _, eager = fit("eager", False)
+    graphed, got = fit("graph", True)
+    assert graphed.graphed.captures == 1
+    torch.testing.assert_close(got, eager, rtol=1e-4, atol=1e-5)
 
 
 def syncing_lm_loss(model, batch):
