@@ -37,8 +37,8 @@ class TrainConfig:
     CUDA graph and replay it (cuda_graph.py): the host launches one graph a step instead of every
     kernel, which is what limits small models; a change of window shape (a `seq_len_stages` step)
     captures again. "auto" (default): on when the run is on one CUDA GPU (not under torchrun),
-    and a step that cannot be captured trains eagerly with a one-line note; true: on, and an
-    error where it cannot be; false: off.
+    and a step that cannot be captured (or whose capture runs out of GPU memory) trains eagerly
+    with a one-line note; true: on, and an error where it cannot be; false: off.
     `skip_nonfinite`: a step whose loss or gradient norm is NaN/inf is skipped (no update; at most
     `MAX_SKIPPED_IN_A_ROW` in a row) instead of stopping the run with TrainingDiverged.
     """

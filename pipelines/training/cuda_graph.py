@@ -9,7 +9,9 @@ them with one launch, as PyTorch's "whole-network capture" does:
   another shape (a `seq_len_stages` change) captures the step again;
 - before a capture the step runs a few times on a side stream (Triton compilation, AdamW's lazy
   state, cuBLAS workspaces), and then the weights, the optimizer state and the CUDA RNG are put
-  back as they were, so the warm-up leaves no trace in the run;
+  back as they were (`undone`), so the warm-up leaves no trace in the run;
+- running out of GPU memory while capturing, or a step that cannot be captured, raises
+  `CaptureFailed` with the graph's memory given back (the trainer then trains eagerly or stops);
 - gradients are None when the capture starts, so every replay writes them afresh;
 - the optimizer must be capturable with its learning rate a device tensor (optim.set_capturable)
   that the scheduler overwrites in place between replays.
@@ -21,6 +23,7 @@ the next replay. `bench gpu --graph` times its whole-model rows with this same c
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import contextmanager
 
 import torch
 
@@ -97,44 +100,68 @@ class GraphedStep:
         self._release()
         device = next(self.model.parameters()).device
         self.static = _device_copy(inputs, device)
-        saved = self._state_tensors()
-        kept = [t.detach().clone() for t in saved]
-        rng = torch.cuda.get_rng_state(device)
         side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):
-            for _ in range(self.warmup):
-                self.step_fn(self.static)
-                self.optimizer.zero_grad(set_to_none=True)
-        torch.cuda.current_stream(device).wait_stream(side)
-        with torch.no_grad():  # undo the warm-up: weights and state back, new state zeroed
-            for t, k in zip(saved, kept):
-                t.copy_(k)
-            for t in self._state_tensors()[len(saved):]:
-                t.zero_()
-        torch.cuda.set_rng_state(rng, device)
-        self.graph = torch.cuda.CUDAGraph()
         try:
+            with undone(self.model, self.optimizer):  # waits for the side stream before undoing
+                side.wait_stream(torch.cuda.current_stream(device))
+                with torch.cuda.stream(side):
+                    for _ in range(self.warmup):
+                        self.step_fn(self.static)
+                        self.optimizer.zero_grad(set_to_none=True)
+            self.graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.graph):
                 self.outputs = self.step_fn(self.static)
-        except torch.cuda.OutOfMemoryError:
-            raise
+        except torch.cuda.OutOfMemoryError as err:  # the eager step may still fit
+            self._release()
+            torch.cuda.empty_cache()
+            raise CaptureFailed("out of GPU memory while capturing the training step in a CUDA "
+                                f"graph ({str(err).splitlines()[0]})") from err
         except RuntimeError as err:
+            if self.graph is None:
+                raise  # the eager warm-up failed: an error of the step itself
             self._release()
             raise CaptureFailed("the training step could not be captured in a CUDA graph ("
                                 f"{str(err).splitlines()[0]})") from err
         self.signature = signature
         self.captures += 1
 
-    def _state_tensors(self) -> list[torch.Tensor]:
-        """Parameters, buffers, then the optimizer's state tensors (made lazily: they come last,
-        in the order the optimizer made them)."""
-        tensors = [*self.model.parameters(), *self.model.buffers()]
-        for state in self.optimizer.state.values():
-            tensors += [v for v in state.values() if torch.is_tensor(v)]
-        return tensors
-
     def _release(self) -> None:
         """Drop the old graph and the gradients that live in its memory (before a recapture)."""
         self.optimizer.zero_grad(set_to_none=True)
         self.graph = self.outputs = self.static = None
+
+
+def _state_tensors(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> list:
+    """Parameters, buffers, then the optimizer's state tensors (made lazily: they come last, in
+    the order the optimizer made them)."""
+    tensors = [*model.parameters(), *model.buffers()]
+    for state in optimizer.state.values():
+        tensors += [v for v in state.values() if torch.is_tensor(v)]
+    return tensors
+
+
+@contextmanager
+def undone(model: torch.nn.Module, optimizer: torch.optim.Optimizer):
+    """Run the block (e.g. warm-up steps), then put back the weights, buffers, optimizer state and
+    RNG as they were before it, also when it raises; optimizer state that the block made is
+    zeroed, which is the state a fresh AdamW starts from. The copies are kept on the CPU, so the
+    GPU never holds a second set of weights and moments."""
+    saved = _state_tensors(model, optimizer)
+    kept = [t.detach().to("cpu", copy=True) for t in saved]
+    device = saved[0].device if saved else torch.device("cpu")
+    cuda = device.type == "cuda"
+    rng = torch.cuda.get_rng_state(device) if cuda else torch.get_rng_state()
+    try:
+        yield
+    finally:
+        if cuda:
+            torch.cuda.synchronize(device)  # the block's kernels, on any stream, are done
+        with torch.no_grad():
+            for t, k in zip(saved, kept):
+                t.copy_(k)
+            for t in _state_tensors(model, optimizer)[len(saved):]:
+                t.zero_()
+        if cuda:
+            torch.cuda.set_rng_state(rng, device)
+        else:
+            torch.set_rng_state(rng)

@@ -16,6 +16,7 @@ import torch
 from mamba_bio_audio import MambaClassifier, MambaConfig, MambaLM
 from mamba_bio_audio.errors import ConfigError
 from mamba_bio_audio.pipelines.training.config import TrainConfig
+from mamba_bio_audio.pipelines.training.cuda_graph import undone
 from mamba_bio_audio.pipelines.training.losses import classifier_loss, lm_loss
 from mamba_bio_audio.pipelines.training.metrics import read_metrics
 from mamba_bio_audio.pipelines.training.optim import (build_optimizer, portable_state,
@@ -188,3 +189,34 @@ def test_a_capturable_learning_rate_is_a_tensor_the_scheduler_overwrites_in_plac
     set_capturable(plain, False)
     assert plain.param_groups[0]["lr"] == pytest.approx(2e-2 / 4)
     assert not plain.param_groups[0]["capturable"]
+
+
+def test_undone_puts_weights_moments_and_rng_back_so_later_steps_are_a_fresh_runs():
+    def steps(model, optimizer, n):
+        for _ in range(n):
+            model(torch.randn(3, 4)).square().sum().backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+    torch.manual_seed(0)
+    fresh = torch.nn.Linear(4, 4)
+    warmed = torch.nn.Linear(4, 4)
+    warmed.load_state_dict(fresh.state_dict())
+    opt_fresh = torch.optim.AdamW(fresh.parameters(), lr=1e-2)
+    opt_warmed = torch.optim.AdamW(warmed.parameters(), lr=1e-2)
+    rng = torch.get_rng_state()
+    with undone(warmed, opt_warmed):
+        steps(warmed, opt_warmed, 2)  # makes AdamW's state and moves the weights
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert torch.equal(warmed.weight, fresh.weight)
+    assert all(float(v.abs().sum()) == 0 for s in opt_warmed.state.values() for v in s.values())
+    torch.manual_seed(1)
+    steps(fresh, opt_fresh, 3)
+    torch.manual_seed(1)
+    steps(warmed, opt_warmed, 3)
+    assert torch.equal(warmed.weight, fresh.weight) and torch.equal(warmed.bias, fresh.bias)
+    with pytest.raises(RuntimeError, match="boom"), undone(warmed, opt_warmed):
+        with torch.no_grad():
+            warmed.weight.add_(1.0)
+        raise RuntimeError("boom")
+    assert torch.equal(warmed.weight, fresh.weight)  # put back when the block raises too
