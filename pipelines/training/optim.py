@@ -60,7 +60,7 @@ def set_capturable(optimizer: torch.optim.Optimizer, capturable: bool) -> None:
 
 def portable_state(optimizer_state: dict) -> dict:
     """An optimizer state dict with its learning rates as floats, so that a checkpoint resumes
-    the same with or without `train.cuda_graph`."""
-    for group in optimizer_state["param_groups"]:
+    the same with or without `train.cuda_graph` (FSDP's gathered state is empty off rank 0)."""
+    for group in optimizer_state.get("param_groups", ()):
         group["lr"] = float(group["lr"])
     return optimizer_state
