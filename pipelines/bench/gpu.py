@@ -50,8 +50,13 @@ def add_arguments(p):
                    help="also time each scan replayed from a CUDA graph (GPU time without the "
                         "host's launch work; its own columns), and each model row's whole "
                         "training step captured in one")
+    p.add_argument("--kernels", action="store_true",
+                   help="also profile each scan row's forward + backward (torch.profiler): the GPU "
+                        "time of every kernel it launches, ours and the peer's, in microseconds "
+                        "per call")
     p.add_argument("--tune", action="store_true",
-                   help="first sweep BLOCK_D, warps, stages and segments at --tune-shapes")
+                   help="first sweep BLOCK_D, warps, stages and segments at --tune-shapes (with "
+                        "--graph, each configuration timed replayed from a CUDA graph)")
     p.add_argument("--tune-shapes", default=TUNE_SHAPES,
                    help="comma list of BATCHxDIMxL shapes for --tune (default: %(default)s)")
     p.add_argument("--parts", default="scan,decode,models",
@@ -217,7 +222,40 @@ def _n_sets(batch, dim, L, limit_bytes=8e9):
     return max(1, min(3, int(limit_bytes // (batch * dim * L * 2 * 8))))
 
 
-def scan_row(shape, N, fl, peer, layout="time", graph=False):
+def kernel_times(step, iters=10):
+    """GPU time of every kernel that step() launches: [(kernel name, launches per call, us per
+    call)], largest first, from torch.profiler's device events over `iters` calls (after one
+    warm-up call)."""
+    from torch.profiler import ProfilerActivity, profile
+    step()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(iters):
+            step()
+        torch.cuda.synchronize()
+    totals = {}
+    for e in prof.events():
+        if e.device_type != torch.autograd.DeviceType.CUDA:
+            continue
+        count, us = totals.get(e.name, (0, 0.0))
+        totals[e.name] = (count + 1, us + e.time_range.elapsed_us())
+    rows = [(name, count / iters, us / iters) for name, (count, us) in totals.items()]
+    return sorted(rows, key=lambda r: -r[2])
+
+
+def kernel_table(row):
+    """Markdown table of a row's kernel breakdown (`--kernels`): ours and the peer's."""
+    lines = [f"kernels of one forward + backward at {row['batch']} x {row['dim']} x {row['L']} "
+             f"(us per call, GPU time):", "| impl | kernel | launches | us |", "|---|---|---|---|"]
+    for impl, kernels in row["kernels"].items():
+        total = sum(us for _, _, us in kernels)
+        for name, launches, us in kernels:
+            lines.append(f"| {impl} | {name[:70]} | {launches:g} | {us:.1f} |")
+        lines.append(f"| {impl} | total | | {total:.1f} |")
+    return "\n".join(lines)
+
+
+def scan_row(shape, N, fl, peer, layout="time", graph=False, kernels=False):
     """Forward and forward+backward of ours (default plan) and the peer on the same inputs
     (with layout "channels-last", ours reads them channels-last and the peer time-contiguous
     copies, each kernel's own layout). `graph`: also each replayed from a CUDA graph, the GPU's
@@ -248,6 +286,8 @@ def scan_row(shape, N, fl, peer, layout="time", graph=False):
         row[f"{name}_fwd_bwd_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
         if graph:
             row[f"{name}_fwd_graph_ms"], row[f"{name}_fwd_bwd_graph_ms"] = _graph_times(fn, these[0])
+        if kernels:
+            row.setdefault("kernels", {})[name] = kernel_times(lambda: _forward_backward(fn)(these[0]))
         del these
     del sets
     bytes_ms, sfu_ms = floors(batch, dim, L, N, fl)
@@ -299,11 +339,13 @@ def run_scan(args, fl, peer):
     rows = []
     for shape in parse_shapes(args.shapes, 3, "--shapes"):
         try:
-            row = scan_row(shape, args.state, fl, peer, args.layout, args.graph)
+            row = scan_row(shape, args.state, fl, peer, args.layout, args.graph, args.kernels)
         except torch.cuda.OutOfMemoryError:
             row = dict(batch=shape[0], dim=shape[1], L=shape[2], error="out of memory")
         rows.append(row)
         print(json.dumps(row), flush=True)
+        if "kernels" in row:
+            print(kernel_table(row), flush=True)
         torch.cuda.empty_cache()
     print(f"scan inputs: {args.layout}", flush=True)
     print(scan_table(rows), flush=True)
@@ -320,11 +362,12 @@ def tune(args, peer=None):
     results, best_rows = [], []
     for batch, dim, L in parse_shapes(args.tune_shapes, 3, "--tune-shapes"):
         N = args.state
-        x = scan_inputs(batch, dim, L, N, False)
+        x = scan_inputs(batch, dim, L, N, False, layout=args.layout)
+        cl = args.layout != "time"
         a = (x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"], None, None, True)
-        dy = torch.randn_like(x["u"])
+        dy = torch.randn_like(x["u"])  # in u's memory layout
         dev = x["u"].device
-        auto = ts.plan(batch, dim, L, N, 1, dev)
+        auto = ts.plan(batch, dim, L, N, 1, dev, channels_last=cl)
         n_chunks = -(-L // auto.chunk)
         segs = sorted({s for s in (1, auto.n_seg // 2, auto.n_seg, 2 * auto.n_seg, 4 * auto.n_seg, 2, 4)
                        if 1 <= s <= max(1, n_chunks // 2)})
@@ -333,10 +376,12 @@ def tune(args, peer=None):
 
             def timed(p):
                 if not bwd:
-                    return _bench(lambda _: ts._fwd(*a, False, p), [None], rep=40)
-                _, _, states = ts._fwd(*a, True, p)
-                return _bench(lambda _: ts._bwd(*a[:10], True, states, dy, None, True, p), [None], rep=40)
-            default = ts.plan(batch, dim, L, N, 1, dev, backward=bwd)
+                    call = lambda: ts._fwd(*a, False, p)  # noqa: E731
+                else:
+                    _, _, states = ts._fwd(*a, True, p)
+                    call = lambda: ts._bwd(*a[:10], True, states, dy, None, True, p)  # noqa: E731
+                return _graph_ms(call) if args.graph else _bench(lambda _: call(), [None], rep=40)
+            default = ts.plan(batch, dim, L, N, 1, dev, backward=bwd, channels_last=cl)
             default_ms = timed(default)
             best = (default_ms, default)
             for bd, warps, stages in TUNE_TILES:
@@ -344,7 +389,7 @@ def tune(args, peer=None):
                     continue
                 for n_seg in segs:
                     p = ts.plan(batch, dim, L, N, 1, dev, backward=bwd, block_d=bd, segments=n_seg,
-                                num_warps=warps, stages=stages)
+                                num_warps=warps, stages=stages, channels_last=cl)
                     try:
                         ms = timed(p)
                     except Exception as e:  # noqa: BLE001  (a config that fails is recorded)

@@ -26,43 +26,17 @@ from collections.abc import Callable
 from contextlib import contextmanager
 
 import torch
+from torch.utils._pytree import tree_flatten, tree_leaves, tree_map
 
 
 class CaptureFailed(RuntimeError):
     """The step could not be captured (it waits on the GPU, e.g. `.item()` or a boolean mask)."""
 
 
-def _shapes(tree):
-    """The (shape, dtype) signature of the tensors of a nested batch; other leaves as they are."""
-    if torch.is_tensor(tree):
-        return (tuple(tree.shape), tree.dtype, tree.device)
-    if isinstance(tree, dict):
-        return tuple((k, _shapes(v)) for k, v in sorted(tree.items()))
-    if isinstance(tree, (list, tuple)):
-        return tuple(_shapes(v) for v in tree)
-    return tree
-
-
-def _copy_into(static, new):
-    """Copy the tensors of `new` into the same-shaped tensors of `static` (nested alike)."""
-    if torch.is_tensor(static):
-        static.copy_(new, non_blocking=True)
-    elif isinstance(static, dict):
-        for k in static:
-            _copy_into(static[k], new[k])
-    elif isinstance(static, (list, tuple)):
-        for s, n in zip(static, new):
-            _copy_into(s, n)
-
-
-def _device_copy(tree, device):
-    if torch.is_tensor(tree):
-        return tree.to(device).clone()  # its own memory: the caller's batch may be reused
-    if isinstance(tree, dict):
-        return {k: _device_copy(v, device) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return type(tree)(_device_copy(v, device) for v in tree)
-    return tree
+def _signature(tree):
+    """The structure of a nested batch and the (shape, dtype, device) of its tensors."""
+    leaves, spec = tree_flatten(tree)
+    return spec, [(tuple(t.shape), t.dtype, t.device) if torch.is_tensor(t) else t for t in leaves]
 
 
 class GraphedStep:
@@ -88,18 +62,22 @@ class GraphedStep:
 
     def __call__(self, inputs):
         """Run the step on `inputs` (copied into the static buffers); returns step_fn's outputs."""
-        signature = _shapes(inputs)
+        signature = _signature(inputs)
         if self.graph is None or signature != self.signature:
             self._capture(inputs, signature)
         else:
-            _copy_into(self.static, inputs)
+            for static, new in zip(tree_leaves(self.static), tree_leaves(inputs)):
+                if torch.is_tensor(static):
+                    static.copy_(new, non_blocking=True)
         self.graph.replay()
         return self.outputs
 
     def _capture(self, inputs, signature) -> None:
         self._release()
         device = next(self.model.parameters()).device
-        self.static = _device_copy(inputs, device)
+        # the buffers later batches are copied into: their own memory (the caller's batch, if
+        # already on the device, may be reused by the caller)
+        self.static = tree_map(lambda t: t.to(device).clone() if torch.is_tensor(t) else t, inputs)
         side = torch.cuda.Stream(device)
         try:
             with undone(self.model, self.optimizer):  # waits for the side stream before undoing

@@ -206,11 +206,8 @@ class Trainer:
                    disable=not (main and cfg.progress), file=sys.stderr)
         with SignalCatcher() as signals, contextlib.closing(bar):
             while self.step < cfg.steps:
-                if self.graphed is not None:
-                    loss, grad_norm, stop = self._replay(batches, signals)
-                else:
-                    loss, stop = self._accumulate(batches, signals)
-                    grad_norm = float(self._clip_gradients())
+                step = self._replay if self.graphed is not None else self._eager_step
+                loss, grad_norm, stop = step(batches, signals)
                 if not (math.isfinite(loss) and math.isfinite(grad_norm)):
                     if self.graphed is None:  # a replay writes the gradients afresh
                         self.optimizer.zero_grad(set_to_none=True)
@@ -236,6 +233,19 @@ class Trainer:
             best_value=self.best_value, best_dir=best_dir if best_dir.exists() else None,
             last_dir=self.out_dir / "checkpoints" / "last", history=self.history)
 
+    def _eager_step(self, batches, signals: SignalCatcher) -> tuple[float, float, bool]:
+        """Forward and backward over the next micro-batches, then clipping: (the mean loss, the
+        gradient norm before clipping, whether to stop after this step)."""
+        loss, stop = self._accumulate(batches, signals)
+        return loss, float(self._clip_gradients()), stop
+
+    def _forward_backward(self, batch, cache: bool = True):
+        """The loss of one micro-batch (a LossOutput), its gradient added to `.grad`."""
+        with self.autocast(cache):
+            out = self.loss_fn(self.model, batch)
+        (out.loss / self.cfg.grad_accum).backward()
+        return out
+
     def _accumulate(self, batches, signals: SignalCatcher) -> tuple[float, bool]:
         """Forward and backward over `grad_accum` micro-batches (the gradients synchronised on
         the last). Returns (the mean loss over every rank's items, whether any rank caught a
@@ -245,9 +255,7 @@ class Trainer:
         for micro in range(cfg.grad_accum):
             batch = move_to(next(batches), self.device)
             with gradient_sync(self.model, micro == cfg.grad_accum - 1 or self.world == 1):
-                with self.autocast():
-                    out = self.loss_fn(self.model, batch)
-                (out.loss / cfg.grad_accum).backward()
+                out = self._forward_backward(batch)
             weight = float(out.weight)
             loss_sum += float(out.loss.detach()) * weight
             weight_sum += weight
@@ -274,9 +282,7 @@ class Trainer:
         loss, the gradient norm, the input tokens) with the loss and norm as GPU tensors."""
         loss_sum = weight_sum = tokens = 0
         for batch in batches:
-            with self.autocast(cache=False):
-                out = self.loss_fn(self.model, batch)
-            (out.loss / self.cfg.grad_accum).backward()
+            out = self._forward_backward(batch, cache=False)
             loss_sum = loss_sum + out.loss.detach().float() * out.weight
             weight_sum = weight_sum + out.weight
             tokens += out.tokens
@@ -303,8 +309,7 @@ class Trainer:
             log(f"note: train.cuda_graph=auto: {err}; training without (eagerly)")
             self.graphed = None
             set_capturable(self.optimizer, False)
-            loss, stop = self._accumulate(iter(inputs), signals)
-            return loss, float(self._clip_gradients()), stop
+            return self._eager_step(iter(inputs), signals)
         self.tokens_seen += tokens
         self._window[1] += tokens
         return float(loss), float(grad_norm), signals.caught is not None
