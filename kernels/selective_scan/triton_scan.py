@@ -66,7 +66,8 @@ MIN_SEGMENT_CHUNKS = 4  # a segment spans at least this many chunks (the local p
 PROGRAMS_PER_SM = 4  # still below this many programs per SM, BLOCK_D halves (down to 2)
 PARTIALS_BUDGET = 2 << 30  # most bytes of deterministic dB/dC partials that a smaller BLOCK_D may cost
 MAX_TILE = 8192  # most elements of one (BLOCK_D, CHUNK, BLOCK_N) register tile for large N
-CARRY_BLOCK_D = 32  # channels per program of the segment boundary pass
+# the segment boundary pass: channels per program, boundaries taken at once, warps
+CARRY_BLOCK_D, CARRY_BLOCK_S, CARRY_WARPS = 8, 16, 4
 
 
 def _empty(*shape, like, dtype=None):
@@ -273,9 +274,10 @@ def _carry(x0, P, E, p: Plan, reverse):
     batch, _, N, dim = P.shape
     out = _empty(batch, p.n_seg, N, dim, like=P)
     bd = min(CARRY_BLOCK_D, triton.next_power_of_2(dim))
-    _segment_carry_kernel[(triton.cdiv(dim, bd), batch, 1)](
+    bs = min(CARRY_BLOCK_S, triton.next_power_of_2(max(p.n_seg - 1, 2)))
+    _segment_carry_kernel[(triton.cdiv(dim, bd), batch)](
         _or(x0, P), P, E, out, dim, N, p.n_seg, HAS_X0=x0 is not None, REVERSE=reverse,
-        BLOCK_D=bd, BLOCK_N=p.block_n)
+        BLOCK_D=bd, BLOCK_N=p.block_n, BLOCK_S=bs, num_warps=CARRY_WARPS)
     return out
 
 

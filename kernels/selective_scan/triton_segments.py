@@ -19,8 +19,8 @@ written: P, E, H, mu and G are (batch, dim, n_seg, N).
 import triton
 import triton.language as tl
 
-from .triton_steps import (_channel_params, _chunk_inputs, _decay_from, _program, _segment_chunks,
-                           _stage_slots, _state_offsets, _step_loads)
+from .triton_steps import (_channel_params, _chunk_inputs, _combine, _decay_from, _program,
+                           _segment_chunks, _stage_slots, _state_offsets, _step_loads)
 
 
 @triton.jit
@@ -136,29 +136,38 @@ def _segment_start_adjoint_kernel(
 def _segment_carry_kernel(
     x0_ptr, P_ptr, E_ptr, out_ptr, dim, N: tl.constexpr, n_seg,
     HAS_X0: tl.constexpr, REVERSE: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_S: tl.constexpr,
 ):
     """x across segment boundaries: out[0] = x0, out[k+1] = P[k] out[k] + E[k] (REVERSE: from
-    out[n_seg-1] = x0 down, out[k] = P[k] out[k+1] + E[k]). x0 (batch, dim, N) or zeros; P, E
-    (batch, dim, n_seg - 1, N); out (batch, dim, n_seg, N)."""
-    pid_d, b, _, d, n, mask_d, mask_n, mask_nd, _ = _program(dim, BLOCK_D, BLOCK_N, N, dim)
+    out[n_seg-1] = x0 down, out[k] = P[k] out[k+1] + E[k]). x0 (batch, N, dim) or zeros; P, E
+    (batch, n_seg - 1, N, dim); out (batch, n_seg, N, dim).
+
+    BLOCK_S boundaries are taken at once: their P and E load together (one round trip to memory
+    instead of one per boundary, which made this pass a chain of n_seg dependent loads) and are
+    composed by an associative scan, so the sequential part is n_seg / BLOCK_S steps."""
+    pid_d = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    d = pid_d.to(tl.int64) * BLOCK_D + tl.arange(0, BLOCK_D).to(tl.int64)
+    n = tl.arange(0, BLOCK_N).to(tl.int64)
+    mask_nd = (n < N)[:, None] & (d < dim)[None, :]
     if HAS_X0:
-        x = tl.load(x0_ptr + _state_offsets(d, n, dim, N, b), mask=mask_nd, other=0.0)
-        x = x.to(tl.float32)
+        x = tl.load(x0_ptr + _state_offsets(d, n, dim, N, b), mask=mask_nd, other=0.0).to(tl.float32)
     else:
         x = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
-    if REVERSE:
-        tl.store(out_ptr + _state_offsets(d, n, dim, N, b * n_seg + n_seg - 1), x, mask=mask_nd)
-    else:
-        tl.store(out_ptr + _state_offsets(d, n, dim, N, b * n_seg), x, mask=mask_nd)
-    for i in range(0, n_seg - 1):
-        if REVERSE:
-            k = n_seg - 2 - i
-        else:
-            k = i
-        pe = _state_offsets(d, n, dim, N, b * (n_seg - 1) + k)
-        x = tl.load(P_ptr + pe, mask=mask_nd, other=0.0) * x + tl.load(E_ptr + pe, mask=mask_nd,
-                                                                       other=0.0)
-        if REVERSE:
-            tl.store(out_ptr + _state_offsets(d, n, dim, N, b * n_seg + k), x, mask=mask_nd)
-        else:
-            tl.store(out_ptr + _state_offsets(d, n, dim, N, b * n_seg + k + 1), x, mask=mask_nd)
+    first = b * n_seg + (n_seg - 1 if REVERSE else 0)
+    tl.store(out_ptr + _state_offsets(d, n, dim, N, first), x, mask=mask_nd)
+    nd = n[:, None] * dim + d[None, :]  # (BLOCK_N, BLOCK_D) offsets within one state
+    j = tl.arange(0, BLOCK_S)
+    for j0 in range(0, n_seg - 1, BLOCK_S):
+        jj = j0 + j  # boundaries in the order they are crossed
+        mask = (jj < n_seg - 1)[:, None, None] & mask_nd[None, :, :]
+        k = n_seg - 2 - jj if REVERSE else jj
+        pe = ((b * (n_seg - 1) + k) * N * dim)[:, None, None] + nd[None, :, :]
+        p = tl.load(P_ptr + pe, mask=mask, other=1.0)  # past the last boundary: x unchanged
+        e = tl.load(E_ptr + pe, mask=mask, other=0.0)
+        p, e = tl.associative_scan((p, e), axis=0, combine_fn=_combine)
+        xs = p * x[None, :, :] + e
+        slot = k if REVERSE else k + 1
+        tl.store(out_ptr + ((b * n_seg + slot) * N * dim)[:, None, None] + nd[None, :, :], xs,
+                 mask=mask)
+        x = tl.sum(tl.where((j == BLOCK_S - 1)[:, None, None], xs, 0.0), axis=0)

@@ -155,6 +155,15 @@ def test_segments_without_optional_inputs_fast_mode(variant):
                             with_dfinal=False, deterministic=False)
 
 
+def test_many_segments_carry_pass_takes_boundaries_in_blocks():
+    """38 segments of one chunk: the boundary pass (forward and reverse) composes its boundaries
+    CARRY_BLOCK_S at a time, so this crosses three blocks, the last one partial; initial state and
+    final-state gradient flow through every block."""
+    inputs = make_inputs(1, 3, 75, 4, init=True, seed=11)
+    check_against_reference(inputs, delta_softplus=True, chunk_size=2, block_d=2, variant="tiled",
+                            segments=38)
+
+
 def test_segmented_scan_equals_unsegmented_and_is_deterministic():
     inputs = make_inputs(1, 4, 64, 4, init=True, seed=9)
     dy = torch.randn(1, 4, 64, generator=torch.Generator().manual_seed(3)).to(DEVICE)
