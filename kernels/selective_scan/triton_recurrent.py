@@ -16,8 +16,9 @@ steps read global memory directly, which is the faster way for channels-last inp
 import triton
 import triton.language as tl
 
-from .triton_steps import (_channel_params, _decay_from, _gate_grad, _program, _segment_chunks,
-                           _chunk_inputs, _stage_slots, _state_offsets, _step_loads)
+from .triton_steps import (_channel_params, _chunk_inputs, _decay_from, _fwd_pipeline_next,
+                           _fwd_pipeline_start, _gate_grad, _program, _segment_chunks, _stage_slots,
+                           _state_offsets, _step_loads)
 
 
 @triton.jit
@@ -58,10 +59,12 @@ def _fwd_recurrent_kernel(
     y_base = y_ptr + b * s_y_b + d * s_y_d
     slots = _stage_slots(stage_ptr, pid_d, b, s, BLOCK_D, BLOCK_N, CHUNK)
     c0, c1, t0, t1 = _segment_chunks(s, chunks_per_seg, n_chunks, CHUNK, L)
-    # step t + 1's inputs are loaded while step t computes (carried through the loop), so that no
-    # step waits on its own loads; staged, the first step of a chunk is read again from the stage
-    u_n, dt_n, B_n, C_n, z_n = _step_loads(u_base, dt_base, B_base, C_base, z_base, t0, mask_d, mask_n,
-                                          s_u_l, s_dt_l, s_B_l, s_C_l, s_z_l, L, True, HAS_Z)
+    # software-pipelined steps: while step t computes, step t + 1's decay is computed (it does not
+    # depend on h, so the two chains interleave) and step t + 2's inputs load; staged, a chunk's
+    # first two steps are read again from the stage
+    u1, dt1, a1, B1, C1, z1, u2, raw2, B2, C2, z2 = _fwd_pipeline_start(
+        u_base, dt_base, B_base, C_base, z_base, t0, mask_d, mask_n, s_u_l, s_dt_l, s_B_l, s_C_l,
+        s_z_l, L, bias, seq_base, t0, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX, True, HAS_Z)
     for c in range(c0, c1):
         if WRITE_STATES:
             tl.store(states_ptr + _state_offsets(d, n, dim, N, b * n_chunks + c), h, mask=mask_nd)
@@ -71,20 +74,21 @@ def _fwd_recurrent_kernel(
             slots, u_base, dt_base, z_base, u_base, B_base, C_base, s_u_l, s_dt_l, s_z_l, s_u_l,
             s_B_l, s_C_l, tc, rows, L, mask_d, mask_n, STAGED, CHUNK, True, HAS_Z, False, True, True)
         if STAGED:
-            u_n, dt_n, B_n, C_n, z_n = _step_loads(ru, rdt, rB, rC, rz, 0, mask_d, mask_n, ku, kdt,
-                                                  kB, kC, kz, rows, True, HAS_Z)
+            u1, dt1, a1, B1, C1, z1, u2, raw2, B2, C2, z2 = _fwd_pipeline_start(
+                ru, rdt, rB, rC, rz, 0, mask_d, mask_n, ku, kdt, kB, kC, kz, rows, bias, seq_base, tc,
+                A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX, True, HAS_Z)
         for i in tl.range(0, CHUNK, num_stages=STAGES):
             t = tc + i
-            m = mask_d & (t < L)
-            u, raw, Bt, Ct, z = u_n, dt_n + bias, B_n, C_n, z_n
-            u_n, dt_n, B_n, C_n, z_n = _step_loads(ru, rdt, rB, rC, rz, k0 + i + 1, mask_d, mask_n, ku,
-                                                  kdt, kB, kC, kz, kb, True, HAS_Z)
-            dt, a = _decay_from(raw, seq_base, t, m, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX)
+            u, dt, a, Bt, Ct, z = u1, dt1, a1, B1, C1, z1
+            u1, B1, C1, z1 = u2, B2, C2, z2
+            dt1, a1, u2, raw2, B2, C2, z2 = _fwd_pipeline_next(
+                raw2, ru, rdt, rB, rC, rz, k0 + i + 2, t, mask_d, mask_n, ku, kdt, kB, kC, kz, kb, bias,
+                seq_base, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX, True, HAS_Z)
             h = a * h + Bt[:, None] * (dt * u)[None, :]
             y = tl.sum(h * Ct[:, None], axis=0) + u * Dv
             if HAS_Z:
                 y *= z * tl.sigmoid(z)
-            tl.store(y_base + t * s_y_l, y, mask=m)
+            tl.store(y_base + t * s_y_l, y, mask=mask_d & (t < L))
     tl.store(final_ptr + _state_offsets(d, n, dim, N, b), h, mask=mask_nd & (s == n_seg - 1))
 
 
@@ -161,16 +165,18 @@ def _bwd_recurrent_kernel(
         ru, ku, rdt, kdt, rz, kz, rdo, kdo, rB, kB, rC, kC, k0, kb = _chunk_inputs(
             slots, u_base, dt_base, z_base, do_base, B_base, C_base, s_u_l, s_dt_l, s_z_l, s_do_l,
             s_B_l, s_C_l, tc, rows, L, mask_d, mask_n, STAGED, CHUNK, True, HAS_Z, True, True, True)
-        # as in the forward, each loop loads the next step's inputs while it computes this one
-        u_n, dt_n, B_n, C_n, z_n = _step_loads(ru, rdt, rB, rC, rz, k0, mask_d, mask_n, ku, kdt, kB, kC,
-                                              kz, kb, False, False)
+        # the chunk rerun, pipelined as the forward (step t + 1's decay and step t + 2's loads
+        # while step t runs); the walk back loads step t - 1's inputs while it computes step t
+        u1, dt1, a1, B1, _C1, _z1, u2, raw2, B2, _C2, _z2 = _fwd_pipeline_start(
+            ru, rdt, rB, rB, ru, k0, mask_d, mask_n, ku, kdt, kB, kB, ku, kb, bias, seq_base, tc, A2,
+            s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX, False, False)
         for j in tl.range(0, CHUNK, num_stages=STAGES):
             t = tc + j
-            m = mask_d & (t < L)
-            u, raw, Bt = u_n, dt_n + bias, B_n
-            u_n, dt_n, B_n, C_n, z_n = _step_loads(ru, rdt, rB, rC, rz, k0 + j + 1, mask_d, mask_n, ku,
-                                                  kdt, kB, kC, kz, kb, False, False)
-            dt, a = _decay_from(raw, seq_base, t, m, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX)
+            u, dt, a, Bt = u1, dt1, a1, B1
+            u1, B1 = u2, B2
+            dt1, a1, u2, raw2, B2, _C2, _z2 = _fwd_pipeline_next(
+                raw2, ru, rdt, rB, rB, ru, k0 + j + 2, t, mask_d, mask_n, ku, kdt, kB, kB, ku, kb, bias,
+                seq_base, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX, False, False)
             h = a * h + Bt[:, None] * (dt * u)[None, :]
             tl.store(scratch + j * BLOCK_D * BLOCK_N, h)
         tl.debug_barrier()

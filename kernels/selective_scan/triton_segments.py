@@ -19,8 +19,9 @@ written: P, E, H, mu and G are (batch, dim, n_seg, N).
 import triton
 import triton.language as tl
 
-from .triton_steps import (_channel_params, _chunk_inputs, _combine, _decay_from, _program,
-                           _segment_chunks, _stage_slots, _state_offsets, _step_loads)
+from .triton_steps import (_channel_params, _chunk_inputs, _combine, _decay_from, _fwd_pipeline_next,
+                           _fwd_pipeline_start, _program, _segment_chunks, _stage_slots,
+                           _state_offsets, _step_loads)
 
 
 @triton.jit
@@ -48,10 +49,11 @@ def _segment_end_kernel(
     p = tl.full([BLOCK_N, BLOCK_D], 1.0, dtype=tl.float32)
     slots = _stage_slots(stage_ptr, pid_d, b, s, BLOCK_D, BLOCK_N, CHUNK)
     c0, c1, t0, t1 = _segment_chunks(s, chunks_per_seg, n_chunks, CHUNK, L)
-    # step t + 1's inputs load while step t computes (neither C nor z is needed); staged, the first
-    # step of a chunk is read again from the stage
-    u_n, dt_n, B_n, _B2, _u2 = _step_loads(u_base, dt_base, B_base, B_base, u_base, t0, mask_d,
-                                           mask_n, s_u_l, s_dt_l, s_B_l, s_B_l, s_u_l, L, False, False)
+    # software-pipelined as the forward kernel (triton_recurrent.py): step t + 1's decay computes
+    # and step t + 2's inputs load while step t runs (neither C nor z is needed)
+    u1, dt1, a1, B1, _C1, _z1, u2, raw2, B2, _C2, _z2 = _fwd_pipeline_start(
+        u_base, dt_base, B_base, B_base, u_base, t0, mask_d, mask_n, s_u_l, s_dt_l, s_B_l, s_B_l,
+        s_u_l, L, bias, seq_base, t0, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX, False, False)
     for c in range(c0, c1):
         tc = c * CHUNK
         rows = tl.minimum(L - tc, CHUNK)
@@ -59,15 +61,16 @@ def _segment_end_kernel(
             slots, u_base, dt_base, u_base, u_base, B_base, B_base, s_u_l, s_dt_l, s_u_l, s_u_l,
             s_B_l, s_B_l, tc, rows, L, mask_d, mask_n, STAGED, CHUNK, True, False, False, True, False)
         if STAGED:
-            u_n, dt_n, B_n, _B2, _u2 = _step_loads(ru, rdt, rB, rB, ru, 0, mask_d, mask_n, ku, kdt,
-                                                   kB, kB, ku, rows, False, False)
+            u1, dt1, a1, B1, _C1, _z1, u2, raw2, B2, _C2, _z2 = _fwd_pipeline_start(
+                ru, rdt, rB, rB, ru, 0, mask_d, mask_n, ku, kdt, kB, kB, ku, rows, bias, seq_base, tc,
+                A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX, False, False)
         for i in range(0, CHUNK):
             t = tc + i
-            u, raw, Bt = u_n, dt_n + bias, B_n
-            u_n, dt_n, B_n, _B2, _u2 = _step_loads(ru, rdt, rB, rB, ru, k0 + i + 1, mask_d, mask_n, ku,
-                                                   kdt, kB, kB, ku, kb, False, False)
-            dt, a = _decay_from(raw, seq_base, t, mask_d & (t < L), A2, s_seq_l, L, DELTA_SOFTPLUS,
-                                HAS_SEQ_IDX)
+            u, dt, a, Bt = u1, dt1, a1, B1
+            u1, B1 = u2, B2
+            dt1, a1, u2, raw2, B2, _C2, _z2 = _fwd_pipeline_next(
+                raw2, ru, rdt, rB, rB, ru, k0 + i + 2, t, mask_d, mask_n, ku, kdt, kB, kB, ku, kb, bias,
+                seq_base, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX, False, False)
             h = a * h + Bt[:, None] * (dt * u)[None, :]
             p = p * a
     out = _state_offsets(d, n, dim, N, b * tl.num_programs(2) + s)
