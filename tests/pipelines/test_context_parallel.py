@@ -30,6 +30,7 @@ ARGS = ["--no-baselines", "model.d_model=16", "model.n_layer=2", "model.d_state=
         "data.seq_len=64", "data.train_items=512", "data.val_items=8", "data.test_items=8",
         "train.eval_every=3", "train.log_every=1", "train.warmup_steps=2", "train.progress=false"]
 GLOBAL_BATCH = 4
+STOP_RUN_STEPS = 16
 
 
 def env(**extra) -> dict:
@@ -83,9 +84,11 @@ def pretrain(out: Path, nproc: int, cp: int, steps: int, *extra) -> list[dict]:
 
 @pytest.mark.slow
 def test_pretrain_logs_the_losses_of_one_process_and_resumes(tmp_path):
-    one = pretrain(tmp_path / "one", 1, 1, 6)
-    split = pretrain(tmp_path / "split", 2, 2, 6)
-    groups = pretrain(tmp_path / "groups", 4, 2, 6)
+    # STOP_RUN_STEPS steps: enough that the stopped run below cannot finish in the moment between
+    # seeing its second logged step and handling SIGTERM (with 6 steps it once did)
+    one = pretrain(tmp_path / "one", 1, 1, STOP_RUN_STEPS)
+    split = pretrain(tmp_path / "split", 2, 2, STOP_RUN_STEPS)
+    groups = pretrain(tmp_path / "groups", 4, 2, STOP_RUN_STEPS)
     for run_ in (split, groups):
         assert [r["step"] for r in run_] == [r["step"] for r in one]
         for a, b in zip(run_, one):
@@ -93,8 +96,8 @@ def test_pretrain_logs_the_losses_of_one_process_and_resumes(tmp_path):
     # stopped by SIGTERM after a few steps (every rank stops after the same step and the last
     # checkpoint is written), then resumed: the losses of the uninterrupted run
     out = tmp_path / "resumed"
-    args = ["pretrain", "--out", str(out), *ARGS, "train.steps=6", "train.save_every=1",
-            f"train.batch_size={GLOBAL_BATCH}", "train.context_parallel=2"]
+    args = ["pretrain", "--out", str(out), *ARGS, f"train.steps={STOP_RUN_STEPS}",
+            "train.save_every=1", f"train.batch_size={GLOBAL_BATCH}", "train.context_parallel=2"]
     proc = subprocess.Popen([TORCHRUN, "--standalone", "--nproc_per_node=2", "-m",
                              "mamba_bio_audio.cli", *args], env=env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
@@ -106,8 +109,9 @@ def test_pretrain_logs_the_losses_of_one_process_and_resumes(tmp_path):
     os.killpg(proc.pid, signal.SIGTERM)
     proc.wait(timeout=120)
     stopped = read_metrics(out / "metrics.csv")
-    assert 2 <= len([r for r in stopped if r.get("train_loss") not in (None, "")]) < 6, stopped
-    resumed = pretrain(out, 2, 2, 6, "--resume", str(out))
+    logged = [r for r in stopped if r.get("train_loss") not in (None, "")]
+    assert 2 <= len(logged) < STOP_RUN_STEPS, stopped
+    resumed = pretrain(out, 2, 2, STOP_RUN_STEPS, "--resume", str(out))
     assert [float(r["train_loss"]) for r in resumed] == [float(r["train_loss"]) for r in split]
 
 
