@@ -30,3 +30,4 @@ cp $K/triton_scan.py /tmp/
 for c in 16; do sed -i "s/^CHUNK = .*/CHUNK = $c/" $K/triton_scan.py
 timeout 60 $B --shapes $SH --out $OUT/bench_chunk$c.json > $OUT/bench_chunk$c.log 2>&1; echo "chunk$c rc=$?"; grep -v '^{' $OUT/bench_chunk$c.log | tail -3; done
 cp /tmp/triton_scan.py $K/
+S=$(date +%s); timeout 90 python3 -m pytest -q -m gpu tests/pipelines/test_cuda_graph.py -p no:cacheprovider > $OUT/graph_tests.log 2>&1; echo "cuda graph tests rc=$? $(( $(date +%s)-S ))s"; tail -2 $OUT/graph_tests.log
