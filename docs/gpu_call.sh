@@ -18,7 +18,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 python3 -m pip install -q --no-deps --no-build-isolation -e . > $OUT/install.log 2>&1 || { tail $OUT/install.log; exit 1; }
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader
 K=kernels/selective_scan
-S=$(date +%s); timeout 120 python3 -m pytest -q -x -m "gpu or not slow" tests/kernels -p no:cacheprovider --durations=6 > $OUT/kernel_tests.log 2>&1; echo "kernel tests rc=$? $(( $(date +%s)-S ))s"; tail -12 $OUT/kernel_tests.log
+S=$(date +%s); timeout 150 python3 -m pytest -q -x -n 8 -m "gpu or not slow" tests/kernels -p no:cacheprovider --durations=6 > $OUT/kernel_tests.log 2>&1; echo "kernel tests rc=$? $(( $(date +%s)-S ))s"; tail -12 $OUT/kernel_tests.log
 B="mamba-bio-audio bench gpu --layout channels-last --parts scan --graph"
 SH=1x256x16384,8x2048x4096
 timeout 150 $B --peer .peer/mamba_ssm_cuda --kernels --shapes 1x256x16384,8x256x4096,1x256x131072,8x2048x4096 --out $OUT/bench_new.json > $OUT/bench_new.log 2>&1; echo "bench rc=$?"
