@@ -26,16 +26,15 @@ from collections.abc import Callable
 from contextlib import contextmanager
 
 import torch
-from torch.utils._pytree import tree_flatten, tree_leaves, tree_map
+from torch.utils._pytree import tree_flatten, tree_map
 
 
 class CaptureFailed(RuntimeError):
     """The step could not be captured (it waits on the GPU, e.g. `.item()` or a boolean mask)."""
 
 
-def _signature(tree):
-    """The structure of a nested batch and the (shape, dtype, device) of its tensors."""
-    leaves, spec = tree_flatten(tree)
+def _signature(spec, leaves):
+    """The structure of a flattened batch and the (shape, dtype, device) of its tensors."""
     return spec, [(tuple(t.shape), t.dtype, t.device) if torch.is_tensor(t) else t for t in leaves]
 
 
@@ -56,17 +55,18 @@ class GraphedStep:
         self.step_fn, self.model, self.optimizer, self.warmup = step_fn, model, optimizer, warmup
         self.graph: torch.cuda.CUDAGraph | None = None
         self.signature = None
-        self.static = None
+        self.static = self.static_leaves = None
         self.outputs = None
         self.captures = 0
 
     def __call__(self, inputs):
         """Run the step on `inputs` (copied into the static buffers); returns step_fn's outputs."""
-        signature = _signature(inputs)
+        leaves, spec = tree_flatten(inputs)
+        signature = _signature(spec, leaves)
         if self.graph is None or signature != self.signature:
             self._capture(inputs, signature)
         else:
-            for static, new in zip(tree_leaves(self.static), tree_leaves(inputs)):
+            for static, new in zip(self.static_leaves, leaves):
                 if torch.is_tensor(static):
                     static.copy_(new, non_blocking=True)
         self.graph.replay()
@@ -77,7 +77,8 @@ class GraphedStep:
         device = next(self.model.parameters()).device
         # the buffers later batches are copied into: their own memory (the caller's batch, if
         # already on the device, may be reused by the caller)
-        self.static = tree_map(lambda t: t.to(device).clone() if torch.is_tensor(t) else t, inputs)
+        self.static = tree_map(lambda t: t.to(device, copy=True) if torch.is_tensor(t) else t, inputs)
+        self.static_leaves = tree_flatten(self.static)[0]
         side = torch.cuda.Stream(device)
         try:
             with undone(self.model, self.optimizer):  # waits for the side stream before undoing
@@ -106,7 +107,7 @@ class GraphedStep:
     def _release(self) -> None:
         """Drop the old graph and the gradients that live in its memory (before a recapture)."""
         self.optimizer.zero_grad(set_to_none=True)
-        self.graph = self.outputs = self.static = None
+        self.graph = self.outputs = self.static = self.static_leaves = None
 
 
 def _state_tensors(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> list:
