@@ -82,8 +82,8 @@ def _fwd_recurrent_kernel(
             u, dt, a, Bt, Ct, z = u1, dt1, a1, B1, C1, z1
             u1, B1, C1, z1 = u2, B2, C2, z2
             dt1, a1, u2, raw2, B2, C2, z2 = _fwd_pipeline_next(
-                raw2, ru, rdt, rB, rC, rz, k0 + i + 2, t, mask_d, mask_n, ku, kdt, kB, kC, kz, kb, bias,
-                seq_base, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX, True, HAS_Z)
+                raw2, ru, rdt, rB, rC, rz, k0 + i + 2, t, mask_d, mask_n, ku, kdt, kB, kC, kz, kb,
+                bias, seq_base, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX, True, HAS_Z)
             h = a * h + Bt[:, None] * (dt * u)[None, :]
             y = tl.sum(h * Ct[:, None], axis=0) + u * Dv
             if HAS_Z:
@@ -175,8 +175,8 @@ def _bwd_recurrent_kernel(
             u, dt, a, Bt = u1, dt1, a1, B1
             u1, B1 = u2, B2
             dt1, a1, u2, raw2, B2, _C2, _z2 = _fwd_pipeline_next(
-                raw2, ru, rdt, rB, rB, ru, k0 + j + 2, t, mask_d, mask_n, ku, kdt, kB, kB, ku, kb, bias,
-                seq_base, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX, False, False)
+                raw2, ru, rdt, rB, rB, ru, k0 + j + 2, t, mask_d, mask_n, ku, kdt, kB, kB, ku, kb,
+                bias, seq_base, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX, False, False)
             h = a * h + Bt[:, None] * (dt * u)[None, :]
             tl.store(scratch + j * BLOCK_D * BLOCK_N, h)
         tl.debug_barrier()

@@ -19,9 +19,9 @@ written: P, E, H, mu and G are (batch, dim, n_seg, N).
 import triton
 import triton.language as tl
 
-from .triton_steps import (_channel_params, _chunk_inputs, _combine, _decay_from, _fwd_pipeline_next,
-                           _fwd_pipeline_start, _program, _segment_chunks, _stage_slots,
-                           _state_offsets, _step_loads)
+from .triton_steps import (_channel_params, _chunk_inputs, _combine, _decay_from,
+                           _fwd_pipeline_next, _fwd_pipeline_start, _program, _segment_chunks,
+                           _stage_slots, _state_offsets, _step_loads)
 
 
 @triton.jit
@@ -62,15 +62,15 @@ def _segment_end_kernel(
             s_B_l, s_B_l, tc, rows, L, mask_d, mask_n, STAGED, CHUNK, True, False, False, True, False)
         if STAGED:
             u1, dt1, a1, B1, _C1, _z1, u2, raw2, B2, _C2, _z2 = _fwd_pipeline_start(
-                ru, rdt, rB, rB, ru, 0, mask_d, mask_n, ku, kdt, kB, kB, ku, rows, bias, seq_base, tc,
-                A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX, False, False)
+                ru, rdt, rB, rB, ru, 0, mask_d, mask_n, ku, kdt, kB, kB, ku, rows, bias, seq_base,
+                tc, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX, False, False)
         for i in range(0, CHUNK):
             t = tc + i
             u, dt, a, Bt = u1, dt1, a1, B1
             u1, B1 = u2, B2
             dt1, a1, u2, raw2, B2, _C2, _z2 = _fwd_pipeline_next(
-                raw2, ru, rdt, rB, rB, ru, k0 + i + 2, t, mask_d, mask_n, ku, kdt, kB, kB, ku, kb, bias,
-                seq_base, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX, False, False)
+                raw2, ru, rdt, rB, rB, ru, k0 + i + 2, t, mask_d, mask_n, ku, kdt, kB, kB, ku, kb,
+                bias, seq_base, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX, False, False)
             h = a * h + Bt[:, None] * (dt * u)[None, :]
             p = p * a
     out = _state_offsets(d, n, dim, N, b * tl.num_programs(2) + s)
@@ -154,7 +154,8 @@ def _segment_carry_kernel(
     n = tl.arange(0, BLOCK_N).to(tl.int64)
     mask_nd = (n < N)[:, None] & (d < dim)[None, :]
     if HAS_X0:
-        x = tl.load(x0_ptr + _state_offsets(d, n, dim, N, b), mask=mask_nd, other=0.0).to(tl.float32)
+        x = tl.load(x0_ptr + _state_offsets(d, n, dim, N, b), mask=mask_nd, other=0.0)
+        x = x.to(tl.float32)
     else:
         x = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     first = b * n_seg + (n_seg - 1 if REVERSE else 0)

@@ -232,15 +232,15 @@ def _step_loads(u_base, dt_base, B_base, C_base, z_base, t, mask_d, mask_n, s_u_
 
 
 @triton.jit
-def _fwd_pipeline_start(u_ptr, dt_ptr, B_ptr, C_ptr, z_ptr, k, mask_d, mask_n, s_u, s_dt, s_B, s_C, s_z,
-                        bound, bias, seq_base, t, A2, s_seq_l, L, DELTA_SOFTPLUS: tl.constexpr,
+def _fwd_pipeline_start(u_ptr, dt_ptr, B_ptr, C_ptr, z_ptr, k, mask_d, mask_n, s_u, s_dt, s_B, s_C,
+                        s_z, bound, bias, seq_base, t, A2, s_seq_l, L, DELTA_SOFTPLUS: tl.constexpr,
                         HAS_SEQ_IDX: tl.constexpr, HAS_C: tl.constexpr, HAS_Z: tl.constexpr):
     """Fill the forward step pipeline at step t (index k of the given pointers, below `bound`):
     step t's inputs with its Δ and decay, and step t + 1's raw inputs. The forward loops then
     compute step t + 1's decay (independent of the state, so the two chains interleave) and load
     step t + 2's inputs while step t runs (_fwd_pipeline_next)."""
-    u1, raw1, B1, C1, z1 = _step_loads(u_ptr, dt_ptr, B_ptr, C_ptr, z_ptr, k, mask_d, mask_n, s_u, s_dt,
-                                       s_B, s_C, s_z, bound, HAS_C, HAS_Z)
+    u1, raw1, B1, C1, z1 = _step_loads(u_ptr, dt_ptr, B_ptr, C_ptr, z_ptr, k, mask_d, mask_n, s_u,
+                                       s_dt, s_B, s_C, s_z, bound, HAS_C, HAS_Z)
     dt1, a1, u2, raw2, B2, C2, z2 = _fwd_pipeline_next(
         raw1, u_ptr, dt_ptr, B_ptr, C_ptr, z_ptr, k + 1, t - 1, mask_d, mask_n, s_u, s_dt, s_B, s_C,
         s_z, bound, bias, seq_base, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX, HAS_C, HAS_Z)
@@ -248,15 +248,16 @@ def _fwd_pipeline_start(u_ptr, dt_ptr, B_ptr, C_ptr, z_ptr, k, mask_d, mask_n, s
 
 
 @triton.jit
-def _fwd_pipeline_next(raw, u_ptr, dt_ptr, B_ptr, C_ptr, z_ptr, k, t, mask_d, mask_n, s_u, s_dt, s_B,
-                       s_C, s_z, bound, bias, seq_base, A2, s_seq_l, L, DELTA_SOFTPLUS: tl.constexpr,
-                       HAS_SEQ_IDX: tl.constexpr, HAS_C: tl.constexpr, HAS_Z: tl.constexpr):
+def _fwd_pipeline_next(raw, u_ptr, dt_ptr, B_ptr, C_ptr, z_ptr, k, t, mask_d, mask_n, s_u, s_dt,
+                       s_B, s_C, s_z, bound, bias, seq_base, A2, s_seq_l, L,
+                       DELTA_SOFTPLUS: tl.constexpr, HAS_SEQ_IDX: tl.constexpr,
+                       HAS_C: tl.constexpr, HAS_Z: tl.constexpr):
     """One move of the forward step pipeline while step t runs: step t + 1's Δ and decay from its
     raw delta (loaded a step earlier), and the raw inputs at index k (step t + 2)."""
     dt, a = _decay_from(raw + bias, seq_base, t + 1, mask_d & (t + 1 < L), A2, s_seq_l, L,
                         DELTA_SOFTPLUS, HAS_SEQ_IDX)
-    u, raw, Bt, Ct, z = _step_loads(u_ptr, dt_ptr, B_ptr, C_ptr, z_ptr, k, mask_d, mask_n, s_u, s_dt,
-                                    s_B, s_C, s_z, bound, HAS_C, HAS_Z)
+    u, raw, Bt, Ct, z = _step_loads(u_ptr, dt_ptr, B_ptr, C_ptr, z_ptr, k, mask_d, mask_n, s_u,
+                                    s_dt, s_B, s_C, s_z, bound, HAS_C, HAS_Z)
     return dt, a, u, raw, Bt, Ct, z
 
 

@@ -9,6 +9,7 @@ measured exp2 throughput. Prints markdown tables and writes everything to --out 
 """
 
 import datetime
+import functools
 import importlib.util
 import json
 import subprocess
@@ -287,7 +288,8 @@ def scan_row(shape, N, fl, peer, layout="time", graph=False, kernels=False):
         if graph:
             row[f"{name}_fwd_graph_ms"], row[f"{name}_fwd_bwd_graph_ms"] = _graph_times(fn, these[0])
         if kernels:
-            row.setdefault("kernels", {})[name] = kernel_times(lambda: _forward_backward(fn)(these[0]))
+            step = functools.partial(_forward_backward(fn), these[0])
+            row.setdefault("kernels", {})[name] = kernel_times(step)
         del these
     del sets
     bytes_ms, sfu_ms = floors(batch, dim, L, N, fl)

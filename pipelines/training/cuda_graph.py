@@ -77,7 +77,8 @@ class GraphedStep:
         device = next(self.model.parameters()).device
         # the buffers later batches are copied into: their own memory (the caller's batch, if
         # already on the device, may be reused by the caller)
-        self.static = tree_map(lambda t: t.to(device, copy=True) if torch.is_tensor(t) else t, inputs)
+        self.static = tree_map(lambda t: t.to(device, copy=True) if torch.is_tensor(t) else t,
+                               inputs)
         self.static_leaves = tree_flatten(self.static)[0]
         side = torch.cuda.Stream(device)
         try:
