@@ -1,7 +1,8 @@
 #!/bin/bash
 # The measuring call of docs/kernel_tuning_notes.md, run on a lent GPU machine in one command:
 # kernel tests (compiled, timed), `bench gpu` with mamba_ssm side by side and the per-kernel
-# breakdown, then the same shapes with the kernels of a base version and with other CHUNK sizes.
+# breakdown, then the same shapes with the kernels of a base version and with the backward in
+# sub-chunks (BWD_SUB_CHUNK 8).
 # Everything lands under $OUT.
 #
 # Before the call, on the development machine (repository root):
@@ -18,16 +19,17 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 python3 -m pip install -q --no-deps --no-build-isolation -e . > $OUT/install.log 2>&1 || { tail $OUT/install.log; exit 1; }
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader
 K=kernels/selective_scan
-S=$(date +%s); timeout 150 python3 -m pytest -q -x -n 8 -m "gpu or not slow" tests/kernels -p no:cacheprovider --durations=6 > $OUT/kernel_tests.log 2>&1; echo "kernel tests rc=$? $(( $(date +%s)-S ))s"; tail -12 $OUT/kernel_tests.log
 B="mamba-bio-audio bench gpu --layout channels-last --parts scan --graph"
 SH=1x256x16384,8x2048x4096
-timeout 150 $B --peer .peer/mamba_ssm_cuda --kernels --shapes 1x256x16384,8x256x4096,1x256x131072,8x2048x4096 --out $OUT/bench_new.json > $OUT/bench_new.log 2>&1; echo "bench rc=$?"
+timeout 170 $B --peer .peer/mamba_ssm_cuda --kernels --shapes 1x256x16384,8x256x4096,1x256x131072,8x2048x4096 --out $OUT/bench_new.json > $OUT/bench_new.log 2>&1; echo "bench rc=$?"
 grep -v '^{' $OUT/bench_new.log | grep -v "^| peer" | tail -62
-cp $K/triton_recurrent.py $K/triton_segments.py /tmp/; cp .gpu/triton_recurrent_base.py $K/triton_recurrent.py; cp .gpu/triton_segments_base.py $K/triton_segments.py
+cp $K/triton_recurrent.py $K/triton_segments.py /tmp/; cp .gpu/triton_recurrent_base.py $K/triton_recurrent.py; cp .gpu/triton_segments_base.py $K/triton_segments.py; cp $K/triton_scan.py /tmp/base_scan.py
+sed -i 's/^    sub = dict(SUB=p.sub_chunk) if recurrent else {}/    sub = {}/' $K/triton_scan.py  # the base backward has no sub-chunks
 timeout 60 $B --shapes $SH --out $OUT/bench_base.json > $OUT/bench_base.log 2>&1; echo "base (before #15) rc=$?"; grep -v '^{' $OUT/bench_base.log | tail -3
-cp /tmp/triton_recurrent.py /tmp/triton_segments.py $K/
+cp /tmp/triton_recurrent.py /tmp/triton_segments.py $K/; cp /tmp/base_scan.py $K/triton_scan.py
 cp $K/triton_scan.py /tmp/
-for c in 16; do sed -i "s/^CHUNK = .*/CHUNK = $c/" $K/triton_scan.py
-timeout 60 $B --shapes $SH --out $OUT/bench_chunk$c.json > $OUT/bench_chunk$c.log 2>&1; echo "chunk$c rc=$?"; grep -v '^{' $OUT/bench_chunk$c.log | tail -3; done
+for v in 8; do sed -i "s/^BWD_SUB_CHUNK = .*/BWD_SUB_CHUNK = $v/" $K/triton_scan.py
+timeout 60 $B --shapes $SH --out $OUT/bench_sub$v.json > $OUT/bench_sub$v.log 2>&1; echo "sub-chunk $v rc=$?"; grep -v '^{' $OUT/bench_sub$v.log | tail -3; done
 cp /tmp/triton_scan.py $K/
-S=$(date +%s); timeout 90 python3 -m pytest -q -m gpu tests/pipelines/test_cuda_graph.py -p no:cacheprovider > $OUT/graph_tests.log 2>&1; echo "cuda graph tests rc=$? $(( $(date +%s)-S ))s"; tail -2 $OUT/graph_tests.log
+S=$(date +%s); timeout 140 python3 -m pytest -q -x -n 8 -m "gpu or not slow" tests/kernels -p no:cacheprovider --durations=6 > $OUT/kernel_tests.log 2>&1; echo "kernel tests rc=$? $(( $(date +%s)-S ))s"; tail -12 $OUT/kernel_tests.log
+S=$(date +%s); timeout 80 python3 -m pytest -q -m gpu tests/pipelines/test_cuda_graph.py -p no:cacheprovider > $OUT/graph_tests.log 2>&1; echo "cuda graph tests rc=$? $(( $(date +%s)-S ))s"; tail -2 $OUT/graph_tests.log

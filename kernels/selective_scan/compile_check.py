@@ -8,6 +8,7 @@ loops (per loop iteration, i.e. per time step), which is how docs/kernel_tuning_
 the kernels without a GPU:
 
     python -m mamba_bio_audio.kernels.selective_scan.compile_check [--arch 90] [--block-d 16 32]
+        [--sub-chunk 8]
 
 Run without TRITON_INTERPRET (the interpreter replaces the kernels by Python functions).
 """
@@ -25,6 +26,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from . import triton_recurrent, triton_reduce, triton_segments
+from .triton_scan import BWD_SUB_CHUNK
 
 BF16_ARGS = {"u_ptr", "delta_ptr", "B_ptr", "C_ptr", "z_ptr", "y_ptr", "dout_ptr", "du_ptr",
              "ddelta_ptr", "dz_ptr", "dBC_out_ptr"}
@@ -41,14 +43,14 @@ COMMON = dict(N=16, BLOCK_N=16, CHUNK=32, HAS_DELTA_BIAS=True, DELTA_SOFTPLUS=Tr
               HAS_SEQ_IDX=False)
 
 
-def kernels(block_d, staged=False):
+def kernels(block_d, staged=False, sub_chunk=BWD_SUB_CHUNK):
     """(name, kernel, constexprs, num_warps) for the kernels one training step launches."""
     yield "forward", triton_recurrent._fwd_recurrent_kernel, dict(
         COMMON, HAS_D=True, HAS_Z=True, HAS_INIT=False, WRITE_STATES=True, BLOCK_D=block_d, STAGES=1,
         STAGED=staged), 1
     yield "backward", triton_recurrent._bwd_recurrent_kernel, dict(
         COMMON, HAS_D=True, HAS_Z=True, HAS_INIT=False, HAS_DEXIT=True, DETERMINISTIC=True,
-        BLOCK_D=block_d, STAGES=1, STAGED=staged), 1
+        BLOCK_D=block_d, STAGES=1, STAGED=staged, SUB=sub_chunk), 1
     yield "segment ends", triton_segments._segment_end_kernel, dict(COMMON, BLOCK_D=block_d,
                                                                     STAGED=staged), 1
     yield "segment adjoints", triton_segments._segment_start_adjoint_kernel, dict(
@@ -118,6 +120,8 @@ def main(argv=None) -> int:
     p.add_argument("--layout", choices=tuple(UNIT_STRIDES), nargs="+", default=list(UNIT_STRIDES),
                    help="input layouts to compile for (time-contiguous: the staged kernels; "
                         "default: both)")
+    p.add_argument("--sub-chunk", type=int, default=BWD_SUB_CHUNK,
+                   help="steps per sub-chunk of the backward (default: %(default)s)")
     args = p.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET") == "1":
         print("error: unset TRITON_INTERPRET (the interpreter replaces the kernels by Python code)",
@@ -127,7 +131,8 @@ def main(argv=None) -> int:
     print("|---|---|---|---|---|---|")
     for layout in args.layout:
         for bd in args.block_d:
-            for name, kernel, constexprs, warps in kernels(bd, staged=layout == "time"):
+            for name, kernel, constexprs, warps in kernels(bd, staged=layout == "time",
+                                                               sub_chunk=args.sub_chunk):
                 r = compile_kernel(kernel, constexprs, args.arch, warps, layout)
                 print(f"| {layout} | {name} | {constexprs.get('BLOCK_D', '-')} | {r['registers']} | "
                       f"{r['spills']} | {', '.join(map(str, r['loops'])) or '-'} |", flush=True)

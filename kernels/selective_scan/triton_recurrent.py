@@ -6,7 +6,11 @@ h = a h + (Δ u) B and y = (C h + D u) silu(z) step by step, save the state ente
 the backward. Backward: for each chunk of the segment, last first, rerun the chunk forward from its
 saved state into a per-program scratch (CHUNK, BLOCK_N, BLOCK_D), then walk it backwards with the
 adjoint g_t = a_{t+1} g_{t+1} + C_t dy_t in registers, starting from the segment's exit adjoint.
-Every gradient is formed from (h_t, g_t), using a_t h_{t-1} = h_t - (Δ u)_t B_t.
+Every gradient is formed from (h_t, g_t), using a_t h_{t-1} = h_t - (Δ u)_t B_t. With SUB < CHUNK
+the chunk is walked in sub-chunks of SUB steps: a first rerun keeps only the state entering each
+sub-chunk, then each sub-chunk (last first) is rerun into a (SUB, BLOCK_N, BLOCK_D) scratch and
+walked back. One more rerun buys a scratch CHUNK / SUB times smaller, which stays in the caches
+(docs/kernel_tuning_notes.md #16).
 
 STAGED (time-contiguous inputs, see plan()): each chunk's inputs are first copied into the
 program's stage (triton_steps._chunk_inputs) and the steps read them from there; otherwise the
@@ -111,6 +115,7 @@ def _bwd_recurrent_kernel(
     DELTA_SOFTPLUS: tl.constexpr, HAS_INIT: tl.constexpr, HAS_SEQ_IDX: tl.constexpr,
     HAS_DEXIT: tl.constexpr, DETERMINISTIC: tl.constexpr, STAGED: tl.constexpr,
     BLOCK_D: tl.constexpr, CHUNK: tl.constexpr, BLOCK_N: tl.constexpr, STAGES: tl.constexpr,
+    SUB: tl.constexpr,
 ):
     """dexit (batch, dim, n_seg, N): the adjoint arriving at each segment's last step from its right
     (the final state's gradient for the last segment). dA, dD, dbias are written per (batch row,
@@ -141,9 +146,11 @@ def _bwd_recurrent_kernel(
     seq_base = seq_ptr + b * s_seq_b
     io_base = b * s_io_b + d * s_io_d  # du, ddelta, dz share one layout
     n_blocks = tl.num_programs(0)
-    # (BN, BD) at step 0, in the layout of the state tiles (_program: ONE_CHANNEL_PER_LANE)
-    scratch = (((b * n_seg + s) * n_blocks + pid_d) * CHUNK * BLOCK_D * BLOCK_N + n[:, None] * BLOCK_D
-               + tl.arange(0, BLOCK_D)[None, :])
+    # the scratch: per program, SUB + CHUNK / SUB states (a sub-chunk's steps, then the states
+    # entering each sub-chunk), each (BN, BD) in the layout of the state tiles (_program:
+    # ONE_CHANNEL_PER_LANE); the offsets of its first
+    scratch = (((b * n_seg + s) * n_blocks + pid_d) * (SUB + CHUNK // SUB) * BLOCK_D * BLOCK_N
+               + n[:, None] * BLOCK_D + tl.arange(0, BLOCK_D)[None, :])
     if STAGED:
         scratch = tl.multiple_of(scratch, [1, 1])
     scratch = scratch_ptr + scratch
@@ -155,80 +162,104 @@ def _bwd_recurrent_kernel(
         dC_base = dC_ptr + b * s_dB_b + g_idx * s_dB_blk + n * s_dB_n
     slots = _stage_slots(stage_ptr, pid_d, b, s, BLOCK_D, BLOCK_N, CHUNK)
     c0, c1, t0, t1 = _segment_chunks(s, chunks_per_seg, n_chunks, CHUNK, L)
+    n_sub = CHUNK // SUB
+    entries = scratch + SUB * BLOCK_D * BLOCK_N  # the state entering each sub-chunk (SUB < CHUNK)
     for i in range(0, c1 - c0):
         c = c1 - 1 - i
         tc = c * CHUNK
         rows = tl.minimum(L - tc, CHUNK)
         h = tl.load(states_ptr + _state_offsets(d, n, dim, N, b * n_chunks + c), mask=mask_nd,
                     other=0.0)
-        # the chunk's inputs (staged once for both loops: see the forward)
+        # the chunk's inputs (staged once for every loop: see the forward)
         ru, ku, rdt, kdt, rz, kz, rdo, kdo, rB, kB, rC, kC, k0, kb = _chunk_inputs(
             slots, u_base, dt_base, z_base, do_base, B_base, C_base, s_u_l, s_dt_l, s_z_l, s_do_l,
             s_B_l, s_C_l, tc, rows, L, mask_d, mask_n, STAGED, CHUNK, True, HAS_Z, True, True, True)
-        # the chunk rerun, pipelined as the forward (step t + 1's decay and step t + 2's loads
-        # while step t runs); the walk back loads step t - 1's inputs while it computes step t
-        u1, dt1, a1, B1, _C1, _z1, u2, raw2, B2, _C2, _z2 = _fwd_pipeline_start(
-            ru, rdt, rB, rB, ru, k0, mask_d, mask_n, ku, kdt, kB, kB, ku, kb, bias, seq_base, tc, A2,
-            s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX, False, False)
-        for j in tl.range(0, CHUNK, num_stages=STAGES):
-            t = tc + j
-            u, dt, a, Bt = u1, dt1, a1, B1
-            u1, B1 = u2, B2
-            dt1, a1, u2, raw2, B2, _C2, _z2 = _fwd_pipeline_next(
-                raw2, ru, rdt, rB, rB, ru, k0 + j + 2, t, mask_d, mask_n, ku, kdt, kB, kB, ku, kb,
-                bias, seq_base, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX, False, False)
-            h = a * h + Bt[:, None] * (dt * u)[None, :]
-            tl.store(scratch + j * BLOCK_D * BLOCK_N, h)
-        tl.debug_barrier()
-        jj = CHUNK - 1
-        u_n, dt_n, B_n, C_n, z_n = _step_loads(ru, rdt, rB, rC, rz, k0 + jj, mask_d, mask_n, ku, kdt, kB,
-                                              kC, kz, kb, True, HAS_Z)
-        do_n = tl.load(rdo + (k0 + jj) * kdo, mask=mask_d & (k0 + jj < kb), other=0.0).to(tl.float32)
-        h_n = tl.load(scratch + jj * BLOCK_D * BLOCK_N)
-        for j in tl.range(0, CHUNK, num_stages=STAGES):
-            jj = CHUNK - 1 - j
-            t = tc + jj
-            m = mask_d & (t < L)
-            u, raw, Bt, Ct, z, dout, h = u_n, dt_n + bias, B_n, C_n, z_n, do_n, h_n  # h = h_t
-            if jj > 0:  # step t - 1, within the chunk
-                u_n, dt_n, B_n, C_n, z_n = _step_loads(ru, rdt, rB, rC, rz, k0 + jj - 1, mask_d, mask_n,
-                                                      ku, kdt, kB, kC, kz, kb, True, HAS_Z)
-                do_n = tl.load(rdo + (k0 + jj - 1) * kdo, mask=mask_d & (k0 + jj - 1 < kb),
-                               other=0.0).to(tl.float32)
-                h_n = tl.load(scratch + (jj - 1) * BLOCK_D * BLOCK_N)
-            dt, a = _decay_from(raw, seq_base, t, m, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX)
-            if HAS_Z:
-                dy, dz = _gate_grad(dout, tl.sum(h * Ct[:, None], axis=0) + u * Dv, z)
-                tl.store(dz_ptr + io_base + t * s_io_l, dz, mask=m)
-            else:
-                dy = dout
-            x = dt * u
-            g = a_next * g + Ct[:, None] * dy[None, :]  # (BN, BD)
-            dx = tl.sum(g * Bt[:, None], axis=0)
-            gh = g * (h - Bt[:, None] * x[None, :])  # g_t a_t h_{t-1}
-            ddt = dx * u + tl.sum(gh * A, axis=0)
-            dA_acc += gh * dt[None, :]
-            du = dx * dt
-            if HAS_D:
-                du += dy * Dv
-                dD_acc += dy * u
-            tl.store(du_ptr + io_base + t * s_io_l, du, mask=m)
-            if DELTA_SOFTPLUS:
-                ddt = ddt * tl.sigmoid(raw)
-            ddt = tl.where(m, ddt, 0.0)
-            tl.store(ddelta_ptr + io_base + t * s_io_l, ddt, mask=m)
-            dbias_acc += ddt
-            dB_t = tl.sum(g * x[None, :], axis=1)  # (BN,)
-            dC_t = tl.sum(h * dy[None, :], axis=1)
-            mask_bn = mask_n & (t < L)
-            if DETERMINISTIC:
-                tl.store(dB_base + t * s_dB_l, dB_t, mask=mask_bn)
-                tl.store(dC_base + t * s_dB_l, dC_t, mask=mask_bn)
-            else:
-                tl.atomic_add(dB_base + t * s_dB_l, dB_t, mask=mask_bn)
-                tl.atomic_add(dC_base + t * s_dB_l, dC_t, mask=mask_bn)
-            a_next = a
-        tl.debug_barrier()
+        if SUB < CHUNK:  # rerun the chunk once, keeping only the state entering each sub-chunk
+            u1, dt1, a1, B1, _C1, _z1, u2, raw2, B2, _C2, _z2 = _fwd_pipeline_start(
+                ru, rdt, rB, rB, ru, k0, mask_d, mask_n, ku, kdt, kB, kB, ku, kb, bias, seq_base, tc,
+                A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX, False, False)
+            for q in range(0, n_sub):
+                tl.store(entries + q * BLOCK_D * BLOCK_N, h)
+                for j in tl.range(0, SUB, num_stages=STAGES):
+                    t = tc + q * SUB + j
+                    u, dt, a, Bt = u1, dt1, a1, B1
+                    u1, B1 = u2, B2
+                    dt1, a1, u2, raw2, B2, _C2, _z2 = _fwd_pipeline_next(
+                        raw2, ru, rdt, rB, rB, ru, k0 + q * SUB + j + 2, t, mask_d, mask_n, ku, kdt,
+                        kB, kB, ku, kb, bias, seq_base, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX,
+                        False, False)
+                    h = a * h + Bt[:, None] * (dt * u)[None, :]
+            tl.debug_barrier()
+        for q in range(0, n_sub):  # sub-chunks, last first
+            js = (n_sub - 1 - q) * SUB  # the sub-chunk's first step within the chunk
+            if SUB < CHUNK:
+                h = tl.load(entries + (n_sub - 1 - q) * BLOCK_D * BLOCK_N)
+            # the sub-chunk rerun into the scratch, pipelined as the forward (step t + 1's decay
+            # and step t + 2's loads while step t runs); the walk back loads step t - 1's inputs
+            # while it computes step t
+            u1, dt1, a1, B1, _C1, _z1, u2, raw2, B2, _C2, _z2 = _fwd_pipeline_start(
+                ru, rdt, rB, rB, ru, k0 + js, mask_d, mask_n, ku, kdt, kB, kB, ku, kb, bias, seq_base,
+                tc + js, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX, False, False)
+            for j in tl.range(0, SUB, num_stages=STAGES):
+                t = tc + js + j
+                u, dt, a, Bt = u1, dt1, a1, B1
+                u1, B1 = u2, B2
+                dt1, a1, u2, raw2, B2, _C2, _z2 = _fwd_pipeline_next(
+                    raw2, ru, rdt, rB, rB, ru, k0 + js + j + 2, t, mask_d, mask_n, ku, kdt, kB, kB,
+                    ku, kb, bias, seq_base, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX, False, False)
+                h = a * h + Bt[:, None] * (dt * u)[None, :]
+                tl.store(scratch + j * BLOCK_D * BLOCK_N, h)
+            tl.debug_barrier()
+            jj = SUB - 1
+            kk = k0 + js + jj
+            u_n, dt_n, B_n, C_n, z_n = _step_loads(ru, rdt, rB, rC, rz, kk, mask_d, mask_n, ku, kdt,
+                                                  kB, kC, kz, kb, True, HAS_Z)
+            do_n = tl.load(rdo + kk * kdo, mask=mask_d & (kk < kb), other=0.0).to(tl.float32)
+            h_n = tl.load(scratch + jj * BLOCK_D * BLOCK_N)
+            for j in tl.range(0, SUB, num_stages=STAGES):
+                jj = SUB - 1 - j
+                t = tc + js + jj
+                kk = k0 + js + jj - 1  # step t - 1's index
+                m = mask_d & (t < L)
+                u, raw, Bt, Ct, z, dout, h = u_n, dt_n + bias, B_n, C_n, z_n, do_n, h_n  # h = h_t
+                if jj > 0:  # step t - 1, within the sub-chunk
+                    u_n, dt_n, B_n, C_n, z_n = _step_loads(ru, rdt, rB, rC, rz, kk, mask_d, mask_n,
+                                                          ku, kdt, kB, kC, kz, kb, True, HAS_Z)
+                    do_n = tl.load(rdo + kk * kdo, mask=mask_d & (kk < kb), other=0.0).to(tl.float32)
+                    h_n = tl.load(scratch + (jj - 1) * BLOCK_D * BLOCK_N)
+                dt, a = _decay_from(raw, seq_base, t, m, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX)
+                if HAS_Z:
+                    dy, dz = _gate_grad(dout, tl.sum(h * Ct[:, None], axis=0) + u * Dv, z)
+                    tl.store(dz_ptr + io_base + t * s_io_l, dz, mask=m)
+                else:
+                    dy = dout
+                x = dt * u
+                g = a_next * g + Ct[:, None] * dy[None, :]  # (BN, BD)
+                dx = tl.sum(g * Bt[:, None], axis=0)
+                gh = g * (h - Bt[:, None] * x[None, :])  # g_t a_t h_{t-1}
+                ddt = dx * u + tl.sum(gh * A, axis=0)
+                dA_acc += gh * dt[None, :]
+                du = dx * dt
+                if HAS_D:
+                    du += dy * Dv
+                    dD_acc += dy * u
+                tl.store(du_ptr + io_base + t * s_io_l, du, mask=m)
+                if DELTA_SOFTPLUS:
+                    ddt = ddt * tl.sigmoid(raw)
+                ddt = tl.where(m, ddt, 0.0)
+                tl.store(ddelta_ptr + io_base + t * s_io_l, ddt, mask=m)
+                dbias_acc += ddt
+                dB_t = tl.sum(g * x[None, :], axis=1)  # (BN,)
+                dC_t = tl.sum(h * dy[None, :], axis=1)
+                mask_bn = mask_n & (t < L)
+                if DETERMINISTIC:
+                    tl.store(dB_base + t * s_dB_l, dB_t, mask=mask_bn)
+                    tl.store(dC_base + t * s_dB_l, dC_t, mask=mask_bn)
+                else:
+                    tl.atomic_add(dB_base + t * s_dB_l, dB_t, mask=mask_bn)
+                    tl.atomic_add(dC_base + t * s_dB_l, dC_t, mask=mask_bn)
+                a_next = a
+            tl.debug_barrier()
     tl.store(dA_ptr + (b * n_seg + s) * s_part + _state_offsets(d, n, dim, N, 0), dA_acc, mask=mask_nd)
     if HAS_INIT:  # a_0 g_0, from the first segment
         tl.store(dinit_ptr + _state_offsets(d, n, dim, N, b), a_next * g, mask=mask_nd & (s == 0))

@@ -52,6 +52,10 @@ DEFAULT_VARIANT = "recurrent"
 FWD_BLOCK_D, FWD_WARPS = 16, 1
 BWD_BLOCK_D, BWD_WARPS = 16, 1
 SEGMENT_BLOCK_D = 32
+# Steps per sub-chunk of the recurrent backward (triton_recurrent.py): below CHUNK, each chunk is
+# walked back in sub-chunks from a per-program scratch of SUB + CHUNK / SUB states instead of CHUNK
+# (one more rerun of the chunk; docs/kernel_tuning_notes.md #16). CHUNK: no sub-chunks.
+BWD_SUB_CHUNK = CHUNK
 # Software-pipelining depth of the recurrent kernels' step loops (`tl.range(num_stages=)`: the
 # compiler prefetches the next steps' inputs through shared memory); 1 is a plain loop.
 STAGES = 1
@@ -87,6 +91,7 @@ class Plan:
     num_warps: int
     stages: int = STAGES
     staged: bool = False  # recurrent kernels: each chunk's inputs copied into a stage first
+    sub_chunk: int = CHUNK  # recurrent backward: steps per sub-chunk (CHUNK: none)
 
 
 def _pow2_divisor(x: int, cap: int) -> int:
@@ -127,7 +132,7 @@ def plan(batch, dim, L, N, groups, device, **options) -> Plan:
 @functools.lru_cache(maxsize=4096)
 def _plan(batch, dim, L, N, groups, sms, *, backward=False, variant=None, block_d=None, chunk=None,
           segments=None, num_warps=None, stages=None, deterministic=True, channels_last=False,
-          staged=None) -> Plan:
+          staged=None, sub_chunk=None) -> Plan:
     """plan() for a device of `sms` SMs (0: no heuristics), cached: every call of the scan plans
     both directions, and a training step calls it with the same shapes again and again."""
     variant = variant or DEFAULT_VARIANT
@@ -167,7 +172,8 @@ def _plan(batch, dim, L, N, groups, sms, *, backward=False, variant=None, block_
                 break
             bd //= 2
     warps = num_warps or (BWD_WARPS if backward else FWD_WARPS)
-    return Plan(variant, bd, T, block_n, chunks_per_seg, n_seg, warps, stages or STAGES, staged)
+    sub = min(triton.next_power_of_2(sub_chunk or BWD_SUB_CHUNK), T) if backward else T
+    return Plan(variant, bd, T, block_n, chunks_per_seg, n_seg, warps, stages or STAGES, staged, sub)
 
 
 def _bc_strides(M):
@@ -346,8 +352,10 @@ def _bwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_soft
     dB, dC = dBC
     recurrent = p.variant == "recurrent"
     grid = (n_blocks, batch, p.n_seg)
-    scratch = ((torch.empty(batch * p.n_seg * n_blocks * p.chunk * p.block_d * p.block_n, device=dev,
+    slots = p.sub_chunk + p.chunk // p.sub_chunk  # triton_recurrent: a sub-chunk's steps, entries
+    scratch = ((torch.empty(batch * p.n_seg * n_blocks * slots * p.block_d * p.block_n, device=dev,
                             dtype=f32), _stage_buffer(u, grid, p)) if recurrent else ())
+    sub = dict(SUB=p.sub_chunk) if recurrent else {}
     (_bwd_recurrent_kernel if recurrent else _bwd_tiled_kernel)[grid](
         u, delta, At, B, C, _or(D, u), _or(z, u), _or(delta_bias, u), _or(seq_idx, u),
         states, dout, _or(dexit, u), *scratch,
@@ -359,6 +367,7 @@ def _bwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_soft
         DELTA_SOFTPLUS=delta_softplus, HAS_INIT=initial_state is not None,
         HAS_SEQ_IDX=seq_idx is not None, HAS_DEXIT=dexit is not None, DETERMINISTIC=deterministic,
         BLOCK_D=p.block_d, CHUNK=p.chunk, BLOCK_N=p.block_n, num_warps=p.num_warps, **_stages(p),
+        **sub,
     )
     # every partial summed (in a fixed order) and cast in one launch (triton_reduce.py)
     k = n_blocks // groups if deterministic else 1
@@ -416,7 +425,8 @@ class SelectiveScanTriton(torch.autograd.Function):
 def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                           initial_state=None, return_final_state=False, seq_idx=None,
                           deterministic=True, *, variant=None, block_d=None, chunk_size=None,
-                          segments=None, num_warps=None, num_stages=None, staged=None):
+                          segments=None, num_warps=None, num_stages=None, staged=None,
+                          sub_chunk=None):
     """Fused selective scan h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t u_t, y_t = (C_t h_t + D u_t) silu(z_t).
 
     Same contract as ``selective_scan_ref`` (kernels/selective_scan/naive.py). Inputs are expected
@@ -440,13 +450,15 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, de
             per chunk, segments along L (1: none), warps per program, the step loops' pipelining
             depth and whether each chunk's inputs are staged (`plan`), for both directions; None
             lets `plan` choose.
+        sub_chunk: steps per sub-chunk of the recurrent backward (a power of two; chunk_size: no
+            sub-chunks); None: BWD_SUB_CHUNK.
     Returns:
         y (batch, dim, L) in u's dtype, and the final state (batch, dim, N) fp32 if asked.
     """
     if A.shape[1] > MAX_N:
         raise ValueError(f"A: state size N={A.shape[1]} exceeds the Triton kernel's maximum {MAX_N}")
     options = dict(variant=variant, block_d=block_d, chunk=chunk_size, segments=segments,
-                   num_warps=num_warps, stages=num_stages, staged=staged)
+                   num_warps=num_warps, stages=num_stages, staged=staged, sub_chunk=sub_chunk)
     y, final = SelectiveScanTriton.apply(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx,
                                          delta_softplus, deterministic, options)
     return (y, final.contiguous()) if return_final_state else y

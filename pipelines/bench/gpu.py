@@ -8,6 +8,7 @@ special-function ops (the exp(ΔA) of every state element plus softplus and silu
 measured exp2 throughput. Prints markdown tables and writes everything to --out (JSON).
 """
 
+import dataclasses
 import datetime
 import functools
 import importlib.util
@@ -32,7 +33,10 @@ DEFAULT_SHAPES = ",".join([f"8x2048x{L}" for L in (1024, 2048, 4096, 8192, 16384
 DEFAULT_MODEL_ROWS = "dna-small:1x131072,audio-unet:1x131072,dna-small:8x4096"
 TUNE_SHAPES = "8x2048x4096,1x256x16384,1x256x131072,8x256x4096,1x5120x8192"
 # (BLOCK_D, warps, pipelining stages) that --tune tries, each at several segment counts
-TUNE_TILES = [(bd, 1, st) for bd in (8, 16, 32) for st in (1, 3)] + [(64, 2, 1), (64, 2, 3)]
+# (BLOCK_D, warps, stages); stages 3 measured within 3 % of 1 (kernel_tuning_notes.md #8)
+TUNE_TILES = [(8, 1, 1), (16, 1, 1), (32, 1, 1), (64, 2, 1)]
+# the backward's sub-chunks tried on the best tile of each shape
+TUNE_SUB_CHUNKS = (8, 16)
 
 
 def add_arguments(p):
@@ -356,7 +360,8 @@ def run_scan(args, fl, peer):
 
 def tune(args, peer=None):
     """Sweep BLOCK_D, warps, stages and segments of the recurrent kernels, each direction, at
-    --tune-shapes; print each shape's best against the default plan.
+    --tune-shapes, then the backward's sub-chunks on the best; print each shape's best against
+    the default plan.
 
     With a peer, its forward and forward+backward on the same inputs, for scale. The defaults in
     kernels/selective_scan/triton_scan.py are set by hand from this record."""
@@ -399,13 +404,19 @@ def tune(args, peer=None):
                         print(f"{batch}x{dim}x{L} {direction} {p}: {type(e).__name__}: {str(e)[:200]}")
                     results.append(dict(shape=f"{batch}x{dim}x{L}", direction=direction, ms=ms, **vars(p)))
                     best = min(best, (ms, p), key=lambda t: t[0])
+            for sub in TUNE_SUB_CHUNKS if bwd else ():
+                p = dataclasses.replace(best[1], sub_chunk=sub)
+                ms = timed(p)
+                results.append(dict(shape=f"{batch}x{dim}x{L}", direction=direction, ms=ms, **vars(p)))
+                best = min(best, (ms, p), key=lambda t: t[0])
             row = dict(shape=f"{batch}x{dim}x{L}", direction=direction, default_ms=default_ms,
                        default=vars(default), best_ms=best[0], best=vars(best[1]))
             best_rows.append(row)
             print(f"tune {row['shape']} {direction}: default {default_ms:.3f} ms "
                   f"(block_d {default.block_d}, {default.n_seg} segments, {default.num_warps} warps, "
                   f"{default.stages} stages); best {best[0]:.3f} ms (block_d {best[1].block_d}, "
-                  f"{best[1].n_seg} segments, {best[1].num_warps} warps, {best[1].stages} stages)",
+                  f"{best[1].n_seg} segments, {best[1].num_warps} warps, {best[1].stages} stages, "
+                  f"sub-chunk {best[1].sub_chunk})",
                   flush=True)
         if peer:
             with torch.no_grad():

@@ -16,7 +16,7 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 TOL = {torch.float32: (6e-4, 2e-3), torch.float16: (3e-3, 5e-3), torch.bfloat16: (3e-2, 5e-2)}
 GRAD_FACTOR = 4
 KERNEL_OPTIONS = ("chunk_size", "block_d", "deterministic", "variant", "segments", "num_warps",
-                  "staged")
+                  "staged", "sub_chunk")
 NAMES = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state"]
 
 
@@ -125,6 +125,20 @@ def test_channels_last_inputs_staged_or_read_step_by_step(staged):
     assert inputs["u"].stride(1) == 1 and inputs["B"].stride(1) == 1
     check_against_reference(inputs, delta_softplus=True, chunk_size=8, segments=3, block_d=4,
                             staged=staged)
+
+
+@pytest.mark.parametrize("staged", [False, True])
+@pytest.mark.parametrize("sub_chunk", [2, 4])
+def test_backward_walks_chunks_in_sub_chunks(staged, sub_chunk):
+    """The recurrent backward in sub-chunks (a chunk of 8 steps walked back 2 or 4 steps at a time
+    from the states its first rerun kept): across segments, packed sequences (a reset inside a
+    sub-chunk and one on a sub-chunk boundary, t = 12), a short last chunk, grouped B/C, an
+    initial state and the final state's gradient."""
+    L = 45
+    seq_idx = torch.tensor([[0] * 12 + [1] * 7 + [2] * 26], dtype=torch.int32).to(DEVICE)
+    inputs = channels_last(make_inputs(1, 8, L, 4, groups=2, init=True, seed=12))
+    check_against_reference(inputs, seq_idx=seq_idx, delta_softplus=True, chunk_size=8, segments=3,
+                            block_d=4, staged=staged, sub_chunk=sub_chunk)
 
 
 def test_long_sequence_many_chunks():
