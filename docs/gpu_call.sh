@@ -13,7 +13,9 @@
 #     --platform any -d .whl soundfile pyfaidx biopython cffi pycparser   # not in the GPU image
 #   git show BASE:kernels/selective_scan/triton_recurrent.py > .gpu/triton_recurrent_base.py
 #   git show BASE:kernels/selective_scan/triton_segments.py > .gpu/triton_segments_base.py
-# then: device run `bash docs/gpu_call.sh` with carry [".peer", ".whl", ".gpu"].
+# then: device run `bash docs/gpu_call.sh` with carry [".peer", ".whl", ".gpu"]; a second call
+# `bash docs/gpu_call.sh variants` sweeps segments and sub-chunks (`bench gpu --tune`) and times the
+# forward with one channel a lane (the staged kernels' layout) on channels-last inputs.
 export PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit 1
 python3 -m pip install -q --no-deps --no-build-isolation -e . > $OUT/install.log 2>&1 || { tail $OUT/install.log; exit 1; }
@@ -21,6 +23,14 @@ nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader
 K=kernels/selective_scan
 B="mamba-bio-audio bench gpu --layout channels-last --parts scan --graph"
 SH=1x256x16384,8x2048x4096
+if [ "$1" = variants ]; then  # a second call: the segment sweep, then layout variants
+  timeout 330 $B --tune --tune-shapes 1x256x16384,8x256x4096 --shapes 1x256x16384 --out $OUT/tune.json > $OUT/tune.log 2>&1; echo "tune rc=$?"; grep "^tune" $OUT/tune.log
+  cp $K/triton_recurrent.py /tmp/; sed -i '0,/^                                                             STAGED)$/s//                                                             True)/' $K/triton_recurrent.py
+  grep -c "^                                                             True)" $K/triton_recurrent.py
+  timeout 90 $B --shapes $SH,1x256x131072 --out $OUT/bench_fwd_lane.json > $OUT/bench_fwd_lane.log 2>&1; echo "forward one channel a lane rc=$?"; grep -v '^{' $OUT/bench_fwd_lane.log | tail -4
+  cp /tmp/triton_recurrent.py $K/
+  exit 0
+fi
 timeout 170 $B --peer .peer/mamba_ssm_cuda --kernels --shapes 1x256x16384,8x256x4096,1x256x131072,8x2048x4096 --out $OUT/bench_new.json > $OUT/bench_new.log 2>&1; echo "bench rc=$?"
 grep -v '^{' $OUT/bench_new.log | grep -v "^| peer" | tail -62
 cp $K/triton_recurrent.py $K/triton_segments.py /tmp/; cp .gpu/triton_recurrent_base.py $K/triton_recurrent.py; cp .gpu/triton_segments_base.py $K/triton_segments.py; cp $K/triton_scan.py /tmp/base_scan.py
