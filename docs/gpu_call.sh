@@ -25,10 +25,12 @@ B="mamba-bio-audio bench gpu --layout channels-last --parts scan --graph"
 SH=1x256x16384,8x2048x4096
 if [ "$1" = variants ]; then  # a second call: the segment sweep, then layout variants
   timeout 330 $B --tune --tune-shapes 1x256x16384,8x256x4096 --shapes 1x256x16384 --out $OUT/tune.json > $OUT/tune.log 2>&1; echo "tune rc=$?"; grep "^tune" $OUT/tune.log
-  cp $K/triton_recurrent.py /tmp/; sed -i '0,/^                                                             STAGED)$/s//                                                             True)/' $K/triton_recurrent.py
-  grep -c "^                                                             True)" $K/triton_recurrent.py
+  # the forward and the segment-end pass (the first _program call of each file) with one channel a lane
+  cp $K/triton_recurrent.py $K/triton_segments.py /tmp/
+  for f in $K/triton_recurrent.py $K/triton_segments.py; do sed -i '0,/^ *STAGED)$/s/STAGED)$/True)/' $f; done
+  grep -c "^ *True)$" $K/triton_recurrent.py $K/triton_segments.py
   timeout 90 $B --shapes $SH,1x256x131072 --out $OUT/bench_fwd_lane.json > $OUT/bench_fwd_lane.log 2>&1; echo "forward one channel a lane rc=$?"; grep -v '^{' $OUT/bench_fwd_lane.log | tail -4
-  cp /tmp/triton_recurrent.py $K/
+  cp /tmp/triton_recurrent.py /tmp/triton_segments.py $K/
   exit 0
 fi
 timeout 170 $B --peer .peer/mamba_ssm_cuda --kernels --shapes 1x256x16384,8x256x4096,1x256x131072,8x2048x4096 --out $OUT/bench_new.json > $OUT/bench_new.log 2>&1; echo "bench rc=$?"
