@@ -38,10 +38,10 @@ fi
 step bench 170 $B --peer .peer/mamba_ssm_cuda --kernels --shapes 1x256x16384,8x256x4096,1x256x131072,8x2048x4096 --out $OUT/bench_new.json > $OUT/bench_new.log 2>&1
 show bench_new 62
 cp $K/triton_recurrent.py $K/triton_segments.py $K/triton_scan.py /tmp/
-# the kernels before #15 (.gpu/*_base.py; their backward has no sub-chunks)
+# the kernels before #15 and #17 (.gpu/*_base.py, commit 4ee3bb4; their backward has no sub-chunks)
 cp .gpu/triton_recurrent_base.py $K/triton_recurrent.py; cp .gpu/triton_segments_base.py $K/triton_segments.py
 sed -i 's/^    sub = dict(SUB=p.sub_chunk) if recurrent else {}/    sub = {}/' $K/triton_scan.py
-step "base (before #15)" 60 $B --shapes $SH --out $OUT/bench_base.json > $OUT/bench_base.log 2>&1; show bench_base
+step "base (before #15, #17)" 60 $B --shapes $SH --out $OUT/bench_base.json > $OUT/bench_base.log 2>&1; show bench_base
 cp /tmp/triton_recurrent.py /tmp/triton_segments.py /tmp/triton_scan.py $K/
 # the backward in sub-chunks of 8 steps (#16)
 sed -i "s/^BWD_SUB_CHUNK = .*/BWD_SUB_CHUNK = 8/" $K/triton_scan.py

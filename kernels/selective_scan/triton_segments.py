@@ -19,9 +19,29 @@ written: P, E, H, mu and G are (batch, dim, n_seg, N).
 import triton
 import triton.language as tl
 
-from .triton_steps import (_channel_params, _chunk_inputs, _combine, _decay_from,
+from .triton_steps import (_channel_params, _chunk_inputs, _combine, _decay_from, _exp2,
                            _fwd_pipeline_next, _fwd_pipeline_start, _program, _segment_chunks,
                            _stage_slots, _state_offsets, _step_loads)
+
+
+@triton.jit
+def _decay_product_step(p, a, dt_sum, dt, HAS_SEQ_IDX: tl.constexpr):
+    """One step of a segment's total decay P = prod_t a_t = exp(A sum_t Δ_t): without seq_idx only
+    the (BLOCK_D,) sum of Δ is kept (one add a channel instead of BLOCK_N multiplies a step);
+    with it the product itself, which a reset (a = 0) zeroes."""
+    if HAS_SEQ_IDX:
+        p = p * a
+    else:
+        dt_sum += dt
+    return p, dt_sum
+
+
+@triton.jit
+def _decay_product(p, dt_sum, A2, HAS_SEQ_IDX: tl.constexpr):
+    """A segment's total decay from what _decay_product_step kept."""
+    if not HAS_SEQ_IDX:
+        p = _exp2(A2 * dt_sum[None, :])
+    return p
 
 
 @triton.jit
@@ -47,6 +67,7 @@ def _segment_end_kernel(
     seq_base = seq_ptr + b * s_seq_b
     h = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     p = tl.full([BLOCK_N, BLOCK_D], 1.0, dtype=tl.float32)
+    dt_sum = bias * 0.0
     slots = _stage_slots(stage_ptr, pid_d, b, s, BLOCK_D, BLOCK_N, CHUNK)
     c0, c1, t0, t1 = _segment_chunks(s, chunks_per_seg, n_chunks, CHUNK, L)
     # software-pipelined as the forward kernel (triton_recurrent.py): step t + 1's decay computes
@@ -72,9 +93,9 @@ def _segment_end_kernel(
                 raw2, ru, rdt, rB, rB, ru, k0 + i + 2, t, mask_d, mask_n, ku, kdt, kB, kB, ku, kb,
                 bias, seq_base, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX, False, False)
             h = a * h + Bt[:, None] * (dt * u)[None, :]
-            p = p * a
+            p, dt_sum = _decay_product_step(p, a, dt_sum, dt, HAS_SEQ_IDX)
     out = _state_offsets(d, n, dim, N, b * tl.num_programs(2) + s)
-    tl.store(P_ptr + out, p, mask=mask_nd)
+    tl.store(P_ptr + out, _decay_product(p, dt_sum, A2, HAS_SEQ_IDX), mask=mask_nd)
     tl.store(E_ptr + out, h, mask=mask_nd)
 
 
@@ -105,6 +126,7 @@ def _segment_start_adjoint_kernel(
     lam = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     a_next = tl.full([BLOCK_N, BLOCK_D], 1.0, dtype=tl.float32)
     p = tl.full([BLOCK_N, BLOCK_D], 1.0, dtype=tl.float32)
+    dt_sum = bias * 0.0
     slots = _stage_slots(stage_ptr, pid_d, b, k, BLOCK_D, BLOCK_N, CHUNK)
     c0, c1, t0, t1 = _segment_chunks(k + 1, chunks_per_seg, n_chunks, CHUNK, L)
     for ci in range(0, c1 - c0):
@@ -128,10 +150,10 @@ def _segment_start_adjoint_kernel(
             if HAS_Z:
                 dy = dy * z * tl.sigmoid(z)
             lam = a_next * lam + Ct[:, None] * dy[None, :]
-            p = p * a
+            p, dt_sum = _decay_product_step(p, a, dt_sum, dt, HAS_SEQ_IDX)
             a_next = a
     out = _state_offsets(d, n, dim, N, b * tl.num_programs(2) + k)
-    tl.store(P_ptr + out, p, mask=mask_nd)
+    tl.store(P_ptr + out, _decay_product(p, dt_sum, A2, HAS_SEQ_IDX), mask=mask_nd)
     tl.store(mu_ptr + out, a_next * lam, mask=mask_nd)
 
 
