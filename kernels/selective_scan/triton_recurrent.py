@@ -45,7 +45,7 @@ def _fwd_recurrent_kernel(
     """init (batch, dim, n_seg, N): each segment's entry state. Writes y, the state entering each
     chunk (batch, dim, n_chunks, N) and, from the last segment, the final state (batch, dim, N)."""
     pid_d, b, s, d, n, mask_d, mask_n, mask_nd, g = _program(dim, BLOCK_D, BLOCK_N, N, dim_per_group,
-                                                             STAGED)
+                                                             True)  # one channel a lane: see _program
     n_seg = tl.num_programs(2)
     A, A2, Dv, bias = _channel_params(A_ptr, D_ptr, delta_bias_ptr, d, n, dim, N, mask_d, mask_nd, HAS_D,
                                       HAS_DELTA_BIAS)

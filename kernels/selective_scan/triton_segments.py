@@ -58,7 +58,7 @@ def _segment_end_kernel(
     """Program s (of n_seg - 1) scans segment s from a zero state: P_s and E_s, (batch, dim,
     n_seg - 1, N)."""
     pid_d, b, s, d, n, mask_d, mask_n, mask_nd, g = _program(dim, BLOCK_D, BLOCK_N, N, dim_per_group,
-                                                             STAGED)
+                                                             True)  # one channel a lane: see _program
     _, A2, _, bias = _channel_params(A_ptr, A_ptr, delta_bias_ptr, d, n, dim, N, mask_d, mask_nd, False,
                                      HAS_DELTA_BIAS)
     u_base = u_ptr + b * s_u_b + d * s_u_d
@@ -158,6 +158,24 @@ def _segment_start_adjoint_kernel(
 
 
 @triton.jit
+def _carry_index(jj, n_seg, REVERSE: tl.constexpr):
+    """Index k in P and E of the boundaries jj, counted in the order they are crossed."""
+    return n_seg - 2 - jj if REVERSE else jj
+
+
+@triton.jit
+def _carry_block(P_ptr, E_ptr, b, j0, j, nd, mask_nd, N: tl.constexpr, dim, n_seg,
+                 REVERSE: tl.constexpr):
+    """P and E of the BLOCK_S boundaries j0 + j (in crossing order), (BLOCK_S, BLOCK_N, BLOCK_D);
+    past the last boundary P = 1, E = 0 (the state passes unchanged)."""
+    jj = j0 + j
+    mask = (jj < n_seg - 1)[:, None, None] & mask_nd[None, :, :]
+    k = _carry_index(jj, n_seg, REVERSE)
+    pe = ((b * (n_seg - 1) + k) * N * dim)[:, None, None] + nd[None, :, :]
+    return tl.load(P_ptr + pe, mask=mask, other=1.0), tl.load(E_ptr + pe, mask=mask, other=0.0)
+
+
+@triton.jit
 def _segment_carry_kernel(
     x0_ptr, P_ptr, E_ptr, out_ptr, dim, N: tl.constexpr, n_seg,
     HAS_X0: tl.constexpr, REVERSE: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -169,7 +187,8 @@ def _segment_carry_kernel(
 
     BLOCK_S boundaries are taken at once: their P and E load together (one round trip to memory
     instead of one per boundary, which made this pass a chain of n_seg dependent loads) and are
-    composed by an associative scan, so the sequential part is n_seg / BLOCK_S steps."""
+    composed by an associative scan, so the sequential part is n_seg / BLOCK_S steps; the next
+    block's loads are issued before this block is composed."""
     pid_d = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     d = pid_d.to(tl.int64) * BLOCK_D + tl.arange(0, BLOCK_D).to(tl.int64)
@@ -184,13 +203,13 @@ def _segment_carry_kernel(
     tl.store(out_ptr + _state_offsets(d, n, dim, N, first), x, mask=mask_nd)
     nd = n[:, None] * dim + d[None, :]  # (BLOCK_N, BLOCK_D) offsets within one state
     j = tl.arange(0, BLOCK_S)
+    p_next, e_next = _carry_block(P_ptr, E_ptr, b, 0, j, nd, mask_nd, N, dim, n_seg, REVERSE)
     for j0 in range(0, n_seg - 1, BLOCK_S):
-        jj = j0 + j  # boundaries in the order they are crossed
-        mask = (jj < n_seg - 1)[:, None, None] & mask_nd[None, :, :]
-        k = n_seg - 2 - jj if REVERSE else jj
-        pe = ((b * (n_seg - 1) + k) * N * dim)[:, None, None] + nd[None, :, :]
-        p = tl.load(P_ptr + pe, mask=mask, other=1.0)  # past the last boundary: x unchanged
-        e = tl.load(E_ptr + pe, mask=mask, other=0.0)
+        # the next block's P and E load while this block is composed (one round trip in flight)
+        p, e, k = p_next, e_next, _carry_index(j0 + j, n_seg, REVERSE)
+        p_next, e_next = _carry_block(P_ptr, E_ptr, b, j0 + BLOCK_S, j, nd, mask_nd, N, dim, n_seg,
+                                      REVERSE)
+        mask = (j0 + j < n_seg - 1)[:, None, None] & mask_nd[None, :, :]
         p, e = tl.associative_scan((p, e), axis=0, combine_fn=_combine)
         xs = p * x[None, :, :] + e
         slot = k if REVERSE else k + 1
