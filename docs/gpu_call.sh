@@ -1,7 +1,8 @@
 #!/bin/bash
 # The measuring call of docs/kernel_tuning_notes.md, run on a lent GPU machine in one command:
-# `bench gpu` with mamba_ssm side by side (scan rows with the per-kernel breakdown, the issue's
-# whole-model rows), the compiled kernel tests (timed), then a variant of the kernels.
+# `bench gpu` with mamba_ssm side by side (scan rows with the per-kernel breakdown), the same with
+# the kernels of a base version and with a variant, the compiled kernel tests (timed), and the
+# issue's whole-model rows.
 # Everything lands under $OUT, in few files (the device returns a limited number).
 #
 # Before the call, on the development machine (repository root):
@@ -10,16 +11,18 @@
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 #     --platform any -d .whl soundfile pyfaidx biopython cffi pycparser   # not in the GPU image
-# then: device run `bash docs/gpu_call.sh` with carry [".peer", ".whl"]; a second call
+#   mkdir -p .gpu; for f in triton_steps triton_recurrent triton_segments; do   # the base kernels
+#     git show BASE:kernels/selective_scan/$f.py > .gpu/${f}_base.py; done; echo /.gpu/ >> .git/info/exclude
+# then: device run `bash docs/gpu_call.sh` with carry [".peer", ".whl", ".gpu"]; a second call
 # `bash docs/gpu_call.sh variants` sweeps segments and sub-chunks (`bench gpu --tune`). Each step's
 # timeout is cut to what is left of the call's 600 s (CALL_S), so the steps at the end are the ones
 # that a slow start loses.
 export PYTHONUNBUFFERED=1
-T0=$(date +%s); CALL_S=${CALL_S:-585}
+T0=$(date +%s); CALL_S=${CALL_S:-585}; exec 3>&1  # fd 3: the call's output, past a step's redirections
 # run a step with timeout min(its own, what is left of the call); skip it with under 20 s left
 step() { local name=$1 max=$2; shift 2; local left=$(( CALL_S - $(date +%s) + T0 )); local t=$(( max < left ? max : left ))
-  if [ $t -lt 20 ]; then echo "$name: skipped ($left s left)"; return; fi
-  local s=$(date +%s); timeout $t "$@"; echo "$name rc=$? $(( $(date +%s) - s ))s"; }
+  if [ $t -lt 20 ]; then echo "$name: skipped ($left s left)" >&3; return; fi
+  local s=$(date +%s); timeout $t "$@"; echo "$name rc=$? $(( $(date +%s) - s ))s" >&3; }
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit 1
 python3 -m pip install -q --no-deps --no-build-isolation -e . > $OUT/install.log 2>&1 || { tail $OUT/install.log; exit 1; }
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader
@@ -31,13 +34,19 @@ if [ "$1" = variants ]; then  # a second call: the segment and sub-chunk sweep
   grep "^tune" $OUT/tune.log
   exit 0
 fi
-# the scan rows side by side with the per-kernel breakdown, and the whole-model rows of the issue
-step bench 220 $B --parts scan,models --peer .peer/mamba_ssm_cuda --kernels --shapes 1x256x16384,8x256x4096,1x256x131072,8x2048x4096 --model-rows dna-small:1x131072,audio-unet:1x131072 --out $OUT/bench.json > $OUT/bench.log 2>&1
+# the scan rows side by side with the per-kernel breakdown
+step bench 90 $B --parts scan --peer .peer/mamba_ssm_cuda --kernels --shapes 1x256x16384,8x256x4096,1x256x131072,8x2048x4096 --out $OUT/bench.json > $OUT/bench.log 2>&1
 show bench 70
+cp $K/triton_steps.py $K/triton_recurrent.py $K/triton_segments.py $K/triton_scan.py /tmp/
+# the kernels before #19 (.gpu/*_base.py: inputs converted in the iteration that loads them)
+for f in triton_steps triton_recurrent triton_segments; do cp .gpu/${f}_base.py $K/$f.py; done
+step "before #19" 40 $B --parts scan --kernels --shapes 1x256x16384,1x256x131072,8x2048x4096 --out $OUT/bench_base.json > $OUT/bench_base.log 2>&1; grep "^| 1 x\|^| 8 x\|_fwd_rec\|_segment_end" $OUT/bench_base.log
+cp /tmp/triton_steps.py /tmp/triton_recurrent.py /tmp/triton_segments.py $K/
+# the segment boundary pass with 32 boundaries a block (CARRY_BLOCK_S)
+sed -i "s/^CARRY_BLOCK_D, CARRY_BLOCK_S, CARRY_WARPS = .*/CARRY_BLOCK_D, CARRY_BLOCK_S, CARRY_WARPS = 8, 32, 4/" $K/triton_scan.py
+step "carry 32 a block" 40 $B --parts scan --kernels --shapes 1x256x16384,1x256x131072 --out $OUT/bench_carry32.json > $OUT/bench_carry32.log 2>&1; grep -i "carry\|^| 1 x" $OUT/bench_carry32.log
+cp /tmp/triton_scan.py $K/
 # the compiled kernel tests (the issue asks for under 3 minutes), slowest listed
 step "kernel tests" 200 python3 -m pytest -q -x -n 8 -m "gpu or not slow" tests/kernels -p no:cacheprovider --durations=25 > $OUT/kernel_tests.log 2>&1; tail -32 $OUT/kernel_tests.log
-# the segment boundary pass with 32 boundaries a block (CARRY_BLOCK_S)
-cp $K/triton_scan.py /tmp/
-sed -i "s/^CARRY_BLOCK_D, CARRY_BLOCK_S, CARRY_WARPS = .*/CARRY_BLOCK_D, CARRY_BLOCK_S, CARRY_WARPS = 8, 32, 4/" $K/triton_scan.py
-step "carry 32 a block" 60 $B --parts scan --kernels --shapes 1x256x16384,1x256x131072 --out $OUT/bench_carry32.json > $OUT/bench_carry32.log 2>&1; grep -i "carry\|^| 1 x" $OUT/bench_carry32.log
-cp /tmp/triton_scan.py $K/
+# the issue's whole-model rows, ours and with mamba_ssm's scan swapped in
+step models 150 $B --parts models --peer .peer/mamba_ssm_cuda --model-rows dna-small:1x131072,audio-unet:1x131072 --out $OUT/models.json > $OUT/models.log 2>&1; grep -v '^{' $OUT/models.log | tail -8

@@ -20,9 +20,9 @@ steps read global memory directly, which is the faster way for channels-last inp
 import triton
 import triton.language as tl
 
-from .triton_steps import (_channel_params, _chunk_inputs, _decay_from, _fwd_pipeline_next,
+from .triton_steps import (_channel_params, _chunk_inputs, _decay_from, _f32, _fwd_pipeline_next,
                            _fwd_pipeline_start, _gate_grad, _program, _segment_chunks, _stage_slots,
-                           _state_offsets, _step_loads)
+                           _state_offsets, _step_inputs)
 
 
 @triton.jit
@@ -64,11 +64,18 @@ def _fwd_recurrent_kernel(
     slots = _stage_slots(stage_ptr, pid_d, b, s, BLOCK_D, BLOCK_N, CHUNK)
     c0, c1, t0, t1 = _segment_chunks(s, chunks_per_seg, n_chunks, CHUNK, L)
     # software-pipelined steps: while step t computes, step t + 1's decay is computed (it does not
-    # depend on h, so the two chains interleave) and step t + 2's inputs load; staged, a chunk's
-    # first two steps are read again from the stage
-    u1, dt1, a1, B1, C1, z1, u2, raw2, B2, C2, z2 = _fwd_pipeline_start(
-        u_base, dt_base, B_base, C_base, z_base, t0, mask_d, mask_n, s_u_l, s_dt_l, s_B_l, s_C_l,
-        s_z_l, L, bias, seq_base, t0, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX, True, HAS_Z)
+    # depend on h, so the two chains interleave) and step t + 2's inputs load; staged, every chunk
+    # restarts the pipeline from its stage (here only the stage's float32 zeros: bound 0)
+    if STAGED:
+        su, sdt, sz, _sdo, sB, sC = slots
+        u1, dt1, a1, B1, C1, z1, u2, raw2, B2, C2, z2 = _fwd_pipeline_start(
+            su, sdt, sB, sC, sz, 0, mask_d, mask_n, 1, 1, 1, 1, 1, 0, bias, seq_base, t0, A2,
+            s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX, True, HAS_Z)
+    else:
+        u1, dt1, a1, B1, C1, z1, u2, raw2, B2, C2, z2 = _fwd_pipeline_start(
+            u_base, dt_base, B_base, C_base, z_base, t0, mask_d, mask_n, s_u_l, s_dt_l, s_B_l,
+            s_C_l, s_z_l, L, bias, seq_base, t0, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX, True,
+            HAS_Z)
     for c in range(c0, c1):
         if WRITE_STATES:
             tl.store(states_ptr + _state_offsets(d, n, dim, N, b * n_chunks + c), h, mask=mask_nd)
@@ -84,7 +91,7 @@ def _fwd_recurrent_kernel(
         for i in tl.range(0, CHUNK, num_stages=STAGES):
             t = tc + i
             u, dt, a, Bt, Ct, z = u1, dt1, a1, B1, C1, z1
-            u1, B1, C1, z1 = u2, B2, C2, z2
+            u1, B1, C1, z1 = _f32(u2), _f32(B2), _f32(C2), _f32(z2)  # loaded an iteration ago
             dt1, a1, u2, raw2, B2, C2, z2 = _fwd_pipeline_next(
                 raw2, ru, rdt, rB, rC, rz, k0 + i + 2, t, mask_d, mask_n, ku, kdt, kB, kC, kz, kb,
                 bias, seq_base, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX, True, HAS_Z)
@@ -183,7 +190,7 @@ def _bwd_recurrent_kernel(
                 for j in tl.range(0, SUB, num_stages=STAGES):
                     t = tc + q * SUB + j
                     u, dt, a, Bt = u1, dt1, a1, B1
-                    u1, B1 = u2, B2
+                    u1, B1 = _f32(u2), _f32(B2)
                     dt1, a1, u2, raw2, B2, _C2, _z2 = _fwd_pipeline_next(
                         raw2, ru, rdt, rB, rB, ru, k0 + q * SUB + j + 2, t, mask_d, mask_n, ku, kdt,
                         kB, kB, ku, kb, bias, seq_base, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX,
@@ -203,7 +210,7 @@ def _bwd_recurrent_kernel(
             for j in tl.range(0, SUB, num_stages=STAGES):
                 t = tc + js + j
                 u, dt, a, Bt = u1, dt1, a1, B1
-                u1, B1 = u2, B2
+                u1, B1 = _f32(u2), _f32(B2)
                 dt1, a1, u2, raw2, B2, _C2, _z2 = _fwd_pipeline_next(
                     raw2, ru, rdt, rB, rB, ru, k0 + js + j + 2, t, mask_d, mask_n, ku, kdt, kB, kB,
                     ku, kb, bias, seq_base, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX, False, False)
@@ -212,8 +219,8 @@ def _bwd_recurrent_kernel(
             tl.debug_barrier()
             jj = SUB - 1
             kk = k0 + js + jj
-            u_n, dt_n, B_n, C_n, z_n = _step_loads(ru, rdt, rB, rC, rz, kk, mask_d, mask_n, ku, kdt,
-                                                  kB, kC, kz, kb, True, HAS_Z)
+            u_n, dt_n, B_n, C_n, z_n = _step_inputs(ru, rdt, rB, rC, rz, kk, mask_d, mask_n, ku, kdt,
+                                                   kB, kC, kz, kb, True, HAS_Z)
             do_n = tl.load(rdo + kk * kdo, mask=mask_d & (kk < kb), other=0.0).to(tl.float32)
             h_n = tl.load(scratch + jj * BLOCK_D * BLOCK_N)
             for j in tl.range(0, SUB, num_stages=STAGES):
@@ -223,8 +230,8 @@ def _bwd_recurrent_kernel(
                 m = mask_d & (t < L)
                 u, raw, Bt, Ct, z, dout, h = u_n, dt_n + bias, B_n, C_n, z_n, do_n, h_n  # h = h_t
                 if jj > 0:  # step t - 1, within the sub-chunk
-                    u_n, dt_n, B_n, C_n, z_n = _step_loads(ru, rdt, rB, rC, rz, kk, mask_d, mask_n,
-                                                          ku, kdt, kB, kC, kz, kb, True, HAS_Z)
+                    u_n, dt_n, B_n, C_n, z_n = _step_inputs(ru, rdt, rB, rC, rz, kk, mask_d, mask_n,
+                                                           ku, kdt, kB, kC, kz, kb, True, HAS_Z)
                     do_n = tl.load(rdo + kk * kdo, mask=mask_d & (kk < kb), other=0.0).to(tl.float32)
                     h_n = tl.load(scratch + (jj - 1) * BLOCK_D * BLOCK_N)
                 dt, a = _decay_from(raw, seq_base, t, m, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX)

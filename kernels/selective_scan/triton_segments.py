@@ -19,9 +19,9 @@ written: P, E, H, mu and G are (batch, dim, n_seg, N).
 import triton
 import triton.language as tl
 
-from .triton_steps import (_channel_params, _chunk_inputs, _combine, _decay_from, _exp2,
+from .triton_steps import (_channel_params, _chunk_inputs, _combine, _decay_from, _exp2, _f32,
                            _fwd_pipeline_next, _fwd_pipeline_start, _program, _segment_chunks,
-                           _stage_slots, _state_offsets, _step_loads)
+                           _stage_slots, _state_offsets, _step_inputs)
 
 
 @triton.jit
@@ -72,9 +72,16 @@ def _segment_end_kernel(
     c0, c1, t0, t1 = _segment_chunks(s, chunks_per_seg, n_chunks, CHUNK, L)
     # software-pipelined as the forward kernel (triton_recurrent.py): step t + 1's decay computes
     # and step t + 2's inputs load while step t runs (neither C nor z is needed)
-    u1, dt1, a1, B1, _C1, _z1, u2, raw2, B2, _C2, _z2 = _fwd_pipeline_start(
-        u_base, dt_base, B_base, B_base, u_base, t0, mask_d, mask_n, s_u_l, s_dt_l, s_B_l, s_B_l,
-        s_u_l, L, bias, seq_base, t0, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX, False, False)
+    if STAGED:  # every chunk restarts the pipeline from its stage (here its float32 zeros)
+        su, sdt, _sz, _sdo, sB, _sC = slots
+        u1, dt1, a1, B1, _C1, _z1, u2, raw2, B2, _C2, _z2 = _fwd_pipeline_start(
+            su, sdt, sB, sB, su, 0, mask_d, mask_n, 1, 1, 1, 1, 1, 0, bias, seq_base, t0, A2,
+            s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX, False, False)
+    else:
+        u1, dt1, a1, B1, _C1, _z1, u2, raw2, B2, _C2, _z2 = _fwd_pipeline_start(
+            u_base, dt_base, B_base, B_base, u_base, t0, mask_d, mask_n, s_u_l, s_dt_l, s_B_l,
+            s_B_l, s_u_l, L, bias, seq_base, t0, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX, False,
+            False)
     for c in range(c0, c1):
         tc = c * CHUNK
         rows = tl.minimum(L - tc, CHUNK)
@@ -88,7 +95,7 @@ def _segment_end_kernel(
         for i in range(0, CHUNK):
             t = tc + i
             u, dt, a, Bt = u1, dt1, a1, B1
-            u1, B1 = u2, B2
+            u1, B1 = _f32(u2), _f32(B2)  # loaded an iteration ago
             dt1, a1, u2, raw2, B2, _C2, _z2 = _fwd_pipeline_next(
                 raw2, ru, rdt, rB, rB, ru, k0 + i + 2, t, mask_d, mask_n, ku, kdt, kB, kB, ku, kb,
                 bias, seq_base, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX, False, False)
@@ -136,13 +143,13 @@ def _segment_start_adjoint_kernel(
             slots, dt_base, dt_base, z_base, do_base, C_base, C_base, s_dt_l, s_dt_l, s_z_l, s_do_l,
             s_C_l, s_C_l, tc, rows, L, mask_d, mask_n, STAGED, CHUNK, False, HAS_Z, True, False, True)
         # step i - 1's inputs load while step i computes (dout stands in for u, C for B)
-        dy_n, dt_n, C_n, _C2, z_n = _step_loads(rdo, rdt, rC, rC, rz, k0 + CHUNK - 1, mask_d, mask_n, kdo,
+        dy_n, dt_n, C_n, _C2, z_n = _step_inputs(rdo, rdt, rC, rC, rz, k0 + CHUNK - 1, mask_d, mask_n, kdo,
                                                 kdt, kC, kC, kz, kb, False, HAS_Z)
         for j in range(0, CHUNK):
             i = CHUNK - 1 - j
             t = tc + i
             dy, raw, Ct, z = dy_n, dt_n + bias, C_n, z_n
-            dy_n, dt_n, C_n, _C2, z_n = _step_loads(rdo, rdt, rC, rC, rz, k0 + tl.maximum(i - 1, 0),
+            dy_n, dt_n, C_n, _C2, z_n = _step_inputs(rdo, rdt, rC, rC, rz, k0 + tl.maximum(i - 1, 0),
                                                     mask_d, mask_n, kdo, kdt, kC, kC, kz, kb,
                                                     False, HAS_Z)
             dt, a = _decay_from(raw, seq_base, t, mask_d & (t < L), A2, s_seq_l, L, DELTA_SOFTPLUS,

@@ -215,23 +215,43 @@ def _chunk_steps(tc, rows, L, STAGED: tl.constexpr):
 @triton.jit
 def _step_loads(u_base, dt_base, B_base, C_base, z_base, t, mask_d, mask_n, s_u_l, s_dt_l, s_B_l,
                 s_C_l, s_z_l, L, HAS_C: tl.constexpr, HAS_Z: tl.constexpr):
-    """Step t's raw inputs as float32: u, delta (before the bias), B_t, C_t (B_t when HAS_C is off)
-    and z (u when HAS_Z is off), zeros past L. The step loops call this for step t + 1 while they
-    compute step t; a loop that needs neither C nor z loads neither."""
+    """Step t's raw inputs in their own dtype: u, delta (before the bias), B_t, C_t (B_t when HAS_C
+    is off) and z (u when HAS_Z is off), zeros past L. The forward step loops load step t + 2
+    while they compute step t and convert the values (`_f32`) one iteration later: a conversion in
+    the loading iteration is a use of the load, which waits for it and so put a memory round trip
+    into every step (docs/kernel_tuning_notes.md #19). A loop that needs neither C nor z loads
+    neither."""
     m = mask_d & (t < L)
     mn = mask_n & (t < L)
-    u = tl.load(u_base + t * s_u_l, mask=m, other=0.0).to(tl.float32)
-    dt = tl.load(dt_base + t * s_dt_l, mask=m, other=0.0).to(tl.float32)
-    Bt = tl.load(B_base + t * s_B_l, mask=mn, other=0.0).to(tl.float32)
+    u = tl.load(u_base + t * s_u_l, mask=m, other=0.0)
+    dt = tl.load(dt_base + t * s_dt_l, mask=m, other=0.0)
+    Bt = tl.load(B_base + t * s_B_l, mask=mn, other=0.0)
     if HAS_C:
-        Ct = tl.load(C_base + t * s_C_l, mask=mn, other=0.0).to(tl.float32)
+        Ct = tl.load(C_base + t * s_C_l, mask=mn, other=0.0)
     else:
         Ct = Bt
     if HAS_Z:
-        z = tl.load(z_base + t * s_z_l, mask=m, other=0.0).to(tl.float32)
+        z = tl.load(z_base + t * s_z_l, mask=m, other=0.0)
     else:
         z = u
     return u, dt, Bt, Ct, z
+
+
+@triton.jit
+def _f32(x):
+    """A loaded value as float32, converted an iteration after its load (see _step_loads)."""
+    return x.to(tl.float32)
+
+
+@triton.jit
+def _step_inputs(u_base, dt_base, B_base, C_base, z_base, t, mask_d, mask_n, s_u_l, s_dt_l, s_B_l,
+                 s_C_l, s_z_l, L, HAS_C: tl.constexpr, HAS_Z: tl.constexpr):
+    """_step_loads as float32 at once: the walk-back loops load step t - 1 while they compute
+    step t and keep the conversion there (converted later, their B and C would be converted once
+    per state in every lane instead of once a lane: more instructions than the wait costs)."""
+    u, dt, Bt, Ct, z = _step_loads(u_base, dt_base, B_base, C_base, z_base, t, mask_d, mask_n,
+                                   s_u_l, s_dt_l, s_B_l, s_C_l, s_z_l, L, HAS_C, HAS_Z)
+    return _f32(u), _f32(dt), _f32(Bt), _f32(Ct), _f32(z)
 
 
 @triton.jit
@@ -241,13 +261,14 @@ def _fwd_pipeline_start(u_ptr, dt_ptr, B_ptr, C_ptr, z_ptr, k, mask_d, mask_n, s
     """Fill the forward step pipeline at step t (index k of the given pointers, below `bound`):
     step t's inputs with its Δ and decay, and step t + 1's raw inputs. The forward loops then
     compute step t + 1's decay (independent of the state, so the two chains interleave) and load
-    step t + 2's inputs while step t runs (_fwd_pipeline_next)."""
+    step t + 2's inputs while step t runs (_fwd_pipeline_next). Step t's inputs come back as
+    float32, step t + 1's raw: the loop converts them when it moves them down the pipeline."""
     u1, raw1, B1, C1, z1 = _step_loads(u_ptr, dt_ptr, B_ptr, C_ptr, z_ptr, k, mask_d, mask_n, s_u,
                                        s_dt, s_B, s_C, s_z, bound, HAS_C, HAS_Z)
     dt1, a1, u2, raw2, B2, C2, z2 = _fwd_pipeline_next(
         raw1, u_ptr, dt_ptr, B_ptr, C_ptr, z_ptr, k + 1, t - 1, mask_d, mask_n, s_u, s_dt, s_B, s_C,
         s_z, bound, bias, seq_base, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX, HAS_C, HAS_Z)
-    return u1, dt1, a1, B1, C1, z1, u2, raw2, B2, C2, z2
+    return _f32(u1), dt1, a1, _f32(B1), _f32(C1), _f32(z1), u2, raw2, B2, C2, z2
 
 
 @triton.jit
@@ -257,7 +278,7 @@ def _fwd_pipeline_next(raw, u_ptr, dt_ptr, B_ptr, C_ptr, z_ptr, k, t, mask_d, ma
                        HAS_C: tl.constexpr, HAS_Z: tl.constexpr):
     """One move of the forward step pipeline while step t runs: step t + 1's Δ and decay from its
     raw delta (loaded a step earlier), and the raw inputs at index k (step t + 2)."""
-    dt, a = _decay_from(raw + bias, seq_base, t + 1, mask_d & (t + 1 < L), A2, s_seq_l, L,
+    dt, a = _decay_from(_f32(raw) + bias, seq_base, t + 1, mask_d & (t + 1 < L), A2, s_seq_l, L,
                         DELTA_SOFTPLUS, HAS_SEQ_IDX)
     u, raw, Bt, Ct, z = _step_loads(u_ptr, dt_ptr, B_ptr, C_ptr, z_ptr, k, mask_d, mask_n, s_u,
                                     s_dt, s_B, s_C, s_z, bound, HAS_C, HAS_Z)
