@@ -20,8 +20,8 @@ steps read global memory directly, which is the faster way for channels-last inp
 import triton
 import triton.language as tl
 
-from .triton_steps import (_channel_params, _chunk_inputs, _decay_from, _f32, _fwd_pipeline_next,
-                           _fwd_pipeline_start, _gate_grad, _program, _segment_chunks, _stage_slots,
+from .triton_steps import (_channel_params, _chunk_inputs, _decay_from, _f32, _fwd_pipeline_first,
+                           _fwd_pipeline_next, _fwd_pipeline_start, _gate_grad, _program, _segment_chunks, _stage_slots,
                            _state_offsets, _step_inputs)
 
 
@@ -65,17 +65,11 @@ def _fwd_recurrent_kernel(
     c0, c1, t0, t1 = _segment_chunks(s, chunks_per_seg, n_chunks, CHUNK, L)
     # software-pipelined steps: while step t computes, step t + 1's decay is computed (it does not
     # depend on h, so the two chains interleave) and step t + 2's inputs load; staged, every chunk
-    # restarts the pipeline from its stage (here only the stage's float32 zeros: bound 0)
-    if STAGED:
-        su, sdt, sz, _sdo, sB, sC = slots
-        u1, dt1, a1, B1, C1, z1, u2, raw2, B2, C2, z2 = _fwd_pipeline_start(
-            su, sdt, sB, sC, sz, 0, mask_d, mask_n, 1, 1, 1, 1, 1, 0, bias, seq_base, t0, A2,
-            s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX, True, HAS_Z)
-    else:
-        u1, dt1, a1, B1, C1, z1, u2, raw2, B2, C2, z2 = _fwd_pipeline_start(
-            u_base, dt_base, B_base, C_base, z_base, t0, mask_d, mask_n, s_u_l, s_dt_l, s_B_l,
-            s_C_l, s_z_l, L, bias, seq_base, t0, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX, True,
-            HAS_Z)
+    # restarts the pipeline from its stage
+    u1, dt1, a1, B1, C1, z1, u2, raw2, B2, C2, z2 = _fwd_pipeline_first(
+        slots, u_base, dt_base, B_base, C_base, z_base, t0, mask_d, mask_n, s_u_l, s_dt_l, s_B_l,
+        s_C_l, s_z_l, L, bias, seq_base, A2, s_seq_l, DELTA_SOFTPLUS, HAS_SEQ_IDX, True, HAS_Z,
+        STAGED)
     for c in range(c0, c1):
         if WRITE_STATES:
             tl.store(states_ptr + _state_offsets(d, n, dim, N, b * n_chunks + c), h, mask=mask_nd)

@@ -20,8 +20,8 @@ import triton
 import triton.language as tl
 
 from .triton_steps import (_channel_params, _chunk_inputs, _combine, _decay_from, _exp2, _f32,
-                           _fwd_pipeline_next, _fwd_pipeline_start, _program, _segment_chunks,
-                           _stage_slots, _state_offsets, _step_inputs)
+                           _fwd_pipeline_first, _fwd_pipeline_next, _fwd_pipeline_start, _program,
+                           _segment_chunks, _stage_slots, _state_offsets, _step_inputs)
 
 
 @triton.jit
@@ -72,16 +72,10 @@ def _segment_end_kernel(
     c0, c1, t0, t1 = _segment_chunks(s, chunks_per_seg, n_chunks, CHUNK, L)
     # software-pipelined as the forward kernel (triton_recurrent.py): step t + 1's decay computes
     # and step t + 2's inputs load while step t runs (neither C nor z is needed)
-    if STAGED:  # every chunk restarts the pipeline from its stage (here its float32 zeros)
-        su, sdt, _sz, _sdo, sB, _sC = slots
-        u1, dt1, a1, B1, _C1, _z1, u2, raw2, B2, _C2, _z2 = _fwd_pipeline_start(
-            su, sdt, sB, sB, su, 0, mask_d, mask_n, 1, 1, 1, 1, 1, 0, bias, seq_base, t0, A2,
-            s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX, False, False)
-    else:
-        u1, dt1, a1, B1, _C1, _z1, u2, raw2, B2, _C2, _z2 = _fwd_pipeline_start(
-            u_base, dt_base, B_base, B_base, u_base, t0, mask_d, mask_n, s_u_l, s_dt_l, s_B_l,
-            s_B_l, s_u_l, L, bias, seq_base, t0, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX, False,
-            False)
+    u1, dt1, a1, B1, _C1, _z1, u2, raw2, B2, _C2, _z2 = _fwd_pipeline_first(
+        slots, u_base, dt_base, B_base, B_base, u_base, t0, mask_d, mask_n, s_u_l, s_dt_l, s_B_l,
+        s_B_l, s_u_l, L, bias, seq_base, A2, s_seq_l, DELTA_SOFTPLUS, HAS_SEQ_IDX, False, False,
+        STAGED)
     for c in range(c0, c1):
         tc = c * CHUNK
         rows = tl.minimum(L - tc, CHUNK)

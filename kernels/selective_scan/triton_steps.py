@@ -272,6 +272,27 @@ def _fwd_pipeline_start(u_ptr, dt_ptr, B_ptr, C_ptr, z_ptr, k, mask_d, mask_n, s
 
 
 @triton.jit
+def _fwd_pipeline_first(slots, u_base, dt_base, B_base, C_base, z_base, t0, mask_d, mask_n, s_u_l,
+                        s_dt_l, s_B_l, s_C_l, s_z_l, L, bias, seq_base, A2, s_seq_l,
+                        DELTA_SOFTPLUS: tl.constexpr, HAS_SEQ_IDX: tl.constexpr,
+                        HAS_C: tl.constexpr, HAS_Z: tl.constexpr, STAGED: tl.constexpr):
+    """The pipeline before a kernel's first chunk (_fwd_pipeline_start at step t0, global memory).
+    Staged, every chunk restarts it from its stage; this only gives the loop's values the stage's
+    dtype (float32 zeros: bound 0), which the loop-carried raw inputs must keep."""
+    if STAGED:
+        su, sdt, sz, _sdo, sB, sC = slots
+        u1, dt1, a1, B1, C1, z1, u2, raw2, B2, C2, z2 = _fwd_pipeline_start(
+            su, sdt, sB, sC, sz, 0, mask_d, mask_n, 1, 1, 1, 1, 1, 0, bias, seq_base, t0, A2,
+            s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX, HAS_C, HAS_Z)
+    else:
+        u1, dt1, a1, B1, C1, z1, u2, raw2, B2, C2, z2 = _fwd_pipeline_start(
+            u_base, dt_base, B_base, C_base, z_base, t0, mask_d, mask_n, s_u_l, s_dt_l, s_B_l,
+            s_C_l, s_z_l, L, bias, seq_base, t0, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX, HAS_C,
+            HAS_Z)
+    return u1, dt1, a1, B1, C1, z1, u2, raw2, B2, C2, z2
+
+
+@triton.jit
 def _fwd_pipeline_next(raw, u_ptr, dt_ptr, B_ptr, C_ptr, z_ptr, k, t, mask_d, mask_n, s_u, s_dt,
                        s_B, s_C, s_z, bound, bias, seq_base, A2, s_seq_l, L,
                        DELTA_SOFTPLUS: tl.constexpr, HAS_SEQ_IDX: tl.constexpr,
