@@ -11,7 +11,7 @@
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 #     --platform any -d .whl soundfile pyfaidx biopython cffi pycparser   # not in the GPU image
-#   mkdir -p .gpu; for f in triton_steps triton_recurrent triton_segments; do   # the base kernels
+#   mkdir -p .gpu; for f in triton_steps triton_recurrent triton_segments; do   # base: e48ee98 (before #19)
 #     git show BASE:kernels/selective_scan/$f.py > .gpu/${f}_base.py; done; echo /.gpu/ >> .git/info/exclude
 # then: device run `bash docs/gpu_call.sh` with carry [".peer", ".whl", ".gpu"]; a second call
 # `bash docs/gpu_call.sh variants` sweeps segments and sub-chunks (`bench gpu --tune`). Each step's
