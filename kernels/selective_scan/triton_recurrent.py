@@ -22,7 +22,7 @@ import triton.language as tl
 
 from .triton_steps import (_channel_params, _chunk_inputs, _decay_from, _f32, _fwd_pipeline_first,
                            _fwd_pipeline_next, _fwd_pipeline_start, _gate_grad, _program, _segment_chunks, _stage_slots,
-                           _state_offsets, _step_inputs)
+                           _state_offsets, _step_inputs, _step_loads)
 
 
 @triton.jit
@@ -211,23 +211,31 @@ def _bwd_recurrent_kernel(
                 h = a * h + Bt[:, None] * (dt * u)[None, :]
                 tl.store(scratch + j * BLOCK_D * BLOCK_N, h)
             tl.debug_barrier()
+            # the walk back holds step t's inputs as float32 and step t - 1's raw, loaded an
+            # iteration earlier and converted as they move down (see _step_loads); indices before
+            # the sub-chunk are clamped to its first step (loaded, never used)
             jj = SUB - 1
             kk = k0 + js + jj
             u_n, dt_n, B_n, C_n, z_n = _step_inputs(ru, rdt, rB, rC, rz, kk, mask_d, mask_n, ku, kdt,
                                                    kB, kC, kz, kb, True, HAS_Z)
             do_n = tl.load(rdo + kk * kdo, mask=mask_d & (kk < kb), other=0.0).to(tl.float32)
+            kk = k0 + js + tl.maximum(jj - 1, 0)
+            u_r, dt_r, B_r, C_r, z_r = _step_loads(ru, rdt, rB, rC, rz, kk, mask_d, mask_n, ku, kdt, kB,
+                                                   kC, kz, kb, True, HAS_Z)
+            do_r = tl.load(rdo + kk * kdo, mask=mask_d & (kk < kb), other=0.0)
             h_n = tl.load(scratch + jj * BLOCK_D * BLOCK_N)
             for j in tl.range(0, SUB, num_stages=STAGES):
                 jj = SUB - 1 - j
                 t = tc + js + jj
-                kk = k0 + js + jj - 1  # step t - 1's index
                 m = mask_d & (t < L)
                 u, raw, Bt, Ct, z, dout, h = u_n, dt_n + bias, B_n, C_n, z_n, do_n, h_n  # h = h_t
-                if jj > 0:  # step t - 1, within the sub-chunk
-                    u_n, dt_n, B_n, C_n, z_n = _step_inputs(ru, rdt, rB, rC, rz, kk, mask_d, mask_n,
-                                                           ku, kdt, kB, kC, kz, kb, True, HAS_Z)
-                    do_n = tl.load(rdo + kk * kdo, mask=mask_d & (kk < kb), other=0.0).to(tl.float32)
-                    h_n = tl.load(scratch + (jj - 1) * BLOCK_D * BLOCK_N)
+                u_n, dt_n, B_n, C_n, z_n, do_n = (_f32(u_r), _f32(dt_r), _f32(B_r), _f32(C_r),
+                                                  _f32(z_r), _f32(do_r))  # step t - 1
+                kk = k0 + js + tl.maximum(jj - 2, 0)  # step t - 2's index
+                u_r, dt_r, B_r, C_r, z_r = _step_loads(ru, rdt, rB, rC, rz, kk, mask_d, mask_n, ku,
+                                                       kdt, kB, kC, kz, kb, True, HAS_Z)
+                do_r = tl.load(rdo + kk * kdo, mask=mask_d & (kk < kb), other=0.0)
+                h_n = tl.load(scratch + tl.maximum(jj - 1, 0) * BLOCK_D * BLOCK_N)
                 dt, a = _decay_from(raw, seq_base, t, m, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX)
                 if HAS_Z:
                     dy, dz = _gate_grad(dout, tl.sum(h * Ct[:, None], axis=0) + u * Dv, z)
