@@ -40,7 +40,7 @@ show bench 70
 cp $K/triton_steps.py $K/triton_recurrent.py $K/triton_segments.py $K/triton_scan.py /tmp/
 # the kernels before #19 and #20 (.gpu/*_base.py: inputs converted in the iteration that loads them)
 for f in triton_steps triton_recurrent triton_segments; do cp .gpu/${f}_base.py $K/$f.py; done
-step "before #19, #20" 40 $B --parts scan --kernels --shapes 1x256x16384,1x256x131072,8x2048x4096 --out $OUT/bench_base.json > $OUT/bench_base.log 2>&1; grep "^| 1 x\|^| 8 x\|_fwd_rec\|_segment_end" $OUT/bench_base.log
+step "before #19, #20" 40 $B --parts scan --kernels --shapes 1x256x16384,1x256x131072,8x2048x4096 --out $OUT/bench_base.json > $OUT/bench_base.log 2>&1; grep "^| 1 x\|^| 8 x\|_rec\|_segment" $OUT/bench_base.log
 cp /tmp/triton_steps.py /tmp/triton_recurrent.py /tmp/triton_segments.py $K/
 # the segment boundary pass with 32 boundaries a block (CARRY_BLOCK_S)
 sed -i "s/^CARRY_BLOCK_D, CARRY_BLOCK_S, CARRY_WARPS = .*/CARRY_BLOCK_D, CARRY_BLOCK_S, CARRY_WARPS = 8, 32, 4/" $K/triton_scan.py
