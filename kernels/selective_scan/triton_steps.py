@@ -246,9 +246,10 @@ def _f32(x):
 @triton.jit
 def _step_inputs(u_base, dt_base, B_base, C_base, z_base, t, mask_d, mask_n, s_u_l, s_dt_l, s_B_l,
                  s_C_l, s_z_l, L, HAS_C: tl.constexpr, HAS_Z: tl.constexpr):
-    """_step_loads as float32 at once: the walk-back loops load step t - 1 while they compute
-    step t and keep the conversion there (converted later, their B and C would be converted once
-    per state in every lane instead of once a lane: more instructions than the wait costs)."""
+    """_step_loads as float32 at once: for the first step of the backward's walk back (the loop
+    then loads two steps ahead, docs/kernel_tuning_notes.md #20) and for the segment-adjoint pass,
+    where ptxas already places the conversions well after the loads (loading two steps ahead
+    there made its code worse)."""
     u, dt, Bt, Ct, z = _step_loads(u_base, dt_base, B_base, C_base, z_base, t, mask_d, mask_n,
                                    s_u_l, s_dt_l, s_B_l, s_C_l, s_z_l, L, HAS_C, HAS_Z)
     return _f32(u), _f32(dt), _f32(Bt), _f32(Ct), _f32(z)
