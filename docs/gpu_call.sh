@@ -19,10 +19,11 @@
 # that a slow start loses.
 export PYTHONUNBUFFERED=1
 T0=$(date +%s); CALL_S=${CALL_S:-585}; exec 3>&1  # fd 3: the call's output, past a step's redirections
-# run a step with timeout min(its own, what is left of the call); skip it with under 20 s left
+# run a step with timeout min(its own, what is left of the call), stopped by SIGINT so that pytest
+# still prints its summary and --durations; skip it with under 20 s left
 step() { local name=$1 max=$2; shift 2; local left=$(( CALL_S - $(date +%s) + T0 )); local t=$(( max < left ? max : left ))
   if [ $t -lt 20 ]; then echo "$name: skipped ($left s left)" >&3; return; fi
-  local s=$(date +%s); timeout $t "$@"; echo "$name rc=$? $(( $(date +%s) - s ))s" >&3; }
+  local s=$(date +%s); timeout -s INT -k 10 $t "$@"; echo "$name rc=$? $(( $(date +%s) - s ))s" >&3; }
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit 1
 python3 -m pip install -q --no-deps --no-build-isolation -e . > $OUT/install.log 2>&1 || { tail $OUT/install.log; exit 1; }
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader
