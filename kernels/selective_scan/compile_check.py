@@ -123,6 +123,9 @@ def main(argv=None) -> int:
     p.add_argument("--sub-chunk", type=int, default=BWD_SUB_CHUNK,
                    help="steps per sub-chunk of the backward (default: %(default)s)")
     args = p.parse_args(argv)
+    chunk = COMMON["CHUNK"]
+    if not 1 <= args.sub_chunk <= chunk or args.sub_chunk & (args.sub_chunk - 1):
+        p.error(f"--sub-chunk: expected a power of two from 1 to {chunk}, got {args.sub_chunk}")
     if os.environ.get("TRITON_INTERPRET") == "1":
         print("error: unset TRITON_INTERPRET (the interpreter replaces the kernels by Python code)",
               file=sys.stderr)

@@ -21,8 +21,9 @@ import triton
 import triton.language as tl
 
 from .triton_steps import (_channel_params, _chunk_inputs, _decay_from, _f32, _fwd_pipeline_first,
-                           _fwd_pipeline_next, _fwd_pipeline_start, _gate_grad, _program, _segment_chunks, _stage_slots,
-                           _state_offsets, _step_inputs, _step_loads)
+                           _fwd_pipeline_next, _fwd_pipeline_start, _gate_grad, _program,
+                           _rerun_step, _segment_chunks, _stage_slots, _state_offsets,
+                           _step_inputs, _step_loads)
 
 
 @triton.jit
@@ -149,7 +150,7 @@ def _bwd_recurrent_kernel(
     n_blocks = tl.num_programs(0)
     # the scratch: per program, SUB + CHUNK / SUB states (a sub-chunk's steps, then the states
     # entering each sub-chunk), each (BN, BD) in the layout of the state tiles (_program:
-    # ONE_CHANNEL_PER_LANE); the offsets of its first
+    # ONE_CHANNEL_PER_LANE); these are the offsets of its first state
     scratch = (((b * n_seg + s) * n_blocks + pid_d) * (SUB + CHUNK // SUB) * BLOCK_D * BLOCK_N
                + n[:, None] * BLOCK_D + tl.arange(0, BLOCK_D)[None, :])
     if STAGED:
@@ -182,14 +183,10 @@ def _bwd_recurrent_kernel(
             for q in range(0, n_sub):
                 tl.store(entries + q * BLOCK_D * BLOCK_N, h)
                 for j in tl.range(0, SUB, num_stages=STAGES):
-                    t = tc + q * SUB + j
-                    u, dt, a, Bt = u1, dt1, a1, B1
-                    u1, B1 = _f32(u2), _f32(B2)
-                    dt1, a1, u2, raw2, B2, _C2, _z2 = _fwd_pipeline_next(
-                        raw2, ru, rdt, rB, rB, ru, k0 + q * SUB + j + 2, t, mask_d, mask_n, ku, kdt,
-                        kB, kB, ku, kb, bias, seq_base, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX,
-                        False, False)
-                    h = a * h + Bt[:, None] * (dt * u)[None, :]
+                    h, _dt, _a, u1, dt1, a1, B1, u2, raw2, B2 = _rerun_step(
+                        h, u1, dt1, a1, B1, u2, raw2, B2, ru, rdt, rB, k0 + q * SUB + j + 2,
+                        tc + q * SUB + j, mask_d, mask_n, ku, kdt, kB, kb, bias, seq_base, A2,
+                        s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX)
             tl.debug_barrier()
         for q in range(0, n_sub):  # sub-chunks, last first
             js = (n_sub - 1 - q) * SUB  # the sub-chunk's first step within the chunk
@@ -202,13 +199,10 @@ def _bwd_recurrent_kernel(
                 ru, rdt, rB, rB, ru, k0 + js, mask_d, mask_n, ku, kdt, kB, kB, ku, kb, bias, seq_base,
                 tc + js, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX, False, False)
             for j in tl.range(0, SUB, num_stages=STAGES):
-                t = tc + js + j
-                u, dt, a, Bt = u1, dt1, a1, B1
-                u1, B1 = _f32(u2), _f32(B2)
-                dt1, a1, u2, raw2, B2, _C2, _z2 = _fwd_pipeline_next(
-                    raw2, ru, rdt, rB, rB, ru, k0 + js + j + 2, t, mask_d, mask_n, ku, kdt, kB, kB,
-                    ku, kb, bias, seq_base, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX, False, False)
-                h = a * h + Bt[:, None] * (dt * u)[None, :]
+                h, _dt, _a, u1, dt1, a1, B1, u2, raw2, B2 = _rerun_step(
+                    h, u1, dt1, a1, B1, u2, raw2, B2, ru, rdt, rB, k0 + js + j + 2, tc + js + j,
+                    mask_d, mask_n, ku, kdt, kB, kb, bias, seq_base, A2, s_seq_l, L, DELTA_SOFTPLUS,
+                    HAS_SEQ_IDX)
                 tl.store(scratch + j * BLOCK_D * BLOCK_N, h)
             tl.debug_barrier()
             # the walk back holds step t's inputs as float32 and step t - 1's raw, loaded an

@@ -138,6 +138,8 @@ def _plan(batch, dim, L, N, groups, sms, *, backward=False, variant=None, block_
     variant = variant or DEFAULT_VARIANT
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {', '.join(map(repr, VARIANTS))}, got {variant!r}")
+    if sub_chunk is not None and sub_chunk < 1:
+        raise ValueError(f"sub_chunk must be a positive number of steps, got {sub_chunk}")
     tiled = variant == "tiled"
     staged = (not channels_last if staged is None else staged) and not tiled
     block_n = max(triton.next_power_of_2(N), 2)

@@ -19,8 +19,8 @@ written: P, E, H, mu and G are (batch, dim, n_seg, N).
 import triton
 import triton.language as tl
 
-from .triton_steps import (_channel_params, _chunk_inputs, _combine, _decay_from, _exp2, _f32,
-                           _fwd_pipeline_first, _fwd_pipeline_next, _fwd_pipeline_start, _program,
+from .triton_steps import (_channel_params, _chunk_inputs, _combine, _decay_from, _exp2,
+                           _fwd_pipeline_first, _fwd_pipeline_start, _program, _rerun_step,
                            _segment_chunks, _stage_slots, _state_offsets, _step_inputs)
 
 
@@ -87,13 +87,9 @@ def _segment_end_kernel(
                 ru, rdt, rB, rB, ru, 0, mask_d, mask_n, ku, kdt, kB, kB, ku, rows, bias, seq_base,
                 tc, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX, False, False)
         for i in range(0, CHUNK):
-            t = tc + i
-            u, dt, a, Bt = u1, dt1, a1, B1
-            u1, B1 = _f32(u2), _f32(B2)  # loaded an iteration ago
-            dt1, a1, u2, raw2, B2, _C2, _z2 = _fwd_pipeline_next(
-                raw2, ru, rdt, rB, rB, ru, k0 + i + 2, t, mask_d, mask_n, ku, kdt, kB, kB, ku, kb,
-                bias, seq_base, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX, False, False)
-            h = a * h + Bt[:, None] * (dt * u)[None, :]
+            h, dt, a, u1, dt1, a1, B1, u2, raw2, B2 = _rerun_step(
+                h, u1, dt1, a1, B1, u2, raw2, B2, ru, rdt, rB, k0 + i + 2, tc + i, mask_d, mask_n, ku,
+                kdt, kB, kb, bias, seq_base, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX)
             p, dt_sum = _decay_product_step(p, a, dt_sum, dt, HAS_SEQ_IDX)
     out = _state_offsets(d, n, dim, N, b * tl.num_programs(2) + s)
     tl.store(P_ptr + out, _decay_product(p, dt_sum, A2, HAS_SEQ_IDX), mask=mask_nd)

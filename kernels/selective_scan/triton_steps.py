@@ -308,6 +308,23 @@ def _fwd_pipeline_next(raw, u_ptr, dt_ptr, B_ptr, C_ptr, z_ptr, k, t, mask_d, ma
 
 
 @triton.jit
+def _rerun_step(h, u1, dt1, a1, B1, u2, raw2, B2, ru, rdt, rB, k, t, mask_d, mask_n, ku, kdt, kB, kb,
+                bias, seq_base, A2, s_seq_l, L, DELTA_SOFTPLUS: tl.constexpr,
+                HAS_SEQ_IDX: tl.constexpr):
+    """Step t of a pipelined loop that only carries the state (the segment-end pass, the
+    backward's chunk reruns): h_t from step t's values (u1, dt1, a1, B1), then the pipeline moved
+    on a step (_fwd_pipeline_next, step t + 2's inputs loaded at index k). Returns h_t, step t's Δ
+    and decay, and the moved pipeline (u1, dt1, a1, B1, u2, raw2, B2)."""
+    u, dt, a, Bt = u1, dt1, a1, B1
+    u1, B1 = _f32(u2), _f32(B2)  # loaded an iteration ago
+    dt1, a1, u2, raw2, B2, _C, _z = _fwd_pipeline_next(
+        raw2, ru, rdt, rB, rB, ru, k, t, mask_d, mask_n, ku, kdt, kB, kB, ku, kb, bias, seq_base, A2,
+        s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX, False, False)
+    h = a * h + Bt[:, None] * (dt * u)[None, :]
+    return h, dt, a, u1, dt1, a1, B1, u2, raw2, B2
+
+
+@triton.jit
 def _gate_grad(dout, y, z):
     """The silu gate's backward: (d y_pre-gate, d z) for y_out = y silu(z)."""
     sig = tl.sigmoid(z)

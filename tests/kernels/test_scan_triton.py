@@ -208,6 +208,8 @@ def test_plan_adds_segments_only_where_channels_leave_the_gpu_idle(monkeypatch):
     assert short.n_seg == 1  # under MIN_SEGMENT_CHUNKS chunks: nothing to cut
     with pytest.raises(ValueError, match="variant"):
         triton_scan.plan(1, 4, 8, 4, 1, torch.device("cpu"), variant="scan")
+    with pytest.raises(ValueError, match="sub_chunk"):
+        triton_scan.plan(1, 4, 8, 4, 1, torch.device("cpu"), backward=True, sub_chunk=-2)
 
 
 def test_grouped_bc_odd_state_size_and_initial_state():
