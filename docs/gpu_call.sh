@@ -3,7 +3,7 @@
 # `bench gpu` with mamba_ssm side by side (scan rows with the per-kernel breakdown), the same with
 # the kernels of a base version and with a variant, the compiled kernel tests (timed), and the
 # issue's whole-model rows.
-# Everything lands under $OUT, in few files (the device returns a limited number).
+# Everything lands under $OUT, packed at the end into one all.tgz (the device returns 8 files).
 #
 # Before the call, on the development machine (repository root):
 #   mkdir -p .peer && cp -r ../shared/peers/mamba_ssm_cuda .peer/
@@ -13,6 +13,7 @@
 #     --platform any -d .whl soundfile pyfaidx biopython cffi pycparser   # not in the GPU image
 #   mkdir -p .gpu; for f in triton_steps triton_recurrent triton_segments; do   # base: e48ee98 (before #19)
 #     git show BASE:kernels/selective_scan/$f.py > .gpu/${f}_base.py; done; echo /.gpu/ >> .git/info/exclude
+#   for f in triton_steps triton_recurrent; do git show b0c09a0:kernels/selective_scan/$f.py > .gpu/${f}_head.py; done  # before #21
 # then: device run `bash docs/gpu_call.sh` with carry [".peer", ".whl", ".gpu"]; a second call
 # `bash docs/gpu_call.sh variants` sweeps segments and sub-chunks (`bench gpu --tune`). Each step's
 # timeout is cut to what is left of the call's 600 s (CALL_S), so the steps at the end are the ones
@@ -33,7 +34,7 @@ show() { grep -v '^{' $OUT/$1.log | grep -v "^| peer" | tail -${2:-3}; }
 if [ "$1" = variants ]; then  # a second call: the segment and sub-chunk sweep
   step tune 400 $B --parts scan --tune --tune-shapes 1x256x16384,8x256x4096 --shapes 1x256x16384 --out $OUT/tune.json > $OUT/tune.log 2>&1
   grep "^tune" $OUT/tune.log
-  exit 0
+  exit 0  # two files
 fi
 # the scan rows side by side with the per-kernel breakdown
 step bench 90 $B --parts scan --peer .peer/mamba_ssm_cuda --kernels --shapes 1x256x16384,8x256x4096,1x256x131072,8x2048x4096 --out $OUT/bench.json > $OUT/bench.log 2>&1
@@ -43,11 +44,20 @@ cp $K/triton_steps.py $K/triton_recurrent.py $K/triton_segments.py $K/triton_sca
 for f in triton_steps triton_recurrent triton_segments; do cp .gpu/${f}_base.py $K/$f.py; done
 step "before #19, #20" 40 $B --parts scan --kernels --shapes 1x256x16384,1x256x131072,8x2048x4096 --out $OUT/bench_base.json > $OUT/bench_base.log 2>&1; grep "^| 1 x\|^| 8 x\|_rec\|_segment" $OUT/bench_base.log
 cp /tmp/triton_steps.py /tmp/triton_recurrent.py /tmp/triton_segments.py $K/
+# the backward before #21 (.gpu/*_head.py: a_{t+1} kept as a tile, A kept beside A log2 e)
+cp .gpu/triton_recurrent_head.py $K/triton_recurrent.py; cp .gpu/triton_steps_head.py $K/triton_steps.py
+step "before #21" 40 $B --parts scan --kernels --shapes 1x256x16384,1x256x131072,8x2048x4096 --out $OUT/bench_head.json > $OUT/bench_head.log 2>&1; grep "^| 1 x\|^| 8 x\|_bwd_rec" $OUT/bench_head.log
+cp /tmp/triton_steps.py /tmp/triton_recurrent.py $K/
+# the backward held to 168 registers (3 warps a scheduler) with 12 of its programs an SM (#21)
+sed -i "s/^BWD_MAXNREG = .*/BWD_MAXNREG = 168/; s/^BWD_SEGMENT_PROGRAMS_PER_SM = .*/BWD_SEGMENT_PROGRAMS_PER_SM = 12/" $K/triton_scan.py
+step "maxnreg 168" 40 $B --parts scan --kernels --shapes 1x256x16384,1x256x131072,8x2048x4096 --out $OUT/bench_maxnreg.json > $OUT/bench_maxnreg.log 2>&1; grep "^| 1 x\|^| 8 x\|_bwd_rec" $OUT/bench_maxnreg.log
+cp /tmp/triton_scan.py $K/
 # the segment boundary pass with 32 boundaries a block (CARRY_BLOCK_S)
 sed -i "s/^CARRY_BLOCK_D, CARRY_BLOCK_S, CARRY_WARPS = .*/CARRY_BLOCK_D, CARRY_BLOCK_S, CARRY_WARPS = 8, 32, 4/" $K/triton_scan.py
 step "carry 32 a block" 40 $B --parts scan --kernels --shapes 1x256x16384,1x256x131072 --out $OUT/bench_carry32.json > $OUT/bench_carry32.log 2>&1; grep -i "carry\|^| 1 x" $OUT/bench_carry32.log
 cp /tmp/triton_scan.py $K/
 # the compiled kernel tests (the issue asks for under 3 minutes), slowest listed
-step "kernel tests" 200 python3 -m pytest -q -x -n 8 -m "gpu or not slow" tests/kernels -p no:cacheprovider --durations=25 > $OUT/kernel_tests.log 2>&1; tail -32 $OUT/kernel_tests.log
+step "kernel tests" 180 python3 -m pytest -q -x -n 8 -m "gpu or not slow" tests/kernels -p no:cacheprovider --durations=25 > $OUT/kernel_tests.log 2>&1; tail -32 $OUT/kernel_tests.log
 # the issue's whole-model rows, ours and with mamba_ssm's scan swapped in
 step models 150 $B --parts models --peer .peer/mamba_ssm_cuda --model-rows dna-small:1x131072,audio-unet:1x131072 --out $OUT/models.json > $OUT/models.log 2>&1; grep -v '^{' $OUT/models.log | tail -8
+cd $OUT && tar czf all.tgz *.json *.log && rm -f *.json *.log

@@ -20,7 +20,7 @@ steps read global memory directly, which is the faster way for channels-last inp
 import triton
 import triton.language as tl
 
-from .triton_steps import (_channel_params, _chunk_inputs, _decay_from, _f32, _fwd_pipeline_first,
+from .triton_steps import (LN2, _channel_params, _decay, _delta, _same_sequence, _chunk_inputs, _decay_from, _f32, _fwd_pipeline_first,
                            _fwd_pipeline_next, _fwd_pipeline_start, _gate_grad, _program,
                            _rerun_step, _segment_chunks, _stage_slots, _state_offsets,
                            _step_inputs, _step_loads)
@@ -134,7 +134,9 @@ def _bwd_recurrent_kernel(
                     other=0.0).to(tl.float32)
     else:
         g = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
-    a_next = tl.full([BLOCK_N, BLOCK_D], 1.0, dtype=tl.float32)  # a_{t+1}; 1 after the segment
+    # step t + 1's Δ and sequence continuation, for a_{t+1} (a = 1 after the segment's end)
+    dt_next = tl.zeros([BLOCK_D], dtype=tl.float32)
+    keep_next = 1.0
     dA_acc = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dD_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
     dbias_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
@@ -230,7 +232,8 @@ def _bwd_recurrent_kernel(
                                                        kdt, kB, kC, kz, kb, True, HAS_Z)
                 do_r = tl.load(rdo + kk * kdo, mask=mask_d & (kk < kb), other=0.0)
                 h_n = tl.load(scratch + tl.maximum(jj - 1, 0) * BLOCK_D * BLOCK_N)
-                dt, a = _decay_from(raw, seq_base, t, m, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX)
+                a_next = _decay(A2, dt_next, keep_next, HAS_SEQ_IDX)  # a_{t+1}, recomputed: no tile kept
+                dt = _delta(raw, m, DELTA_SOFTPLUS)
                 if HAS_Z:
                     dy, dz = _gate_grad(dout, tl.sum(h * Ct[:, None], axis=0) + u * Dv, z)
                     tl.store(dz_ptr + io_base + t * s_io_l, dz, mask=m)
@@ -240,7 +243,7 @@ def _bwd_recurrent_kernel(
                 g = a_next * g + Ct[:, None] * dy[None, :]  # (BN, BD)
                 dx = tl.sum(g * Bt[:, None], axis=0)
                 gh = g * (h - Bt[:, None] * x[None, :])  # g_t a_t h_{t-1}
-                ddt = dx * u + tl.sum(gh * A, axis=0)
+                ddt = dx * u + tl.sum(gh * A2, axis=0) * LN2
                 dA_acc += gh * dt[None, :]
                 du = dx * dt
                 if HAS_D:
@@ -261,11 +264,14 @@ def _bwd_recurrent_kernel(
                 else:
                     tl.atomic_add(dB_base + t * s_dB_l, dB_t, mask=mask_bn)
                     tl.atomic_add(dC_base + t * s_dB_l, dC_t, mask=mask_bn)
-                a_next = a
+                dt_next = dt
+                if HAS_SEQ_IDX:
+                    keep_next = _same_sequence(seq_base, t, L, s_seq_l).to(tl.float32)
             tl.debug_barrier()
     tl.store(dA_ptr + (b * n_seg + s) * s_part + _state_offsets(d, n, dim, N, 0), dA_acc, mask=mask_nd)
     if HAS_INIT:  # a_0 g_0, from the first segment
-        tl.store(dinit_ptr + _state_offsets(d, n, dim, N, b), a_next * g, mask=mask_nd & (s == 0))
+        tl.store(dinit_ptr + _state_offsets(d, n, dim, N, b), _decay(A2, dt_next, keep_next, HAS_SEQ_IDX) * g,
+                 mask=mask_nd & (s == 0))
     if HAS_D:
         tl.store(dD_ptr + part, dD_acc, mask=mask_d)
     if HAS_DELTA_BIAS:

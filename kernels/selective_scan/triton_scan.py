@@ -56,6 +56,10 @@ SEGMENT_BLOCK_D = 32
 # walked back in sub-chunks from a per-program scratch of SUB + CHUNK / SUB states instead of CHUNK
 # (one more rerun of the chunk; docs/kernel_tuning_notes.md #16). CHUNK: no sub-chunks.
 BWD_SUB_CHUNK = CHUNK
+# Registers a thread of the recurrent backward may use (ptxas `.maxnreg`; None: as many as it
+# needs, 232 at BLOCK_D 32, i.e. 2 warps a scheduler). 168 allows 3 warps a scheduler for a few
+# spilled registers (60 bytes; docs/kernel_tuning_notes.md #21).
+BWD_MAXNREG = None
 # Software-pipelining depth of the recurrent kernels' step loops (`tl.range(num_stages=)`: the
 # compiler prefetches the next steps' inputs through shared memory); 1 is a plain loop.
 STAGES = 1
@@ -369,7 +373,7 @@ def _bwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_soft
         DELTA_SOFTPLUS=delta_softplus, HAS_INIT=initial_state is not None,
         HAS_SEQ_IDX=seq_idx is not None, HAS_DEXIT=dexit is not None, DETERMINISTIC=deterministic,
         BLOCK_D=p.block_d, CHUNK=p.chunk, BLOCK_N=p.block_n, num_warps=p.num_warps, **_stages(p),
-        **sub,
+        **sub, **({"maxnreg": BWD_MAXNREG} if recurrent and BWD_MAXNREG else {}),
     )
     # every partial summed (in a fixed order) and cast in one launch (triton_reduce.py)
     k = n_blocks // groups if deterministic else 1

@@ -18,6 +18,7 @@ import triton
 import triton.language as tl
 
 LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x log2 e): the ex2 instruction
+LN2 = tl.constexpr(0.6931471805599453)  # 1 / LOG2E
 # Compiled kernels take the decay from `ex2.approx.ftz` (one instruction; tl.exp2 adds a
 # denormal fix-up around it). Flushing denormals is harmless here: a decay below 2^-126 leaves
 # a state that is zero to float32 anyway. The CPU interpreter (TRITON_INTERPRET=1, read at
@@ -118,6 +119,16 @@ def _same_sequence(seq_base, t, L, s_seq_l):
     s_cur = tl.load(seq_base + t * s_seq_l, mask=inside, other=0)
     s_prev = tl.load(seq_base + (t - 1) * s_seq_l, mask=inside & (t > 0), other=0)
     return (s_cur == s_prev) | (t == 0) | (~inside)
+
+
+@triton.jit
+def _decay(A2, dt, keep, HAS_SEQ_IDX: tl.constexpr):
+    """a (BLOCK_N, BLOCK_D) = exp(Δ A) from Δ (BLOCK_D,), times keep (0 where seq_idx starts a new
+    sequence) with HAS_SEQ_IDX."""
+    a = _exp2(A2 * dt[None, :])
+    if HAS_SEQ_IDX:
+        a = a * keep
+    return a
 
 
 @triton.jit
