@@ -60,8 +60,14 @@ for r in "200 10" "168 12"; do set -- $r
   step "maxnreg $1" 35 $B --parts scan --kernels --shapes 1x256x16384,1x256x131072,8x2048x4096 --out $OUT/bench_maxnreg$1.json > $OUT/bench_maxnreg$1.log 2>&1; grep "^| 1 x\|^| 8 x\|_bwd_rec" $OUT/bench_maxnreg$1.log
 done
 cp /tmp/triton_scan.py $K/
+# where the step loops stall: Nsight Compute's warp states of the first launches of the backward,
+# forward and segment-end kernels at 1 x 256 x 131K (only where ncu can read counters: Firecracker)
+step ncu 45 ncu --clock-control none -k regex:"_bwd_recurrent|_fwd_recurrent|_segment_end" -c 3 \
+  --section WarpStateStats --section SchedulerStats --section Occupancy --section LaunchStats \
+  mamba-bio-audio bench gpu --layout channels-last --parts scan --shapes 1x256x131072 --out $OUT/ncu_bench.json > $OUT/ncu.log 2>&1
+grep -i "stall\|warp cycles per issued\|issued warp\|eligible\|active warps\|registers per\|theoretical occ\|achieved occ\|==PROF==\|==ERROR==" $OUT/ncu.log | head -60
 # the compiled kernel tests (the issue asks for under 3 minutes), slowest listed
-step "kernel tests" 150 python3 -m pytest -q -x -n 8 -m "gpu or not slow" tests/kernels -p no:cacheprovider --durations=25 > $OUT/kernel_tests.log 2>&1; tail -32 $OUT/kernel_tests.log
+step "kernel tests" 140 python3 -m pytest -q -x -n 8 -m "gpu or not slow" tests/kernels -p no:cacheprovider --durations=25 > $OUT/kernel_tests.log 2>&1; tail -32 $OUT/kernel_tests.log
 # the issue's whole-model rows, ours and with mamba_ssm's scan swapped in
 step models 150 $B --parts models --peer .peer/mamba_ssm_cuda --model-rows dna-small:1x131072,audio-unet:1x131072 --out $OUT/models.json > $OUT/models.log 2>&1; grep -v '^{' $OUT/models.log | tail -8
 cd $OUT && tar czf all.tgz *.json *.log && rm -f *.json *.log
