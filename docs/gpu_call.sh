@@ -60,12 +60,25 @@ for r in "200 10" "168 12"; do set -- $r
   step "maxnreg $1" 35 $B --parts scan --kernels --shapes 1x256x16384,1x256x131072,8x2048x4096 --out $OUT/bench_maxnreg$1.json > $OUT/bench_maxnreg$1.log 2>&1; grep "^| 1 x\|^| 8 x\|_bwd_rec" $OUT/bench_maxnreg$1.log
 done
 cp /tmp/triton_scan.py $K/
-# where the step loops stall: Nsight Compute's warp states of the first launches of the backward,
-# forward and segment-end kernels at 1 x 256 x 131K (only where ncu can read counters: Firecracker)
+# where the step loops stall: Nsight Compute's warp states of the backward, forward and segment-end
+# kernels of one f+b at 1 x 256 x 131K, channels-last bf16 (only where ncu reads counters)
+cat > /tmp/one_fb.py <<'PY'
+import torch
+from mamba_bio_audio.kernels.selective_scan.triton_scan import selective_scan_triton
+L, dim, N = 131072, 256, 16
+r = lambda *s: torch.randn(*s, device="cuda")
+cl = lambda x: x.to(torch.bfloat16).transpose(1, 2).requires_grad_()  # (1, L, w) memory as (1, w, L)
+u, dt, z, B, C = cl(r(1, L, dim)), cl(0.1 * r(1, L, dim)), cl(r(1, L, dim)), cl(r(1, L, N)), cl(r(1, L, N))
+A = (-torch.rand(dim, N, device="cuda") - 0.5).requires_grad_()
+D, bias = r(dim).requires_grad_(), r(dim).requires_grad_()
+y = selective_scan_triton(u, dt, A, B, C, D, z, bias, delta_softplus=True)
+y.backward(torch.randn_like(y))
+torch.cuda.synchronize()
+PY
 step ncu 45 ncu --clock-control none -k regex:"_bwd_recurrent|_fwd_recurrent|_segment_end" -c 3 \
   --section WarpStateStats --section SchedulerStats --section Occupancy --section LaunchStats \
-  mamba-bio-audio bench gpu --layout channels-last --parts scan --shapes 1x256x131072 --out $OUT/ncu_bench.json > $OUT/ncu.log 2>&1
-grep -i "stall\|warp cycles per issued\|issued warp\|eligible\|active warps\|registers per\|theoretical occ\|achieved occ\|==PROF==\|==ERROR==" $OUT/ncu.log | head -60
+  python3 /tmp/one_fb.py > $OUT/ncu.log 2>&1
+grep -i "stall\|warp cycles per issued\|issued warp\|eligible\|active warps\|registers per\|theoretical occ\|achieved occ\|==PROF==\|==ERROR==\|_kernel" $OUT/ncu.log | head -70
 # the compiled kernel tests (the issue asks for under 3 minutes), slowest listed
 step "kernel tests" 140 python3 -m pytest -q -x -n 8 -m "gpu or not slow" tests/kernels -p no:cacheprovider --durations=25 > $OUT/kernel_tests.log 2>&1; tail -32 $OUT/kernel_tests.log
 # the issue's whole-model rows, ours and with mamba_ssm's scan swapped in
