@@ -13,7 +13,7 @@
 #     --platform any -d .whl soundfile pyfaidx biopython cffi pycparser   # not in the GPU image
 #   mkdir -p .gpu; for f in triton_steps triton_recurrent triton_segments; do   # base: e48ee98 (before #19)
 #     git show BASE:kernels/selective_scan/$f.py > .gpu/${f}_base.py; done; echo /.gpu/ >> .git/info/exclude
-#   for f in triton_steps triton_recurrent; do git show b0c09a0:kernels/selective_scan/$f.py > .gpu/${f}_head.py; done  # before #21
+#   for f in triton_steps triton_recurrent; do git show f261fa2:kernels/selective_scan/$f.py > .gpu/${f}_head.py; done  # before #22
 # then: device run `bash docs/gpu_call.sh` with carry [".peer", ".whl", ".gpu"]; a second call
 # `bash docs/gpu_call.sh variants` sweeps segments and sub-chunks (`bench gpu --tune`). Each step's
 # timeout is cut to what is left of the call's 600 s (CALL_S), so the steps at the end are the ones
@@ -49,12 +49,12 @@ cp $K/triton_steps.py $K/triton_recurrent.py $K/triton_segments.py $K/triton_sca
 for f in triton_steps triton_recurrent triton_segments; do cp .gpu/${f}_base.py $K/$f.py; done
 step "before #19, #20" 35 $B --parts scan --kernels --shapes 1x256x16384,1x256x131072,8x2048x4096 --out $OUT/bench_base.json > $OUT/bench_base.log 2>&1; grep "^| 1 x\|^| 8 x\|_rec\|_segment" $OUT/bench_base.log
 cp /tmp/triton_steps.py /tmp/triton_recurrent.py /tmp/triton_segments.py $K/
-# the backward before #21 (.gpu/*_head.py: a_{t+1} kept as a tile, A kept beside A log2 e)
+# the backward before #22 (.gpu/*_head.py, commit f261fa2: the walk back not pipelined)
 cp .gpu/triton_recurrent_head.py $K/triton_recurrent.py; cp .gpu/triton_steps_head.py $K/triton_steps.py
-step "before #21" 35 $B --parts scan --kernels --shapes 1x256x16384,1x256x131072,8x2048x4096 --out $OUT/bench_head.json > $OUT/bench_head.log 2>&1; grep "^| 1 x\|^| 8 x\|_bwd_rec" $OUT/bench_head.log
+step "before #22" 35 $B --parts scan --kernels --shapes 1x256x16384,1x256x131072,8x2048x4096 --out $OUT/bench_head.json > $OUT/bench_head.log 2>&1; grep "^| 1 x\|^| 8 x\|_bwd_rec" $OUT/bench_head.log
 cp /tmp/triton_steps.py /tmp/triton_recurrent.py $K/
-# the backward held to fewer registers (#21): 200 (no spills, 10 warps an SM) and 168 (60 bytes of
-# spills, 12 warps), with as many of its programs an SM
+# the backward held to fewer registers (#21, #22): 200 (10 warps an SM) and 168 (12 warps; both
+# without spills since #22), with as many of its programs an SM
 for r in "200 10" "168 12"; do set -- $r
   sed -i "s/^BWD_MAXNREG = .*/BWD_MAXNREG = $1/; s/^BWD_SEGMENT_PROGRAMS_PER_SM = .*/BWD_SEGMENT_PROGRAMS_PER_SM = $2/" $K/triton_scan.py
   step "maxnreg $1" 35 $B --parts scan --kernels --shapes 1x256x16384,1x256x131072,8x2048x4096 --out $OUT/bench_maxnreg$1.json > $OUT/bench_maxnreg$1.log 2>&1; grep "^| 1 x\|^| 8 x\|_bwd_rec" $OUT/bench_maxnreg$1.log

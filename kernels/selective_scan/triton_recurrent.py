@@ -20,10 +20,10 @@ steps read global memory directly, which is the faster way for channels-last inp
 import triton
 import triton.language as tl
 
-from .triton_steps import (LN2, _channel_params, _decay, _delta, _same_sequence, _chunk_inputs, _decay_from, _f32, _fwd_pipeline_first,
-                           _fwd_pipeline_next, _fwd_pipeline_start, _gate_grad, _program,
-                           _rerun_step, _segment_chunks, _stage_slots, _state_offsets,
-                           _step_inputs, _step_loads)
+from .triton_steps import (LN2, _channel_params, _chunk_inputs, _decay, _delta, _f32,
+                           _fwd_pipeline_first, _fwd_pipeline_next, _fwd_pipeline_start, _gate_grad,
+                           _program, _rerun_step, _same_sequence, _segment_chunks, _stage_slots,
+                           _state_offsets, _step_loads)
 
 
 @triton.jit
@@ -96,6 +96,48 @@ def _fwd_recurrent_kernel(
                 y *= z * tl.sigmoid(z)
             tl.store(y_base + t * s_y_l, y, mask=mask_d & (t < L))
     tl.store(final_ptr + _state_offsets(d, n, dim, N, b), h, mask=mask_nd & (s == n_seg - 1))
+
+
+@triton.jit
+def _store_bc(ptr, x, mask, DETERMINISTIC: tl.constexpr):
+    """A step's dB or dC (BLOCK_N,): stored into this channel block's partials (DETERMINISTIC) or
+    added to the group's sums by atomics."""
+    if DETERMINISTIC:
+        tl.store(ptr, x, mask=mask)
+    else:
+        tl.atomic_add(ptr, x, mask=mask)
+
+
+@triton.jit
+def _walk_prep(u, raw, Bt, Ct, z, dout, h, t, live, mask_d, mask_n, bias, Dv, dD_acc, dz_base, s_io_l, dC_base,
+               s_dB_l, HAS_Z: tl.constexpr, HAS_D: tl.constexpr, DELTA_SOFTPLUS: tl.constexpr,
+               DETERMINISTIC: tl.constexpr):
+    """The part of the walk back's step t that does not depend on the adjoint, from the step's raw
+    inputs and its state h_t (live: whether the step is taken: inside the sequence and the
+    sub-chunk): stores dz and dC, adds to dD, and returns what the adjoint part needs: u, B, C (float32),
+    dy, x = Δ u, Δ, the softplus derivative (1 without softplus) and dy D (0 without D)."""
+    m = mask_d & live
+    u, Bt, Ct, dout = _f32(u), _f32(Bt), _f32(Ct), _f32(dout)
+    raw = _f32(raw) + bias
+    dt = _delta(raw, m, DELTA_SOFTPLUS)
+    if HAS_Z:
+        dy, dz = _gate_grad(dout, tl.sum(h * Ct[:, None], axis=0) + u * Dv, _f32(z))
+        tl.store(dz_base + t * s_io_l, dz, mask=m)
+    else:
+        dy = dout
+    dy = tl.where(m, dy, 0.0)
+    if DELTA_SOFTPLUS:
+        sg = tl.sigmoid(raw)
+    else:
+        sg = tl.full(raw.shape, 1.0, tl.float32)
+    if HAS_D:
+        duD = dy * Dv
+        dD_acc += dy * u
+    else:
+        duD = tl.zeros(raw.shape, dtype=tl.float32)
+    _store_bc(dC_base + t * s_dB_l, tl.sum(h * dy[None, :], axis=1), mask_n & live,
+              DETERMINISTIC)
+    return u, Bt, Ct, dy, dt * u, dt, sg, duD, dD_acc
 
 
 @triton.jit
@@ -207,66 +249,58 @@ def _bwd_recurrent_kernel(
                     HAS_SEQ_IDX)
                 tl.store(scratch + j * BLOCK_D * BLOCK_N, h)
             tl.debug_barrier()
-            # the walk back holds step t's inputs as float32 and step t - 1's raw, loaded an
-            # iteration earlier and converted as they move down (see _step_loads); indices before
-            # the sub-chunk are clamped to its first step (loaded, never used)
+            # the walk back, software-pipelined: iteration t runs step t's part that depends on
+            # the adjoint g (g, dx, dΔ, du, dA, dB) from values prepared an iteration earlier,
+            # and prepares step t - 1 (_walk_prep: Δ, the gate, dy, dz, dC, dD), which does not
+            # depend on g, so that the two chains interleave. Step t - 1's raw inputs were loaded
+            # an iteration earlier, step t - 2's load now (indices before the sub-chunk clamped
+            # to its first step; what they prepare is masked and never used)
             jj = SUB - 1
             kk = k0 + js + jj
-            u_n, dt_n, B_n, C_n, z_n = _step_inputs(ru, rdt, rB, rC, rz, kk, mask_d, mask_n, ku, kdt,
+            u_r, dt_r, B_r, C_r, z_r = _step_loads(ru, rdt, rB, rC, rz, kk, mask_d, mask_n, ku, kdt,
                                                    kB, kC, kz, kb, True, HAS_Z)
-            do_n = tl.load(rdo + kk * kdo, mask=mask_d & (kk < kb), other=0.0).to(tl.float32)
-            kk = k0 + js + tl.maximum(jj - 1, 0)
-            u_r, dt_r, B_r, C_r, z_r = _step_loads(ru, rdt, rB, rC, rz, kk, mask_d, mask_n, ku, kdt, kB,
-                                                   kC, kz, kb, True, HAS_Z)
             do_r = tl.load(rdo + kk * kdo, mask=mask_d & (kk < kb), other=0.0)
-            h_n = tl.load(scratch + jj * BLOCK_D * BLOCK_N)
+            h_r = tl.load(scratch + jj * BLOCK_D * BLOCK_N)
+            u_p, B_p, C_p, dy_p, x_p, dt_p, sg_p, duD_p, dD_acc = _walk_prep(
+                u_r, dt_r, B_r, C_r, z_r, do_r, h_r, tc + js + jj, tc + js + jj < L, mask_d,
+                mask_n, bias, Dv, dD_acc, dz_ptr + io_base, s_io_l, dC_base, s_dB_l, HAS_Z, HAS_D,
+                DELTA_SOFTPLUS, DETERMINISTIC)
+            kk = k0 + js + tl.maximum(jj - 1, 0)
+            u_r, dt_r, B_r, C_r, z_r = _step_loads(ru, rdt, rB, rC, rz, kk, mask_d, mask_n, ku, kdt,
+                                                   kB, kC, kz, kb, True, HAS_Z)
+            do_r = tl.load(rdo + kk * kdo, mask=mask_d & (kk < kb), other=0.0)
+            h_r = tl.load(scratch + tl.maximum(jj - 1, 0) * BLOCK_D * BLOCK_N)
             for j in tl.range(0, SUB, num_stages=STAGES):
                 jj = SUB - 1 - j
                 t = tc + js + jj
                 m = mask_d & (t < L)
-                u, raw, Bt, Ct, z, dout, h = u_n, dt_n + bias, B_n, C_n, z_n, do_n, h_n  # h = h_t
-                u_n, dt_n, B_n, C_n, z_n, do_n = (_f32(u_r), _f32(dt_r), _f32(B_r), _f32(C_r),
-                                                  _f32(z_r), _f32(do_r))  # step t - 1
-                kk = k0 + js + tl.maximum(jj - 2, 0)  # step t - 2's index
-                u_r, dt_r, B_r, C_r, z_r = _step_loads(ru, rdt, rB, rC, rz, kk, mask_d, mask_n, ku,
-                                                       kdt, kB, kC, kz, kb, True, HAS_Z)
-                do_r = tl.load(rdo + kk * kdo, mask=mask_d & (kk < kb), other=0.0)
-                h_n = tl.load(scratch + tl.maximum(jj - 1, 0) * BLOCK_D * BLOCK_N)
-                a_next = _decay(A2, dt_next, keep_next, HAS_SEQ_IDX)  # a_{t+1}, recomputed: no tile kept
-                dt = _delta(raw, m, DELTA_SOFTPLUS)
-                if HAS_Z:
-                    dy, dz = _gate_grad(dout, tl.sum(h * Ct[:, None], axis=0) + u * Dv, z)
-                    tl.store(dz_ptr + io_base + t * s_io_l, dz, mask=m)
-                else:
-                    dy = dout
-                x = dt * u
-                g = a_next * g + Ct[:, None] * dy[None, :]  # (BN, BD)
-                dx = tl.sum(g * Bt[:, None], axis=0)
-                gh = g * (h - Bt[:, None] * x[None, :])  # g_t a_t h_{t-1}
-                ddt = dx * u + tl.sum(gh * A2, axis=0) * LN2
-                dA_acc += gh * dt[None, :]
-                du = dx * dt
-                if HAS_D:
-                    du += dy * Dv
-                    dD_acc += dy * u
-                tl.store(du_ptr + io_base + t * s_io_l, du, mask=m)
-                if DELTA_SOFTPLUS:
-                    ddt = ddt * tl.sigmoid(raw)
+                # step t's adjoint part
+                h = tl.load(scratch + jj * BLOCK_D * BLOCK_N)  # h_t, read again (cached)
+                g = _decay(A2, dt_next, keep_next, HAS_SEQ_IDX) * g + C_p[:, None] * dy_p[None, :]
+                dx = tl.sum(g * B_p[:, None], axis=0)
+                gh = g * (h - B_p[:, None] * x_p[None, :])  # g_t a_t h_{t-1}
+                ddt = (dx * u_p + tl.sum(gh * A2, axis=0) * LN2) * sg_p
+                dA_acc += gh * dt_p[None, :]
+                tl.store(du_ptr + io_base + t * s_io_l, dx * dt_p + duD_p, mask=m)
                 ddt = tl.where(m, ddt, 0.0)
                 tl.store(ddelta_ptr + io_base + t * s_io_l, ddt, mask=m)
                 dbias_acc += ddt
-                dB_t = tl.sum(g * x[None, :], axis=1)  # (BN,)
-                dC_t = tl.sum(h * dy[None, :], axis=1)
-                mask_bn = mask_n & (t < L)
-                if DETERMINISTIC:
-                    tl.store(dB_base + t * s_dB_l, dB_t, mask=mask_bn)
-                    tl.store(dC_base + t * s_dB_l, dC_t, mask=mask_bn)
-                else:
-                    tl.atomic_add(dB_base + t * s_dB_l, dB_t, mask=mask_bn)
-                    tl.atomic_add(dC_base + t * s_dB_l, dC_t, mask=mask_bn)
-                dt_next = dt
+                _store_bc(dB_base + t * s_dB_l, tl.sum(g * x_p[None, :], axis=1), mask_n & (t < L),
+                          DETERMINISTIC)
+                dt_next = dt_p
                 if HAS_SEQ_IDX:
                     keep_next = _same_sequence(seq_base, t, L, s_seq_l).to(tl.float32)
+                # step t - 1 prepared from its inputs loaded an iteration ago; step t - 2's load
+                u_q, dt_q, B_q, C_q, z_q, do_q, h_q = u_r, dt_r, B_r, C_r, z_r, do_r, h_r
+                kk = k0 + js + tl.maximum(jj - 2, 0)
+                u_r, dt_r, B_r, C_r, z_r = _step_loads(ru, rdt, rB, rC, rz, kk, mask_d, mask_n, ku,
+                                                       kdt, kB, kC, kz, kb, True, HAS_Z)
+                do_r = tl.load(rdo + kk * kdo, mask=mask_d & (kk < kb), other=0.0)
+                h_r = tl.load(scratch + tl.maximum(jj - 2, 0) * BLOCK_D * BLOCK_N)
+                u_p, B_p, C_p, dy_p, x_p, dt_p, sg_p, duD_p, dD_acc = _walk_prep(
+                    u_q, dt_q, B_q, C_q, z_q, do_q, h_q, t - 1, (t - 1 < L) & (jj >= 1), mask_d, mask_n,
+                    bias, Dv, dD_acc, dz_ptr + io_base, s_io_l, dC_base, s_dB_l, HAS_Z, HAS_D,
+                    DELTA_SOFTPLUS, DETERMINISTIC)
             tl.debug_barrier()
     tl.store(dA_ptr + (b * n_seg + s) * s_part + _state_offsets(d, n, dim, N, 0), dA_acc, mask=mask_nd)
     if HAS_INIT:  # a_0 g_0, from the first segment
