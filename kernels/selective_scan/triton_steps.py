@@ -337,9 +337,12 @@ def _rerun_step(h, u1, dt1, a1, B1, u2, raw2, B2, ru, rdt, rB, k, t, mask_d, mas
 
 @triton.jit
 def _gate_grad(dout, y, z):
-    """The silu gate's backward: (d y_pre-gate, d z) for y_out = y silu(z)."""
+    """The silu gate's backward: (d y_pre-gate, d z) for y_out = y silu(z). y, a sum over the
+    state tile, comes last in dz, so that the per-channel factor is formed in the layout of dout
+    and z and only y moves: with y first the compiler took sigmoid(z) in both layouts
+    (docs/kernel_tuning_notes.md #22)."""
     sig = tl.sigmoid(z)
-    return dout * z * sig, dout * y * sig * (1.0 + z * (1.0 - sig))
+    return dout * z * sig, y * (dout * sig * (1.0 + z * (1.0 - sig)))
 
 
 @triton.jit
