@@ -57,8 +57,8 @@ SEGMENT_BLOCK_D = 32
 # (one more rerun of the chunk; docs/kernel_tuning_notes.md #16). CHUNK: no sub-chunks.
 BWD_SUB_CHUNK = CHUNK
 # Registers a thread of the recurrent backward may use (ptxas `.maxnreg`; None: as many as it
-# needs, 232 at BLOCK_D 32, i.e. 2 warps a scheduler). 168 allows 3 warps a scheduler for a few
-# spilled registers (60 bytes; docs/kernel_tuning_notes.md #21).
+# needs, 226 at BLOCK_D 32, i.e. 2 warps a scheduler). 168 allows 3 warps a scheduler, without
+# spills since #22 (docs/kernel_tuning_notes.md #21, #22); `bench gpu --tune` tries 200 and 168.
 BWD_MAXNREG = None
 # Software-pipelining depth of the recurrent kernels' step loops (`tl.range(num_stages=)`: the
 # compiler prefetches the next steps' inputs through shared memory); 1 is a plain loop.
@@ -96,6 +96,7 @@ class Plan:
     stages: int = STAGES
     staged: bool = False  # recurrent kernels: each chunk's inputs copied into a stage first
     sub_chunk: int = CHUNK  # recurrent backward: steps per sub-chunk (CHUNK: none)
+    maxnreg: int | None = None  # recurrent backward: register limit (BWD_MAXNREG; None: none)
 
 
 def _pow2_divisor(x: int, cap: int) -> int:
@@ -179,7 +180,9 @@ def _plan(batch, dim, L, N, groups, sms, *, backward=False, variant=None, block_
             bd //= 2
     warps = num_warps or (BWD_WARPS if backward else FWD_WARPS)
     sub = min(triton.next_power_of_2(sub_chunk or BWD_SUB_CHUNK), T) if backward else T
-    return Plan(variant, bd, T, block_n, chunks_per_seg, n_seg, warps, stages or STAGES, staged, sub)
+    maxnreg = BWD_MAXNREG if backward and not tiled else None
+    return Plan(variant, bd, T, block_n, chunks_per_seg, n_seg, warps, stages or STAGES, staged, sub,
+                maxnreg)
 
 
 def _bc_strides(M):
@@ -373,7 +376,7 @@ def _bwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_soft
         DELTA_SOFTPLUS=delta_softplus, HAS_INIT=initial_state is not None,
         HAS_SEQ_IDX=seq_idx is not None, HAS_DEXIT=dexit is not None, DETERMINISTIC=deterministic,
         BLOCK_D=p.block_d, CHUNK=p.chunk, BLOCK_N=p.block_n, num_warps=p.num_warps, **_stages(p),
-        **sub, **({"maxnreg": BWD_MAXNREG} if recurrent and BWD_MAXNREG else {}),
+        **sub, **({"maxnreg": p.maxnreg} if p.maxnreg else {}),
     )
     # every partial summed (in a fixed order) and cast in one launch (triton_reduce.py)
     k = n_blocks // groups if deterministic else 1

@@ -35,8 +35,10 @@ TUNE_SHAPES = "8x2048x4096,1x256x16384,1x256x131072,8x256x4096,1x5120x8192"
 # (BLOCK_D, warps, pipelining stages) that --tune tries, each at several segment counts (stages 3
 # measured within 3 % of 1, kernel_tuning_notes.md #8)
 TUNE_TILES = [(8, 1, 1), (16, 1, 1), (32, 1, 1), (64, 2, 1)]
-# the backward's sub-chunks tried on the best tile of each shape
+# the backward's sub-chunks, then register limits (ptxas .maxnreg: 10 and 12 one-warp programs an
+# SM instead of 8), tried on the best tile of each shape
 TUNE_SUB_CHUNKS = (8, 16)
+TUNE_MAXNREG = (200, 168)
 
 
 def add_arguments(p):
@@ -360,8 +362,8 @@ def run_scan(args, fl, peer):
 
 def tune(args, peer=None):
     """Sweep BLOCK_D, warps, stages and segments of the recurrent kernels, each direction, at
-    --tune-shapes, then the backward's sub-chunks on the best; print each shape's best against
-    the default plan.
+    --tune-shapes, then the backward's sub-chunks and register limits on the best; print each
+    shape's best against the default plan.
 
     With a peer, its forward and forward+backward on the same inputs, for scale. The defaults in
     kernels/selective_scan/triton_scan.py are set by hand from this record."""
@@ -404,8 +406,10 @@ def tune(args, peer=None):
                         print(f"{batch}x{dim}x{L} {direction} {p}: {type(e).__name__}: {str(e)[:200]}")
                     results.append(dict(shape=f"{batch}x{dim}x{L}", direction=direction, ms=ms, **vars(p)))
                     best = min(best, (ms, p), key=lambda t: t[0])
-            for sub in TUNE_SUB_CHUNKS if bwd else ():
-                p = dataclasses.replace(best[1], sub_chunk=sub)
+            tries = ([dict(sub_chunk=sub) for sub in TUNE_SUB_CHUNKS]
+                     + [dict(maxnreg=r) for r in TUNE_MAXNREG]) if bwd else []
+            for change in tries:
+                p = dataclasses.replace(best[1], **change)
                 ms = timed(p)
                 results.append(dict(shape=f"{batch}x{dim}x{L}", direction=direction, ms=ms, **vars(p)))
                 best = min(best, (ms, p), key=lambda t: t[0])
@@ -416,7 +420,7 @@ def tune(args, peer=None):
                   f"(block_d {default.block_d}, {default.n_seg} segments, {default.num_warps} warps, "
                   f"{default.stages} stages); best {best[0]:.3f} ms (block_d {best[1].block_d}, "
                   f"{best[1].n_seg} segments, {best[1].num_warps} warps, {best[1].stages} stages, "
-                  f"sub-chunk {best[1].sub_chunk})",
+                  f"sub-chunk {best[1].sub_chunk}, maxnreg {best[1].maxnreg})",
                   flush=True)
         if peer:
             with torch.no_grad():
