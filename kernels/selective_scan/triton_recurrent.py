@@ -109,13 +109,27 @@ def _store_bc(ptr, x, mask, DETERMINISTIC: tl.constexpr):
 
 
 @triton.jit
-def _walk_prep(u, raw, Bt, Ct, z, dout, h, t, live, mask_d, mask_n, bias, Dv, dD_acc, dz_base, s_io_l, dC_base,
-               s_dB_l, HAS_Z: tl.constexpr, HAS_D: tl.constexpr, DELTA_SOFTPLUS: tl.constexpr,
-               DETERMINISTIC: tl.constexpr):
+def _walk_loads(ru, rdt, rB, rC, rz, rdo, scratch, k0, j, mask_d, mask_n, ku, kdt, kB, kC, kz, kdo,
+                kb, HAS_Z: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+    """The raw inputs of the walk back's step j of a sub-chunk (index k0 + j; j below 0 is clamped
+    to 0, loaded and never used): u, delta, B, C, z (_step_loads), dout and the state h_j from the
+    scratch, as _walk_prep takes them."""
+    j = tl.maximum(j, 0)
+    u, dt, Bt, Ct, z = _step_loads(ru, rdt, rB, rC, rz, k0 + j, mask_d, mask_n, ku, kdt, kB, kC, kz,
+                                   kb, True, HAS_Z)
+    dout = tl.load(rdo + (k0 + j) * kdo, mask=mask_d & (k0 + j < kb), other=0.0)
+    return u, dt, Bt, Ct, z, dout, tl.load(scratch + j * BLOCK_D * BLOCK_N)
+
+
+@triton.jit
+def _walk_prep(u, raw, Bt, Ct, z, dout, h, t, live, mask_d, mask_n, bias, Dv, dD_acc, dz_base,
+               s_io_l, dC_base, s_dB_l, HAS_Z: tl.constexpr, HAS_D: tl.constexpr,
+               DELTA_SOFTPLUS: tl.constexpr, DETERMINISTIC: tl.constexpr):
     """The part of the walk back's step t that does not depend on the adjoint, from the step's raw
-    inputs and its state h_t (live: whether the step is taken: inside the sequence and the
-    sub-chunk): stores dz and dC, adds to dD, and returns what the adjoint part needs: u, B, C (float32),
-    dy, x = Δ u, Δ, the softplus derivative (1 without softplus) and dy D (0 without D)."""
+    inputs and its state h_t (_walk_loads; live: whether the step is taken, i.e. inside the
+    sequence and the sub-chunk): stores dz and dC, adds to dD, and returns what the adjoint part
+    needs: u, B, C (float32), dy, x = Δ u, Δ, the softplus derivative (1 without softplus) and
+    dy D (0 without D)."""
     m = mask_d & live
     u, Bt, Ct, dout = _f32(u), _f32(Bt), _f32(Ct), _f32(dout)
     raw = _f32(raw) + bias
@@ -255,21 +269,14 @@ def _bwd_recurrent_kernel(
             # depend on g, so that the two chains interleave. Step t - 1's raw inputs were loaded
             # an iteration earlier, step t - 2's load now (indices before the sub-chunk clamped
             # to its first step; what they prepare is masked and never used)
-            jj = SUB - 1
-            kk = k0 + js + jj
-            u_r, dt_r, B_r, C_r, z_r = _step_loads(ru, rdt, rB, rC, rz, kk, mask_d, mask_n, ku, kdt,
-                                                   kB, kC, kz, kb, True, HAS_Z)
-            do_r = tl.load(rdo + kk * kdo, mask=mask_d & (kk < kb), other=0.0)
-            h_r = tl.load(scratch + jj * BLOCK_D * BLOCK_N)
+            t = tc + js + SUB - 1
             u_p, B_p, C_p, dy_p, x_p, dt_p, sg_p, duD_p, dD_acc = _walk_prep(
-                u_r, dt_r, B_r, C_r, z_r, do_r, h_r, tc + js + jj, tc + js + jj < L, mask_d,
-                mask_n, bias, Dv, dD_acc, dz_ptr + io_base, s_io_l, dC_base, s_dB_l, HAS_Z, HAS_D,
-                DELTA_SOFTPLUS, DETERMINISTIC)
-            kk = k0 + js + tl.maximum(jj - 1, 0)
-            u_r, dt_r, B_r, C_r, z_r = _step_loads(ru, rdt, rB, rC, rz, kk, mask_d, mask_n, ku, kdt,
-                                                   kB, kC, kz, kb, True, HAS_Z)
-            do_r = tl.load(rdo + kk * kdo, mask=mask_d & (kk < kb), other=0.0)
-            h_r = tl.load(scratch + tl.maximum(jj - 1, 0) * BLOCK_D * BLOCK_N)
+                *_walk_loads(ru, rdt, rB, rC, rz, rdo, scratch, k0 + js, SUB - 1, mask_d, mask_n,
+                             ku, kdt, kB, kC, kz, kdo, kb, HAS_Z, BLOCK_D, BLOCK_N),
+                t, t < L, mask_d, mask_n, bias, Dv, dD_acc, dz_ptr + io_base, s_io_l, dC_base,
+                s_dB_l, HAS_Z, HAS_D, DELTA_SOFTPLUS, DETERMINISTIC)
+            raw = _walk_loads(ru, rdt, rB, rC, rz, rdo, scratch, k0 + js, SUB - 2, mask_d, mask_n,
+                              ku, kdt, kB, kC, kz, kdo, kb, HAS_Z, BLOCK_D, BLOCK_N)
             for j in tl.range(0, SUB, num_stages=STAGES):
                 jj = SUB - 1 - j
                 t = tc + js + jj
@@ -291,20 +298,18 @@ def _bwd_recurrent_kernel(
                 if HAS_SEQ_IDX:
                     keep_next = _same_sequence(seq_base, t, L, s_seq_l).to(tl.float32)
                 # step t - 1 prepared from its inputs loaded an iteration ago; step t - 2's load
-                u_q, dt_q, B_q, C_q, z_q, do_q, h_q = u_r, dt_r, B_r, C_r, z_r, do_r, h_r
-                kk = k0 + js + tl.maximum(jj - 2, 0)
-                u_r, dt_r, B_r, C_r, z_r = _step_loads(ru, rdt, rB, rC, rz, kk, mask_d, mask_n, ku,
-                                                       kdt, kB, kC, kz, kb, True, HAS_Z)
-                do_r = tl.load(rdo + kk * kdo, mask=mask_d & (kk < kb), other=0.0)
-                h_r = tl.load(scratch + tl.maximum(jj - 2, 0) * BLOCK_D * BLOCK_N)
+                prev = raw
+                raw = _walk_loads(ru, rdt, rB, rC, rz, rdo, scratch, k0 + js, jj - 2, mask_d,
+                                  mask_n, ku, kdt, kB, kC, kz, kdo, kb, HAS_Z, BLOCK_D, BLOCK_N)
                 u_p, B_p, C_p, dy_p, x_p, dt_p, sg_p, duD_p, dD_acc = _walk_prep(
-                    u_q, dt_q, B_q, C_q, z_q, do_q, h_q, t - 1, (t - 1 < L) & (jj >= 1), mask_d, mask_n,
-                    bias, Dv, dD_acc, dz_ptr + io_base, s_io_l, dC_base, s_dB_l, HAS_Z, HAS_D,
-                    DELTA_SOFTPLUS, DETERMINISTIC)
+                    *prev, t - 1, (t - 1 < L) & (jj >= 1), mask_d, mask_n, bias, Dv, dD_acc,
+                    dz_ptr + io_base, s_io_l, dC_base, s_dB_l, HAS_Z, HAS_D, DELTA_SOFTPLUS,
+                    DETERMINISTIC)
             tl.debug_barrier()
     tl.store(dA_ptr + (b * n_seg + s) * s_part + _state_offsets(d, n, dim, N, 0), dA_acc, mask=mask_nd)
     if HAS_INIT:  # a_0 g_0, from the first segment
-        tl.store(dinit_ptr + _state_offsets(d, n, dim, N, b), _decay(A2, dt_next, keep_next, HAS_SEQ_IDX) * g,
+        tl.store(dinit_ptr + _state_offsets(d, n, dim, N, b),
+                 _decay(A2, dt_next, keep_next, HAS_SEQ_IDX) * g,
                  mask=mask_nd & (s == 0))
     if HAS_D:
         tl.store(dD_ptr + part, dD_acc, mask=mask_d)
