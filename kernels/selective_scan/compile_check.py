@@ -26,7 +26,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from . import triton_recurrent, triton_reduce, triton_segments
-from .triton_scan import BWD_SUB_CHUNK
+from .triton_scan import BWD_MAXNREG, BWD_SUB_CHUNK
 
 BF16_ARGS = {"u_ptr", "delta_ptr", "B_ptr", "C_ptr", "z_ptr", "y_ptr", "dout_ptr", "du_ptr",
              "ddelta_ptr", "dz_ptr", "dBC_out_ptr"}
@@ -65,7 +65,8 @@ def _tool(name):
     return str(Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / name)
 
 
-def compile_kernel(kernel, constexprs, arch=90, num_warps=1, layout="channels-last"):
+def compile_kernel(kernel, constexprs, arch=90, num_warps=1, layout="channels-last",
+                   maxnreg=None):
     """Compile for sm_{arch}: dict(registers, spills, loops = instructions per step-loop iteration)."""
     sig, consts, attrs = {}, dict(constexprs), {}
     for i, name in enumerate(kernel.arg_names):
@@ -81,7 +82,8 @@ def compile_kernel(kernel, constexprs, arch=90, num_warps=1, layout="channels-la
             attrs[(i,)] = [["tt.divisibility", 16]]
     target = GPUTarget("cuda", arch, 32)
     backend = triton.compiler.make_backend(target)
-    options = backend.parse_options({"num_warps": num_warps})
+    options = backend.parse_options({"num_warps": num_warps}
+                                    | ({"maxnreg": maxnreg} if maxnreg else {}))
     compiled = triton.compile(ASTSource(fn=kernel, signature=sig, constexprs=consts, attrs=attrs),
                               target=target, options=options.__dict__)
     with tempfile.TemporaryDirectory() as tmp:
@@ -122,10 +124,15 @@ def main(argv=None) -> int:
                         "default: both)")
     p.add_argument("--sub-chunk", type=int, default=BWD_SUB_CHUNK,
                    help="steps per sub-chunk of the backward (default: %(default)s)")
+    p.add_argument("--maxnreg", type=int, default=BWD_MAXNREG,
+                   help="register limit of the backward (ptxas .maxnreg, as triton_scan's "
+                        "BWD_MAXNREG; default: %(default)s, i.e. none)")
     args = p.parse_args(argv)
     chunk = COMMON["CHUNK"]
     if not 1 <= args.sub_chunk <= chunk or args.sub_chunk & (args.sub_chunk - 1):
         p.error(f"--sub-chunk: expected a power of two from 1 to {chunk}, got {args.sub_chunk}")
+    if args.maxnreg is not None and not 32 <= args.maxnreg <= 255:
+        p.error(f"--maxnreg: expected a register count from 32 to 255, got {args.maxnreg}")
     if os.environ.get("TRITON_INTERPRET") == "1":
         print("error: unset TRITON_INTERPRET (the interpreter replaces the kernels by Python code)",
               file=sys.stderr)
@@ -136,7 +143,8 @@ def main(argv=None) -> int:
         for bd in args.block_d:
             for name, kernel, constexprs, warps in kernels(bd, staged=layout == "time",
                                                                sub_chunk=args.sub_chunk):
-                r = compile_kernel(kernel, constexprs, args.arch, warps, layout)
+                r = compile_kernel(kernel, constexprs, args.arch, warps, layout,
+                                   args.maxnreg if name == "backward" else None)
                 print(f"| {layout} | {name} | {constexprs.get('BLOCK_D', '-')} | {r['registers']} | "
                       f"{r['spills']} | {', '.join(map(str, r['loops'])) or '-'} |", flush=True)
     return 0

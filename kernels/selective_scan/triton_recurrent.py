@@ -48,7 +48,7 @@ def _fwd_recurrent_kernel(
     pid_d, b, s, d, n, mask_d, mask_n, mask_nd, g = _program(dim, BLOCK_D, BLOCK_N, N, dim_per_group,
                                                              True)  # one channel a lane: see _program
     n_seg = tl.num_programs(2)
-    A, A2, Dv, bias = _channel_params(A_ptr, D_ptr, delta_bias_ptr, d, n, dim, N, mask_d, mask_nd, HAS_D,
+    _, A2, Dv, bias = _channel_params(A_ptr, D_ptr, delta_bias_ptr, d, n, dim, N, mask_d, mask_nd, HAS_D,
                                       HAS_DELTA_BIAS)
     if HAS_INIT:
         h = tl.load(init_ptr + _state_offsets(d, n, dim, N, b * n_seg + s), mask=mask_nd,
@@ -182,7 +182,7 @@ def _bwd_recurrent_kernel(
     pid_d, b, s, d, n, mask_d, mask_n, mask_nd, g_idx = _program(dim, BLOCK_D, BLOCK_N, N,
                                                                  dim_per_group, STAGED)
     n_seg = tl.num_programs(2)
-    A, A2, Dv, bias = _channel_params(A_ptr, D_ptr, delta_bias_ptr, d, n, dim, N, mask_d, mask_nd, HAS_D,
+    _, A2, Dv, bias = _channel_params(A_ptr, D_ptr, delta_bias_ptr, d, n, dim, N, mask_d, mask_nd, HAS_D,
                                       HAS_DELTA_BIAS)
     part = (b * n_seg + s) * s_part + d  # this program's dD, dbias partials (row of s_part)
     if HAS_DEXIT:

@@ -136,10 +136,10 @@ def _decay_from(raw, seq_base, t, m, A2, s_seq_l, L, DELTA_SOFTPLUS: tl.constexp
                 HAS_SEQ_IDX: tl.constexpr):
     """Δ (BLOCK_D,) and a (BLOCK_N, BLOCK_D) of step t from raw = delta + bias."""
     dt = _delta(raw, m, DELTA_SOFTPLUS)
-    a = _exp2(A2 * dt[None, :])
+    keep = 1.0
     if HAS_SEQ_IDX:
-        a = a * _same_sequence(seq_base, t, L, s_seq_l).to(tl.float32)
-    return dt, a
+        keep = _same_sequence(seq_base, t, L, s_seq_l).to(tl.float32)
+    return dt, _decay(A2, dt, keep, HAS_SEQ_IDX)
 
 
 @triton.jit
@@ -257,10 +257,9 @@ def _f32(x):
 @triton.jit
 def _step_inputs(u_base, dt_base, B_base, C_base, z_base, t, mask_d, mask_n, s_u_l, s_dt_l, s_B_l,
                  s_C_l, s_z_l, L, HAS_C: tl.constexpr, HAS_Z: tl.constexpr):
-    """_step_loads as float32 at once: for the first step of the backward's walk back (the loop
-    then loads two steps ahead, docs/kernel_tuning_notes.md #20) and for the segment-adjoint pass,
-    where ptxas already places the conversions well after the loads (loading two steps ahead
-    there made its code worse)."""
+    """_step_loads as float32 at once: for the segment-adjoint pass, where ptxas already places
+    the conversions well after the loads (loading two steps ahead there made its code worse,
+    docs/kernel_tuning_notes.md #20, #22)."""
     u, dt, Bt, Ct, z = _step_loads(u_base, dt_base, B_base, C_base, z_base, t, mask_d, mask_n,
                                    s_u_l, s_dt_l, s_B_l, s_C_l, s_z_l, L, HAS_C, HAS_Z)
     return _f32(u), _f32(dt), _f32(Bt), _f32(Ct), _f32(z)

@@ -26,12 +26,16 @@ def test_scan_kernels_compile_for_sm90_without_spills(layout, block_d):
         assert int(registers) <= 255 and loops.strip() != "-", name
 
 
-def test_compile_check_refuses_a_sub_chunk_that_is_not_a_power_of_two():
+@pytest.mark.parametrize("args, message", [
+    (["--sub-chunk", "3"], "--sub-chunk: expected a power of two from 1 to 32, got 3"),
+    (["--maxnreg", "7"], "--maxnreg: expected a register count from 32 to 255, got 7"),
+])
+def test_compile_check_refuses_bad_options(args, message):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     out = subprocess.run([sys.executable, "-m", "mamba_bio_audio.kernels.selective_scan.compile_check",
-                          "--sub-chunk", "3"], capture_output=True, text=True, env=env, timeout=120)
+                          *args], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert "--sub-chunk: expected a power of two from 1 to 32, got 3" in out.stderr
+    assert message in out.stderr
 
 
 def test_compile_check_refuses_the_interpreter():
