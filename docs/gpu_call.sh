@@ -44,6 +44,19 @@ fi
 # the scan rows side by side with the per-kernel breakdown
 step bench 90 $B --parts scan --peer .peer/mamba_ssm_cuda --kernels --shapes 1x256x16384,8x256x4096,1x256x131072,8x2048x4096 --out $OUT/bench.json > $OUT/bench.log 2>&1
 show bench 70
+# where the host time of an eager forward + backward at 1 x 256 x 16K goes (Python's profiler)
+cat > /tmp/host_prof.py <<'PY'
+import cProfile, pstats, torch
+from mamba_bio_audio.pipelines.bench.gpu import _forward_backward, scan_inputs
+from mamba_bio_audio.kernels.selective_scan.triton_scan import selective_scan_triton
+x, step = scan_inputs(1, 256, 16384, 16, True, layout="channels-last"), _forward_backward(selective_scan_triton)
+for _ in range(5): step(x)
+torch.cuda.synchronize()
+cProfile.run("for _ in range(100): step(x)", "/tmp/prof")
+torch.cuda.synchronize()
+pstats.Stats("/tmp/prof").sort_stats("tottime").print_stats(30)
+PY
+step "host profile" 30 python3 /tmp/host_prof.py > $OUT/host_prof.log 2>&1; grep -A 34 "Ordered by" $OUT/host_prof.log | cut -c1-150
 cp $K/triton_steps.py $K/triton_recurrent.py $K/triton_segments.py $K/triton_scan.py /tmp/
 # the backward before #22 (.gpu/*_head.py, commit f261fa2: the walk back not pipelined)
 cp .gpu/triton_recurrent_head.py $K/triton_recurrent.py; cp .gpu/triton_steps_head.py $K/triton_steps.py

@@ -60,7 +60,7 @@ def add_arguments(p):
     p.add_argument("--kernels", action="store_true",
                    help="also profile each scan row's forward + backward (torch.profiler): the GPU "
                         "time of every kernel it launches, ours and the peer's, in microseconds "
-                        "per call")
+                        "per call, and the host time of the call")
     p.add_argument("--tune", action="store_true",
                    help="first sweep BLOCK_D, warps, stages and segments at --tune-shapes (with "
                         "--graph, each configuration timed replayed from a CUDA graph)")
@@ -250,8 +250,24 @@ def kernel_times(step, iters=10):
     return sorted(rows, key=lambda r: -r[2])
 
 
+def host_us(step, iters=20):
+    """Median host time of one step() in us: from the call until it returns with its GPU work
+    queued, the GPU idle before each call. Where this exceeds the kernels' GPU time, the host's
+    launch work, not the GPU, sets the pace of back-to-back calls."""
+    import statistics
+    times = []
+    for _ in range(iters + 1):
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
+    torch.cuda.synchronize()
+    return statistics.median(times[1:]) * 1e6
+
+
 def kernel_table(row):
-    """Markdown table of a row's kernel breakdown (`--kernels`): ours and the peer's."""
+    """Markdown table of a row's kernel breakdown (`--kernels`): ours and the peer's, with each
+    one's host time (`host_us`) where measured."""
     lines = [f"kernels of one forward + backward at {row['batch']} x {row['dim']} x {row['L']} "
              f"(us per call, GPU time):", "| impl | kernel | launches | us |", "|---|---|---|---|"]
     for impl, kernels in row["kernels"].items():
@@ -259,6 +275,8 @@ def kernel_table(row):
         for name, launches, us in kernels:
             lines.append(f"| {impl} | {name[:70]} | {launches:g} | {us:.1f} |")
         lines.append(f"| {impl} | total | | {total:.1f} |")
+        if impl in row.get("host_us", {}):
+            lines.append(f"| {impl} | host time of the call | | {row['host_us'][impl]:.1f} |")
     return "\n".join(lines)
 
 
@@ -296,6 +314,7 @@ def scan_row(shape, N, fl, peer, layout="time", graph=False, kernels=False):
         if kernels:
             step = functools.partial(_forward_backward(fn), these[0])
             row.setdefault("kernels", {})[name] = kernel_times(step)
+            row.setdefault("host_us", {})[name] = host_us(step)
         del these
     del sets
     bytes_ms, sfu_ms = floors(batch, dim, L, N, fl)

@@ -68,8 +68,10 @@ def test_tables_show_ratios_only_with_a_peer():
 def test_kernel_table_lists_each_implementation_with_its_total():
     row = dict(batch=1, dim=256, L=16384, kernels={
         "ours": [("_bwd_recurrent_kernel", 1.0, 300.0), ("_segment_carry_kernel", 2.0, 8.5)],
-        "peer": [("selective_scan_bwd_kernel<...>", 1.0, 400.0)]})
+        "peer": [("selective_scan_bwd_kernel<...>", 1.0, 400.0)]}, host_us={"ours": 512.25})
     lines = bench_gpu.kernel_table(row).splitlines()
     assert "1 x 256 x 16384" in lines[0]
     assert "| ours | _segment_carry_kernel | 2 | 8.5 |" in lines
     assert "| ours | total | | 308.5 |" in lines and "| peer | total | | 400.0 |" in lines
+    assert "| ours | host time of the call | | 512.2 |" in lines
+    assert not any(line.startswith("| peer | host") for line in lines)
