@@ -31,7 +31,6 @@ import functools
 from dataclasses import dataclass
 
 import torch
-import triton
 
 from .triton_recurrent import _bwd_recurrent_kernel, _fwd_recurrent_kernel
 from .triton_reduce import REDUCE_BLOCK, REDUCE_WARPS, _bwd_reduce_kernel
@@ -76,6 +75,17 @@ PARTIALS_BUDGET = 2 << 30  # most bytes of deterministic dB/dC partials that a s
 MAX_TILE = 8192  # most elements of one (BLOCK_D, CHUNK, BLOCK_N) register tile for large N
 # the segment boundary pass: channels per program, boundaries taken at once, warps
 CARRY_BLOCK_D, CARRY_BLOCK_S, CARRY_WARPS = 8, 16, 4
+
+
+def _cdiv(a: int, b: int) -> int:
+    """ceil(a / b). The host code of every call uses these two rather than triton.cdiv and
+    triton.next_power_of_2, whose constexpr wrappers cost about 1.5 us of host time a call."""
+    return -(-a // b)
+
+
+def _pow2(x: int) -> int:
+    """The smallest power of two >= x (1 for x <= 1)."""
+    return 1 << max(x - 1, 0).bit_length()
 
 
 def _empty(*shape, like, dtype=None):
@@ -147,9 +157,9 @@ def _plan(batch, dim, L, N, groups, sms, *, backward=False, variant=None, block_
         raise ValueError(f"sub_chunk must be a positive number of steps, got {sub_chunk}")
     tiled = variant == "tiled"
     staged = (not channels_last if staged is None else staged) and not tiled
-    block_n = max(triton.next_power_of_2(N), 2)
-    T = max(2, triton.next_power_of_2(chunk or CHUNK))
-    bd = triton.next_power_of_2(block_d or (BWD_BLOCK_D if backward else FWD_BLOCK_D))
+    block_n = max(_pow2(N), 2)
+    T = max(2, _pow2(chunk or CHUNK))
+    bd = _pow2(block_d or (BWD_BLOCK_D if backward else FWD_BLOCK_D))
     tile_steps = T if tiled else 1
     while bd > 1 and bd * tile_steps * block_n > MAX_TILE:
         bd //= 2
@@ -160,26 +170,26 @@ def _plan(batch, dim, L, N, groups, sms, *, backward=False, variant=None, block_
         bd = max(bd, SEGMENT_BLOCK_D)
     if groups > 1:
         bd = _pow2_divisor(dim // groups, bd)
-    n_chunks = triton.cdiv(L, T)
+    n_chunks = _cdiv(L, T)
     if segments is None and sms:
-        programs = batch * triton.cdiv(dim, bd)
+        programs = batch * _cdiv(dim, bd)
         if programs < NO_SEGMENTS_PROGRAMS_PER_SM * sms:
             if block_d is None and not tiled and not staged and groups == 1:
                 bd = max(bd, SEGMENT_BLOCK_D)
-                programs = batch * triton.cdiv(dim, bd)
+                programs = batch * _cdiv(dim, bd)
             target = (BWD_SEGMENT_PROGRAMS_PER_SM if backward else SEGMENT_PROGRAMS_PER_SM) * sms
             segments = max(1, min(target // programs, n_chunks // MIN_SEGMENT_CHUNKS))
     n_seg = max(1, min(segments or 1, n_chunks))
-    chunks_per_seg = triton.cdiv(n_chunks, n_seg)
-    n_seg = triton.cdiv(n_chunks, chunks_per_seg)
+    chunks_per_seg = _cdiv(n_chunks, n_seg)
+    n_seg = _cdiv(n_chunks, chunks_per_seg)
     if block_d is None and sms and not tiled:
         partial = 2 * N * L * 4 if (backward and deterministic) else 0
-        while bd > 2 and batch * n_seg * triton.cdiv(dim, bd) < PROGRAMS_PER_SM * sms:
-            if partial and batch * triton.cdiv(dim, bd // 2) * partial > PARTIALS_BUDGET:
+        while bd > 2 and batch * n_seg * _cdiv(dim, bd) < PROGRAMS_PER_SM * sms:
+            if partial and batch * _cdiv(dim, bd // 2) * partial > PARTIALS_BUDGET:
                 break
             bd //= 2
     warps = num_warps or (BWD_WARPS if backward else FWD_WARPS)
-    sub = min(triton.next_power_of_2(sub_chunk or BWD_SUB_CHUNK), T) if backward else T
+    sub = min(_pow2(sub_chunk or BWD_SUB_CHUNK), T) if backward else T
     maxnreg = BWD_MAXNREG if backward and not tiled else None
     return Plan(variant, bd, T, block_n, chunks_per_seg, n_seg, warps, stages or STAGES, staged, sub,
                 maxnreg)
@@ -223,7 +233,7 @@ def _segment_pass_buffers(x, N, p: Plan):
     and its grid."""
     batch, dim, _ = x.shape
     out = _empty(2, batch, p.n_seg - 1, N, dim, like=x, dtype=torch.float32)
-    return (*out, (triton.cdiv(dim, p.block_d), batch, p.n_seg - 1))
+    return (*out, (_cdiv(dim, p.block_d), batch, p.n_seg - 1))
 
 
 def _stage_buffer(x, grid, p: Plan):
@@ -254,7 +264,7 @@ def _segment_entry_states(u, delta, At, B, delta_bias, seq_idx, init, delta_soft
     batch, dim, L = u.shape
     N = At.shape[0]
     groups = _groups(B)
-    n_chunks = triton.cdiv(L, p.chunk)
+    n_chunks = _cdiv(L, p.chunk)
     P, E, grid = _segment_pass_buffers(u, N, p)
     _segment_end_kernel[grid](
         u, delta, At, B, _or(delta_bias, u), _or(seq_idx, u), P, E, _stage_buffer(u, grid, p),
@@ -272,7 +282,7 @@ def _segment_exit_adjoints(delta, At, C, z, delta_bias, seq_idx, dout, dexit_las
     batch, dim, L = delta.shape
     N = At.shape[0]
     groups = _groups(C)
-    n_chunks = triton.cdiv(L, p.chunk)
+    n_chunks = _cdiv(L, p.chunk)
     P, mu, grid = _segment_pass_buffers(delta, N, p)
     _segment_start_adjoint_kernel[grid](
         delta, At, C, _or(z, delta), _or(delta_bias, delta), _or(seq_idx, delta), dout, P, mu,
@@ -288,9 +298,9 @@ def _segment_exit_adjoints(delta, At, C, z, delta_bias, seq_idx, dout, dexit_las
 def _carry(x0, P, E, p: Plan, reverse):
     batch, _, N, dim = P.shape
     out = _empty(batch, p.n_seg, N, dim, like=P)
-    bd = min(CARRY_BLOCK_D, triton.next_power_of_2(dim))
-    bs = min(CARRY_BLOCK_S, triton.next_power_of_2(max(p.n_seg - 1, 2)))
-    _segment_carry_kernel[(triton.cdiv(dim, bd), batch)](
+    bd = min(CARRY_BLOCK_D, _pow2(dim))
+    bs = min(CARRY_BLOCK_S, _pow2(max(p.n_seg - 1, 2)))
+    _segment_carry_kernel[(_cdiv(dim, bd), batch)](
         _or(x0, P), P, E, out, dim, N, p.n_seg, HAS_X0=x0 is not None, REVERSE=reverse,
         BLOCK_D=bd, BLOCK_N=p.block_n, BLOCK_S=bs, num_warps=CARRY_WARPS)
     return out
@@ -304,7 +314,7 @@ def _fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_soft
     B, C = _n_contiguous(B), _n_contiguous(C)
     N = A.shape[1]
     groups = _groups(B)
-    n_chunks = triton.cdiv(L, p.chunk)
+    n_chunks = _cdiv(L, p.chunk)
     At = A.t().contiguous() if At is None else At
     init = initial_state.transpose(1, 2).contiguous() if initial_state is not None else None
     if p.n_seg > 1:
@@ -313,7 +323,7 @@ def _fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_soft
     final = _empty(batch, N, dim, like=u, dtype=torch.float32)
     states = _empty(batch, n_chunks, N, dim, like=u, dtype=torch.float32) if write_states else None
     recurrent = p.variant == "recurrent"
-    grid = (triton.cdiv(dim, p.block_d), batch, p.n_seg)
+    grid = (_cdiv(dim, p.block_d), batch, p.n_seg)
     stage = (_stage_buffer(u, grid, p),) if recurrent else ()
     (_fwd_recurrent_kernel if recurrent else _fwd_tiled_kernel)[grid](
         u, delta, At, B, C, _or(D, u), _or(z, u), _or(delta_bias, u), _or(init, u), _or(seq_idx, u),
@@ -337,7 +347,7 @@ def _bwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_soft
     N = A.shape[1]
     groups = _groups(B)
     n_chunks = states.shape[1]
-    n_blocks = triton.cdiv(dim, p.block_d)
+    n_blocks = _cdiv(dim, p.block_d)
     dev, f32 = u.device, torch.float32
     At = A.t().contiguous() if At is None else At
     dexit = dfinal.transpose(1, 2).contiguous() if dfinal is not None else None
@@ -383,7 +393,7 @@ def _bwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_soft
     dBC_out = _empty(2, batch, groups, L, N, like=u, dtype=B.dtype if B.dtype == C.dtype else f32)
     sums = _empty(s_part, like=u, dtype=f32)
     n_bc = dBC_out.numel()
-    _bwd_reduce_kernel[(triton.cdiv(n_bc, REDUCE_BLOCK) + triton.cdiv(s_part, REDUCE_BLOCK),)](
+    _bwd_reduce_kernel[(_cdiv(n_bc, REDUCE_BLOCK) + _cdiv(s_part, REDUCE_BLOCK),)](
         dBC, part, dBC_out, sums, n_bc, L * N, k, s_part, part.shape[0], dim, N,
         BLOCK=REDUCE_BLOCK, num_warps=REDUCE_WARPS)
     dBC = (dBC_out if B.dim() == 4 else dBC_out[:, :, 0]).transpose(-1, -2)  # as B: (..., N, L)

@@ -4,6 +4,8 @@ One program owns (one batch row, a block of BLOCK_D channels): it reads the (BLO
 applies h = exp(Δ A) h + Δ B x, writes it back in place and emits y = (C h + D x) silu(z).
 """
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -58,6 +60,15 @@ def _state_update_kernel(
     tl.store(y_ptr + b * dim + d, y, mask=mask_d)
 
 
+@functools.lru_cache(maxsize=None)
+def _tiles(dim, N):
+    """(BLOCK_N, BLOCK_D, channel blocks) of one step, cached: a decode step is a few microseconds,
+    and triton's next_power_of_2 and cdiv cost about 1.5 us of host time a call."""
+    block_n = max(triton.next_power_of_2(N), 2)
+    block_d = max(1, min(triton.next_power_of_2(dim), 4096 // block_n, 64))
+    return block_n, block_d, triton.cdiv(dim, block_d)
+
+
 def selective_state_update_triton(state, x, dt, A, B, C, D=None, z=None, dt_bias=None,
                                   dt_softplus=False):
     """One recurrent step h = exp(Δ A) h + Δ B x ; y = (C h + D x) silu(z); `state` updated in place.
@@ -74,9 +85,8 @@ def selective_state_update_triton(state, x, dt, A, B, C, D=None, z=None, dt_bias
         B, C = B[:, None, :], C[:, None, :]
     groups = B.shape[1]
     y = _empty(batch, dim, like=x)
-    block_n = max(triton.next_power_of_2(N), 2)
-    block_d = max(1, min(triton.next_power_of_2(dim), 4096 // block_n, 64))
-    grid = (triton.cdiv(dim, block_d), batch)
+    block_n, block_d, n_blocks = _tiles(dim, N)
+    grid = (n_blocks, batch)
     dummy = x
     _state_update_kernel[grid](
         state, x, dt, A, B, C, D if D is not None else dummy, z if z is not None else dummy,
