@@ -11,9 +11,8 @@
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 #     --platform any -d .whl soundfile pyfaidx biopython cffi pycparser   # not in the GPU image
-#   mkdir -p .gpu; for f in triton_steps triton_recurrent triton_segments; do   # base: e48ee98 (before #19)
-#     git show BASE:kernels/selective_scan/$f.py > .gpu/${f}_base.py; done; echo /.gpu/ >> .git/info/exclude
-#   for f in triton_steps triton_recurrent; do git show f261fa2:kernels/selective_scan/$f.py > .gpu/${f}_head.py; done  # before #22
+#   echo /.gpu/ >> .git/info/exclude; for v in base:e48ee98 head:f261fa2; do   # before #19; before #22
+#     mkdir -p .gpu/${v%%:*}; git archive ${v#*:} kernels/selective_scan | tar -x --strip-components=2 -C .gpu/${v%%:*}; done
 # then: device run `bash docs/gpu_call.sh` with carry [".peer", ".whl", ".gpu"]; a second call
 # `bash docs/gpu_call.sh variants` sweeps segments and sub-chunks (`bench gpu --tune`). Each step's
 # timeout is cut to what is left of the call's 600 s (CALL_S), so the steps at the end are the ones
@@ -57,22 +56,29 @@ torch.cuda.synchronize()
 pstats.Stats("/tmp/prof").sort_stats("tottime").print_stats(30)
 PY
 step "host profile" 30 python3 /tmp/host_prof.py > $OUT/host_prof.log 2>&1; grep -A 34 "Ordered by" $OUT/host_prof.log | cut -c1-150
-cp $K/triton_steps.py $K/triton_recurrent.py $K/triton_segments.py $K/triton_scan.py /tmp/
-# the backward before #22 (.gpu/*_head.py, commit f261fa2: the walk back not pipelined)
-cp .gpu/triton_recurrent_head.py $K/triton_recurrent.py; cp .gpu/triton_steps_head.py $K/triton_steps.py
-step "before #22" 35 $B --parts scan --kernels --shapes 1x256x16384,1x256x131072,8x2048x4096 --out $OUT/bench_head.json > $OUT/bench_head.log 2>&1; grep "^| 1 x\|^| 8 x\|_bwd_rec" $OUT/bench_head.log
-cp /tmp/triton_steps.py /tmp/triton_recurrent.py $K/
+mkdir -p /tmp/now && cp $K/*.py /tmp/now/
+# the kernels of an earlier commit (.gpu/NAME: its kernels/selective_scan/*.py), then this one's again
+kernels_of() { cp .gpu/$1/*.py $K/; }
+restore() { cp /tmp/now/*.py $K/; }
+# the backward before #22 (.gpu/head, commit f261fa2: the walk back not pipelined; nor #23)
+kernels_of head
+step "before #22" 35 $B --parts scan --kernels --shapes 1x256x16384,1x256x131072,8x2048x4096 --out $OUT/bench_head.json > $OUT/bench_head.log 2>&1; grep "^| 1 x\|^| 8 x\|_bwd_rec\|_segment_start" $OUT/bench_head.log
+restore
 # the backward held to fewer registers (#21, #22): 168 (12 warps an SM) and 200 (10 warps), both
 # without spills since #22, with as many of its programs an SM
 maxnreg() {
   sed -i "s/^BWD_MAXNREG = .*/BWD_MAXNREG = $1/; s/^BWD_SEGMENT_PROGRAMS_PER_SM = .*/BWD_SEGMENT_PROGRAMS_PER_SM = $2/" $K/triton_scan.py
   step "maxnreg $1" 35 $B --parts scan --kernels --shapes 1x256x16384,1x256x131072,8x2048x4096 --out $OUT/bench_maxnreg$1.json > $OUT/bench_maxnreg$1.log 2>&1; grep "^| 1 x\|^| 8 x\|_bwd_rec" $OUT/bench_maxnreg$1.log
-  cp /tmp/triton_scan.py $K/; }
+  restore; }
 maxnreg 168 12
-# the kernels before #19 and #20 (.gpu/*_base.py: inputs converted in the iteration that loads them)
-for f in triton_steps triton_recurrent triton_segments; do cp .gpu/${f}_base.py $K/$f.py; done
+# the segment-adjoint pass at the backward's own segmentation (before #23)
+sed -i "s/^ADJOINT_SPLIT = .*/ADJOINT_SPLIT = 1/" $K/triton_scan.py
+step "adjoint split 1" 35 $B --parts scan --kernels --shapes 1x256x16384,1x256x131072 --out $OUT/bench_split1.json > $OUT/bench_split1.log 2>&1; grep "^| 1 x\|_bwd_rec\|_segment_start" $OUT/bench_split1.log
+restore
+# the kernels before #19 and #20 (.gpu/base, commit e48ee98: inputs converted in the iteration that loads them)
+kernels_of base
 step "before #19, #20" 35 $B --parts scan --kernels --shapes 1x256x16384,1x256x131072,8x2048x4096 --out $OUT/bench_base.json > $OUT/bench_base.log 2>&1; grep "^| 1 x\|^| 8 x\|_rec\|_segment" $OUT/bench_base.log
-cp /tmp/triton_steps.py /tmp/triton_recurrent.py /tmp/triton_segments.py $K/
+restore
 # the compiled kernel tests (the issue asks for under 3 minutes), slowest listed
 step "kernel tests" 140 python3 -m pytest -q -x -n 8 -m "gpu or not slow" tests/kernels -p no:cacheprovider --durations=25 > $OUT/kernel_tests.log 2>&1; tail -32 $OUT/kernel_tests.log
 # where the step loops stall: Nsight Compute's warp states of the backward, forward and segment-end

@@ -20,7 +20,7 @@ steps read global memory directly, which is the faster way for channels-last inp
 import triton
 import triton.language as tl
 
-from .triton_steps import (LN2, _channel_params, _chunk_inputs, _decay, _delta, _f32,
+from .triton_steps import (LN2, _channel_params, _chunk_inputs, _decay, _delta, _exit_row, _f32,
                            _fwd_pipeline_first, _fwd_pipeline_next, _fwd_pipeline_start, _gate_grad,
                            _program, _rerun_step, _same_sequence, _segment_chunks, _stage_slots,
                            _state_offsets, _step_loads)
@@ -159,7 +159,7 @@ def _bwd_recurrent_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, delta_bias_ptr, seq_ptr,
     states_ptr, dout_ptr, dexit_ptr, scratch_ptr, stage_ptr,
     du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dinit_ptr,
-    dim, L, N: tl.constexpr, dim_per_group, n_chunks, chunks_per_seg, s_part,
+    dim, L, N: tl.constexpr, dim_per_group, n_chunks, chunks_per_seg, s_part, exit_rows, exit_split,
     s_u_b, s_u_d, s_u_l,
     s_dt_b, s_dt_d, s_dt_l,
     s_B_b, s_B_g, s_B_n, s_B_l,
@@ -175,10 +175,10 @@ def _bwd_recurrent_kernel(
     BLOCK_D: tl.constexpr, CHUNK: tl.constexpr, BLOCK_N: tl.constexpr, STAGES: tl.constexpr,
     SUB: tl.constexpr,
 ):
-    """dexit (batch, dim, n_seg, N): the adjoint arriving at each segment's last step from its right
-    (the final state's gradient for the last segment). dA, dD, dbias are written per (batch row,
-    segment), one row of s_part elements each, for a fixed-order sum; dB, dC per channel block
-    (DETERMINISTIC) or by atomics."""
+    """dexit (batch, exit_rows, N, dim): the adjoint arriving at each segment's last step from its
+    right (the final state's gradient for the last segment), segment s's at row _exit_row. dA, dD,
+    dbias are written per (batch row, segment), one row of s_part elements each, for a fixed-order
+    sum; dB, dC per channel block (DETERMINISTIC) or by atomics."""
     pid_d, b, s, d, n, mask_d, mask_n, mask_nd, g_idx = _program(dim, BLOCK_D, BLOCK_N, N,
                                                                  dim_per_group, STAGED)
     n_seg = tl.num_programs(2)
@@ -186,8 +186,8 @@ def _bwd_recurrent_kernel(
                                       HAS_DELTA_BIAS)
     part = (b * n_seg + s) * s_part + d  # this program's dD, dbias partials (row of s_part)
     if HAS_DEXIT:
-        g = tl.load(dexit_ptr + _state_offsets(d, n, dim, N, b * n_seg + s), mask=mask_nd,
-                    other=0.0).to(tl.float32)
+        g = tl.load(dexit_ptr + _state_offsets(d, n, dim, N, _exit_row(b, s, exit_rows, exit_split)),
+                    mask=mask_nd, other=0.0).to(tl.float32)
     else:
         g = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     # step t + 1's Δ and sequence continuation, for a_{t+1} (a = 1 after the segment's end)

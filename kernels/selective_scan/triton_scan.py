@@ -27,6 +27,7 @@ SEGMENT_PROGRAMS_PER_SM programs per SM exist. Each extra segment costs one more
 inputs (the local pass) and a step of the boundary pass; one segment is the plain kernel.
 """
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 
@@ -69,6 +70,10 @@ STAGES = 1
 NO_SEGMENTS_PROGRAMS_PER_SM = 7
 SEGMENT_PROGRAMS_PER_SM = 16
 BWD_SEGMENT_PROGRAMS_PER_SM = 8
+# The backward's segment-adjoint pass (triton_segments.py) runs each backward segment as this many
+# sub-segments (more, shorter programs: the pass then has the forward's parallelism), where the
+# plan picks the segments; the backward's segments then hold a multiple of it in chunks.
+ADJOINT_SPLIT = 2
 MIN_SEGMENT_CHUNKS = 4  # a segment spans at least this many chunks (the local pass is overhead)
 PROGRAMS_PER_SM = 4  # still below this many programs per SM, BLOCK_D halves (down to 2)
 PARTIALS_BUDGET = 2 << 30  # most bytes of deterministic dB/dC partials that a smaller BLOCK_D may cost
@@ -107,6 +112,7 @@ class Plan:
     staged: bool = False  # recurrent kernels: each chunk's inputs copied into a stage first
     sub_chunk: int = CHUNK  # recurrent backward: steps per sub-chunk (CHUNK: none)
     maxnreg: int | None = None  # recurrent backward: register limit (BWD_MAXNREG; None: none)
+    adjoint_split: int = 1  # backward: sub-segments of the segment-adjoint pass per segment
 
 
 def _pow2_divisor(x: int, cap: int) -> int:
@@ -147,7 +153,7 @@ def plan(batch, dim, L, N, groups, device, **options) -> Plan:
 @functools.lru_cache(maxsize=4096)
 def _plan(batch, dim, L, N, groups, sms, *, backward=False, variant=None, block_d=None, chunk=None,
           segments=None, num_warps=None, stages=None, deterministic=True, channels_last=False,
-          staged=None, sub_chunk=None) -> Plan:
+          staged=None, sub_chunk=None, adjoint_split=None) -> Plan:
     """plan() for a device of `sms` SMs (0: no heuristics), cached: every call of the scan plans
     both directions, and a training step calls it with the same shapes again and again."""
     variant = variant or DEFAULT_VARIANT
@@ -155,6 +161,9 @@ def _plan(batch, dim, L, N, groups, sms, *, backward=False, variant=None, block_
         raise ValueError(f"variant must be one of {', '.join(map(repr, VARIANTS))}, got {variant!r}")
     if sub_chunk is not None and sub_chunk < 1:
         raise ValueError(f"sub_chunk must be a positive number of steps, got {sub_chunk}")
+    if adjoint_split is not None and adjoint_split < 1:
+        raise ValueError(f"adjoint_split must be a positive number of sub-segments, got {adjoint_split}")
+    split = adjoint_split or (ADJOINT_SPLIT if segments is None else 1)
     tiled = variant == "tiled"
     staged = (not channels_last if staged is None else staged) and not tiled
     block_n = max(_pow2(N), 2)
@@ -181,7 +190,10 @@ def _plan(batch, dim, L, N, groups, sms, *, backward=False, variant=None, block_
             segments = max(1, min(target // programs, n_chunks // MIN_SEGMENT_CHUNKS))
     n_seg = max(1, min(segments or 1, n_chunks))
     chunks_per_seg = _cdiv(n_chunks, n_seg)
+    if backward and n_seg > 1 and split > 1:  # whole sub-segments of the adjoint pass
+        chunks_per_seg = split * _cdiv(chunks_per_seg, split)
     n_seg = _cdiv(n_chunks, chunks_per_seg)
+    split = split if backward and n_seg > 1 else 1
     if block_d is None and sms and not tiled:
         partial = 2 * N * L * 4 if (backward and deterministic) else 0
         while bd > 2 and batch * n_seg * _cdiv(dim, bd) < PROGRAMS_PER_SM * sms:
@@ -192,7 +204,7 @@ def _plan(batch, dim, L, N, groups, sms, *, backward=False, variant=None, block_
     sub = min(_pow2(sub_chunk or BWD_SUB_CHUNK), T) if backward else T
     maxnreg = BWD_MAXNREG if backward and not tiled else None
     return Plan(variant, bd, T, block_n, chunks_per_seg, n_seg, warps, stages or STAGES, staged, sub,
-                maxnreg)
+                maxnreg, split)
 
 
 def _bc_strides(M):
@@ -278,11 +290,18 @@ def _segment_entry_states(u, delta, At, B, delta_bias, seq_idx, init, delta_soft
 
 def _segment_exit_adjoints(delta, At, C, z, delta_bias, seq_idx, dout, dexit_last, delta_softplus,
                            p: Plan):
-    """(batch, n_seg, N, dim): the adjoint arriving at each segment's last step from its right."""
+    """(batch, rows, N, dim): the adjoint arriving at each sub-segment's last step from its right,
+    for p.adjoint_split sub-segments per segment of p (the backward reads its segments' rows,
+    triton_steps._exit_row)."""
     batch, dim, L = delta.shape
     N = At.shape[0]
     groups = _groups(C)
     n_chunks = _cdiv(L, p.chunk)
+    if p.chunks_per_seg % p.adjoint_split:
+        raise ValueError(f"a plan's segments of {p.chunks_per_seg} chunks do not split into "
+                         f"{p.adjoint_split} sub-segments")
+    sub = p.chunks_per_seg // p.adjoint_split
+    p = dataclasses.replace(p, chunks_per_seg=sub, n_seg=_cdiv(n_chunks, sub))
     P, mu, grid = _segment_pass_buffers(delta, N, p)
     _segment_start_adjoint_kernel[grid](
         delta, At, C, _or(z, delta), _or(delta_bias, delta), _or(seq_idx, delta), dout, P, mu,
@@ -380,6 +399,7 @@ def _bwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_soft
         states, dout, _or(dexit, u), *scratch,
         du, ddelta, _or(dz, u), part, dB, dC, part[:, N * dim:], part[:, (N + 1) * dim:],
         _or(dinit, u), dim, L, N, dim // groups, n_chunks, p.chunks_per_seg, s_part,
+        dexit.shape[1] if p.n_seg > 1 else 1, p.adjoint_split if p.n_seg > 1 else 1,
         *u.stride(), *delta.stride(), *_bc_strides(B), *_bc_strides(C), *_strides(z),
         *_strides(seq_idx, 2), *dout.stride(), *du.stride(), dB.stride(0), dB.stride(1), dB.stride(3), dB.stride(2),
         HAS_D=D is not None, HAS_Z=z is not None, HAS_DELTA_BIAS=delta_bias is not None,
@@ -445,7 +465,7 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, de
                           initial_state=None, return_final_state=False, seq_idx=None,
                           deterministic=True, *, variant=None, block_d=None, chunk_size=None,
                           segments=None, num_warps=None, num_stages=None, staged=None,
-                          sub_chunk=None):
+                          sub_chunk=None, adjoint_split=None):
     """Fused selective scan h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t u_t, y_t = (C_t h_t + D u_t) silu(z_t).
 
     Same contract as ``selective_scan_ref`` (kernels/selective_scan/naive.py). Inputs are expected
@@ -471,13 +491,17 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, de
             lets `plan` choose.
         sub_chunk: steps per sub-chunk of the recurrent backward (a power of two; chunk_size: no
             sub-chunks); None: BWD_SUB_CHUNK.
+        adjoint_split: sub-segments of the backward's segment-adjoint pass per segment (the
+            backward's segments then hold a multiple of it in chunks); None: ADJOINT_SPLIT where
+            the plan picks the segments, else 1.
     Returns:
         y (batch, dim, L) in u's dtype, and the final state (batch, dim, N) fp32 if asked.
     """
     if A.shape[1] > MAX_N:
         raise ValueError(f"A: state size N={A.shape[1]} exceeds the Triton kernel's maximum {MAX_N}")
     options = dict(variant=variant, block_d=block_d, chunk=chunk_size, segments=segments,
-                   num_warps=num_warps, stages=num_stages, staged=staged, sub_chunk=sub_chunk)
+                   num_warps=num_warps, stages=num_stages, staged=staged, sub_chunk=sub_chunk,
+                   adjoint_split=adjoint_split)
     y, final = SelectiveScanTriton.apply(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx,
                                          delta_softplus, deterministic, options)
     return (y, final.contiguous()) if return_final_state else y

@@ -82,6 +82,15 @@ def _state_offsets(d, n, dim, N, r):
 
 
 @triton.jit
+def _exit_row(b, s, exit_rows, exit_split):
+    """Row of the exit adjoints (batch, exit_rows, N, dim) that holds segment s's: the adjoint
+    pass may cut each of the backward's segments into exit_split sub-segments (triton_scan.Plan's
+    adjoint_split), and a segment's exit adjoint is then its last sub-segment's (the last
+    segment's is the last row, however many sub-segments it has)."""
+    return b * exit_rows + tl.minimum(s * exit_split + exit_split - 1, exit_rows - 1)
+
+
+@triton.jit
 def _segment_chunks(s, chunks_per_seg, n_chunks, CHUNK: tl.constexpr, L):
     """Segment s's chunks [c0, c1) and steps [t0, t1)."""
     c0 = s * chunks_per_seg

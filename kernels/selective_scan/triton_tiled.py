@@ -11,7 +11,7 @@ import triton
 import triton.language as tl
 
 from .triton_steps import (_channel_params, _combine, _delta, _gate_grad, _program, _same_sequence,
-                           _segment_chunks, _state_offsets)
+                           _exit_row, _segment_chunks, _state_offsets)
 
 
 @triton.jit
@@ -113,7 +113,7 @@ def _bwd_tiled_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, delta_bias_ptr, seq_ptr,
     states_ptr, dout_ptr, dexit_ptr,
     du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dinit_ptr,
-    dim, L, N: tl.constexpr, dim_per_group, n_chunks, chunks_per_seg, s_part,
+    dim, L, N: tl.constexpr, dim_per_group, n_chunks, chunks_per_seg, s_part, exit_rows, exit_split,
     s_u_b, s_u_d, s_u_l,
     s_dt_b, s_dt_d, s_dt_l,
     s_B_b, s_B_g, s_B_n, s_B_l,
@@ -135,7 +135,7 @@ def _bwd_tiled_kernel(
     tt = tl.arange(0, CHUNK).to(tl.int64)
     part = (b * n_seg + s) * s_part + d
     if HAS_DEXIT:  # the adjoint arriving at the segment's last step, already through a_{t1}
-        carry = tl.load(dexit_ptr + _dn(d, n, dim, N, b * n_seg + s),
+        carry = tl.load(dexit_ptr + _dn(d, n, dim, N, _exit_row(b, s, exit_rows, exit_split)),
                         mask=mask_dn, other=0.0).to(tl.float32)
     else:
         carry = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)

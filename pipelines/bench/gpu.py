@@ -39,6 +39,8 @@ TUNE_TILES = [(8, 1, 1), (16, 1, 1), (32, 1, 1), (64, 2, 1)]
 # SM instead of 8), tried on the best tile of each shape
 TUNE_SUB_CHUNKS = (8, 16)
 TUNE_MAXNREG = (200, 168)
+# sub-segments of the backward's segment-adjoint pass per segment, where the best plan's segments split
+TUNE_ADJOINT_SPLITS = (1, 2, 4)
 
 
 def add_arguments(p):
@@ -426,7 +428,9 @@ def tune(args, peer=None):
                     results.append(dict(shape=f"{batch}x{dim}x{L}", direction=direction, ms=ms, **vars(p)))
                     best = min(best, (ms, p), key=lambda t: t[0])
             tries = ([dict(sub_chunk=sub) for sub in TUNE_SUB_CHUNKS]
-                     + [dict(maxnreg=r) for r in TUNE_MAXNREG]) if bwd else []
+                     + [dict(maxnreg=r) for r in TUNE_MAXNREG]
+                     + [dict(adjoint_split=k) for k in TUNE_ADJOINT_SPLITS
+                        if best[1].n_seg > 1 and best[1].chunks_per_seg % k == 0]) if bwd else []
             for change in tries:
                 p = dataclasses.replace(best[1], **change)
                 ms = timed(p)
@@ -439,7 +443,8 @@ def tune(args, peer=None):
                   f"(block_d {default.block_d}, {default.n_seg} segments, {default.num_warps} warps, "
                   f"{default.stages} stages); best {best[0]:.3f} ms (block_d {best[1].block_d}, "
                   f"{best[1].n_seg} segments, {best[1].num_warps} warps, {best[1].stages} stages, "
-                  f"sub-chunk {best[1].sub_chunk}, maxnreg {best[1].maxnreg})",
+                  f"sub-chunk {best[1].sub_chunk}, maxnreg {best[1].maxnreg}, adjoint split "
+                  f"{best[1].adjoint_split})",
                   flush=True)
         if peer:
             with torch.no_grad():

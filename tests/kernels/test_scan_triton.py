@@ -16,7 +16,7 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 TOL = {torch.float32: (6e-4, 2e-3), torch.float16: (3e-3, 5e-3), torch.bfloat16: (3e-2, 5e-2)}
 GRAD_FACTOR = 4
 KERNEL_OPTIONS = ("chunk_size", "block_d", "deterministic", "variant", "segments", "num_warps",
-                  "staged", "sub_chunk")
+                  "staged", "sub_chunk", "adjoint_split")
 NAMES = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state"]
 
 
@@ -161,6 +161,20 @@ def test_segments_along_L_with_resets_at_segment_boundaries(variant):
                             variant=variant, segments=4)
 
 
+@pytest.mark.parametrize("variant,split", [("tiled", 3), ("recurrent", 2)])
+def test_segment_adjoint_pass_runs_in_sub_segments(variant, split):
+    """The backward's segment-adjoint pass cut into `split` sub-segments a segment: 15 chunks in
+    segments of 2 x split chunks, so the last segment is short and has fewer sub-segments than
+    the others (its exit adjoint is still the final state's gradient); resets on and inside
+    boundaries, grouped B/C, initial state."""
+    L = 60
+    seq_idx = torch.tensor([[0] * 8 + [1] * 16 + [2] * 5 + [3] * 31,
+                            [0] * 10 + [1] * 40 + [2] * 10], dtype=torch.int32).to(DEVICE)
+    inputs = make_inputs(2, 4, L, 5, groups=2, init=True, seed=12)
+    check_against_reference(inputs, seq_idx=seq_idx, delta_softplus=True, chunk_size=4, block_d=2,
+                            variant=variant, segments=4, adjoint_split=split)
+
+
 @pytest.mark.parametrize("variant", triton_scan.VARIANTS)
 def test_segments_without_optional_inputs_fast_mode(variant):
     """Segments (5 of 2 chunks) with no D, z, bias, initial state or final-state gradient, atomics."""
@@ -210,6 +224,23 @@ def test_plan_adds_segments_only_where_channels_leave_the_gpu_idle(monkeypatch):
         triton_scan.plan(1, 4, 8, 4, 1, torch.device("cpu"), variant="scan")
     with pytest.raises(ValueError, match="sub_chunk"):
         triton_scan.plan(1, 4, 8, 4, 1, torch.device("cpu"), backward=True, sub_chunk=-2)
+    with pytest.raises(ValueError, match="adjoint_split"):
+        triton_scan.plan(1, 4, 8, 4, 1, torch.device("cpu"), backward=True, adjoint_split=0)
+
+
+def test_backward_plan_segments_split_whole_for_the_adjoint_pass(monkeypatch):
+    """Where the plan picks the segments, the backward's hold a multiple of ADJOINT_SPLIT chunks
+    (the adjoint pass runs them as that many sub-segments); the forward, explicit segments and one
+    segment are not split."""
+    monkeypatch.setattr(triton_scan, "_sms", lambda device: 132)
+    cuda, k = torch.device("cuda"), triton_scan.ADJOINT_SPLIT
+    for L in (1 << 14, 1 << 17, 100_000):
+        bwd = triton_scan.plan(1, 256, L, 16, 1, cuda, backward=True, channels_last=True)
+        assert bwd.n_seg > 1 and bwd.adjoint_split == k and bwd.chunks_per_seg % k == 0, bwd
+        assert (bwd.n_seg - 1) * bwd.chunks_per_seg * bwd.chunk < L  # no empty segment
+    assert triton_scan.plan(1, 256, 1 << 17, 16, 1, cuda).adjoint_split == 1
+    assert triton_scan.plan(1, 256, 1 << 17, 16, 1, cuda, backward=True, segments=7).adjoint_split == 1
+    assert triton_scan.plan(8, 2048, 4096, 16, 1, cuda, backward=True).adjoint_split == 1
 
 
 def test_grouped_bc_odd_state_size_and_initial_state():
