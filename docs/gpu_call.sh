@@ -14,7 +14,8 @@
 #   echo /.gpu/ >> .git/info/exclude; for v in base:e48ee98 head:f261fa2; do   # before #19; before #22
 #     mkdir -p .gpu/${v%%:*}; git archive ${v#*:} kernels/selective_scan | tar -x --strip-components=2 -C .gpu/${v%%:*}; done
 # then: device run `bash docs/gpu_call.sh` with carry [".peer", ".whl", ".gpu"]; a second call
-# `bash docs/gpu_call.sh variants` sweeps segments and sub-chunks (`bench gpu --tune`). Each step's
+# `bash docs/gpu_call.sh variants` runs the side-by-side rows, the kernel tests and the sweep of tiles, segments,
+# register limits and adjoint splits (`bench gpu --tune`). Each step's
 # timeout is cut to what is left of the call's 600 s (CALL_S), so the steps at the end are the ones
 # that a slow start loses.
 export PYTHONUNBUFFERED=1
@@ -30,15 +31,14 @@ nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader
 K=kernels/selective_scan
 B="mamba-bio-audio bench gpu --layout channels-last --graph"
 show() { grep -v '^{' $OUT/$1.log | grep -v "^| peer" | tail -${2:-3}; }
-if [ "$1" = variants ]; then  # a second call: the segment and sub-chunk sweep
-  step tune 420 $B --parts scan --tune --tune-shapes 1x256x16384,8x256x4096 --shapes 1x256x16384 --out $OUT/tune.json > $OUT/tune.log 2>&1
+if [ "$1" = variants ]; then  # a second call: the side-by-side rows, the kernel tests, the tile sweep
+  step bench 90 $B --parts scan --peer .peer/mamba_ssm_cuda --kernels --shapes 1x256x16384,8x256x4096,1x256x131072,8x2048x4096 --out $OUT/bench.json > $OUT/bench.log 2>&1
+  show bench 70
+  step "kernel tests" 150 python3 -m pytest -q -x -n 8 -m "gpu or not slow" tests/kernels -p no:cacheprovider --durations=15 > $OUT/kernel_tests.log 2>&1; tail -20 $OUT/kernel_tests.log
+  step tune 270 $B --parts scan --tune --tune-shapes 1x256x16384,8x256x4096 --shapes 1x256x16384 --out $OUT/tune.json > $OUT/tune.log 2>&1
   grep "^tune" $OUT/tune.log
-  cp $K/triton_scan.py /tmp/
-  # the segment boundary pass with 32 boundaries a block (CARRY_BLOCK_S)
-  sed -i "s/^CARRY_BLOCK_D, CARRY_BLOCK_S, CARRY_WARPS = .*/CARRY_BLOCK_D, CARRY_BLOCK_S, CARRY_WARPS = 8, 32, 4/" $K/triton_scan.py
-  step "carry 32 a block" 40 $B --parts scan --kernels --shapes 1x256x16384,1x256x131072 --out $OUT/bench_carry32.json > $OUT/bench_carry32.log 2>&1; grep -i "carry\|^| 1 x" $OUT/bench_carry32.log
-  cp /tmp/triton_scan.py $K/
-  exit 0  # four files
+  cd $OUT && tar czf all.tgz *.json *.log && rm -f *.json *.log
+  exit 0
 fi
 # the scan rows side by side with the per-kernel breakdown
 step bench 90 $B --parts scan --peer .peer/mamba_ssm_cuda --kernels --shapes 1x256x16384,8x256x4096,1x256x131072,8x2048x4096 --out $OUT/bench.json > $OUT/bench.log 2>&1
@@ -64,13 +64,13 @@ restore() { cp /tmp/now/*.py $K/; }
 kernels_of head
 step "before #22" 35 $B --parts scan --kernels --shapes 1x256x16384,1x256x131072,8x2048x4096 --out $OUT/bench_head.json > $OUT/bench_head.log 2>&1; grep "^| 1 x\|^| 8 x\|_bwd_rec\|_segment_start" $OUT/bench_head.log
 restore
-# the backward held to fewer registers (#21, #22): 168 (12 warps an SM) and 200 (10 warps), both
-# without spills since #22, with as many of its programs an SM
+# the backward without its register limit (before BWD_MAXNREG 168 became the default), with 8 of
+# its programs an SM (2 a scheduler at 226 registers) instead of 12
 maxnreg() {
   sed -i "s/^BWD_MAXNREG = .*/BWD_MAXNREG = $1/; s/^BWD_SEGMENT_PROGRAMS_PER_SM = .*/BWD_SEGMENT_PROGRAMS_PER_SM = $2/" $K/triton_scan.py
   step "maxnreg $1" 35 $B --parts scan --kernels --shapes 1x256x16384,1x256x131072,8x2048x4096 --out $OUT/bench_maxnreg$1.json > $OUT/bench_maxnreg$1.log 2>&1; grep "^| 1 x\|^| 8 x\|_bwd_rec" $OUT/bench_maxnreg$1.log
   restore; }
-maxnreg 168 12
+maxnreg None 8
 # the segment-adjoint pass at the backward's own segmentation (before #23)
 sed -i "s/^ADJOINT_SPLIT = .*/ADJOINT_SPLIT = 1/" $K/triton_scan.py
 step "adjoint split 1" 35 $B --parts scan --kernels --shapes 1x256x16384,1x256x131072 --out $OUT/bench_split1.json > $OUT/bench_split1.log 2>&1; grep "^| 1 x\|_bwd_rec\|_segment_start" $OUT/bench_split1.log
@@ -102,5 +102,4 @@ step ncu 45 ncu --clock-control none -k regex:"_bwd_recurrent|_fwd_recurrent|_se
 grep -i "stall\|warp cycles per issued\|issued warp\|eligible\|active warps\|registers per\|theoretical occ\|achieved occ\|==PROF==\|==ERROR==\|_kernel" $OUT/ncu.log | head -70
 # the issue's whole-model rows, ours and with mamba_ssm's scan swapped in
 step models 150 $B --parts models --peer .peer/mamba_ssm_cuda --model-rows dna-small:1x131072,audio-unet:1x131072 --out $OUT/models.json > $OUT/models.log 2>&1; grep -v '^{' $OUT/models.log | tail -8
-maxnreg 200 10
 cd $OUT && tar czf all.tgz *.json *.log && rm -f *.json *.log

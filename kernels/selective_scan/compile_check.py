@@ -26,7 +26,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from . import triton_recurrent, triton_reduce, triton_segments
-from .triton_scan import BWD_MAXNREG, BWD_SUB_CHUNK
+from .triton_scan import BWD_MAXNREG, BWD_MAXNREG_BLOCK_D, BWD_SUB_CHUNK
 
 BF16_ARGS = {"u_ptr", "delta_ptr", "B_ptr", "C_ptr", "z_ptr", "y_ptr", "dout_ptr", "du_ptr",
              "ddelta_ptr", "dz_ptr", "dBC_out_ptr"}
@@ -114,6 +114,13 @@ def step_loops(sass):
     return loops
 
 
+def _maxnreg(option, layout, block_d):
+    """The backward's register limit: --maxnreg's (0: none), else plan()'s rule."""
+    if option is not None:
+        return option or None
+    return BWD_MAXNREG if layout == "channels-last" and block_d == BWD_MAXNREG_BLOCK_D else None
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--arch", type=int, default=90, help="compute capability x10 (default: %(default)s)")
@@ -124,15 +131,16 @@ def main(argv=None) -> int:
                         "default: both)")
     p.add_argument("--sub-chunk", type=int, default=BWD_SUB_CHUNK,
                    help="steps per sub-chunk of the backward (default: %(default)s)")
-    p.add_argument("--maxnreg", type=int, default=BWD_MAXNREG,
-                   help="register limit of the backward (ptxas .maxnreg, as triton_scan's "
-                        "BWD_MAXNREG; default: %(default)s, i.e. none)")
+    p.add_argument("--maxnreg", type=int, default=None,
+                   help="register limit of the backward (ptxas .maxnreg) at every tile, 0 for none "
+                        "(default: as plan() sets it, BWD_MAXNREG for channels-last inputs at "
+                        "BLOCK_D BWD_MAXNREG_BLOCK_D, none elsewhere)")
     args = p.parse_args(argv)
     chunk = COMMON["CHUNK"]
     if not 1 <= args.sub_chunk <= chunk or args.sub_chunk & (args.sub_chunk - 1):
         p.error(f"--sub-chunk: expected a power of two from 1 to {chunk}, got {args.sub_chunk}")
-    if args.maxnreg is not None and not 32 <= args.maxnreg <= 255:
-        p.error(f"--maxnreg: expected a register count from 32 to 255, got {args.maxnreg}")
+    if args.maxnreg is not None and args.maxnreg != 0 and not 32 <= args.maxnreg <= 255:
+        p.error(f"--maxnreg: expected 0 (no limit) or a register count from 32 to 255, got {args.maxnreg}")
     if os.environ.get("TRITON_INTERPRET") == "1":
         print("error: unset TRITON_INTERPRET (the interpreter replaces the kernels by Python code)",
               file=sys.stderr)
@@ -144,7 +152,7 @@ def main(argv=None) -> int:
             for name, kernel, constexprs, warps in kernels(bd, staged=layout == "time",
                                                                sub_chunk=args.sub_chunk):
                 r = compile_kernel(kernel, constexprs, args.arch, warps, layout,
-                                   args.maxnreg if name == "backward" else None)
+                                   _maxnreg(args.maxnreg, layout, bd) if name == "backward" else None)
                 print(f"| {layout} | {name} | {constexprs.get('BLOCK_D', '-')} | {r['registers']} | "
                       f"{r['spills']} | {', '.join(map(str, r['loops'])) or '-'} |", flush=True)
     return 0

@@ -56,20 +56,25 @@ SEGMENT_BLOCK_D = 32
 # walked back in sub-chunks from a per-program scratch of SUB + CHUNK / SUB states instead of CHUNK
 # (one more rerun of the chunk; docs/kernel_tuning_notes.md #16). CHUNK: no sub-chunks.
 BWD_SUB_CHUNK = CHUNK
-# Registers a thread of the recurrent backward may use (ptxas `.maxnreg`; None: as many as it
-# needs, 226 at BLOCK_D 32, i.e. 2 warps a scheduler). 168 allows 3 warps a scheduler, without
-# spills since #22 (docs/kernel_tuning_notes.md #21, #22); `bench gpu --tune` tries 200 and 168.
-BWD_MAXNREG = None
+# Registers a thread of the recurrent backward may use (ptxas `.maxnreg`) where it reads
+# channels-last inputs at BLOCK_D 32: 168 allows 3 warps a scheduler instead of 2 (226 registers
+# unlimited), without spills (`compile_check --maxnreg 168`); other tiles spill at 168 and run
+# unlimited. On an H100 the backward kernel took 10 % less time with it at 1 x 256 x 131K and
+# 8 x 2048 x 4K (docs/kernel_tuning_notes.md #21, #22). None: no limit anywhere.
+BWD_MAXNREG = 168
+BWD_MAXNREG_BLOCK_D = 32
 # Software-pipelining depth of the recurrent kernels' step loops (`tl.range(num_stages=)`: the
 # compiler prefetches the next steps' inputs through shared memory); 1 is a plain loop.
 STAGES = 1
 # Segments along L (measured on an H200, docs/kernel_tuning_notes.md #5-6): none where batch x dim
 # alone gives NO_SEGMENTS_PROGRAMS_PER_SM programs per SM (the local pass would only add work);
 # below that, segments until SEGMENT_PROGRAMS_PER_SM (forward) or BWD_SEGMENT_PROGRAMS_PER_SM
-# (backward) programs per SM exist.
+# (backward) programs per SM exist: 12 for the channels-last backward (3 a scheduler at
+# BWD_MAXNREG registers), 8 for the staged one (2 a scheduler at about 235 registers).
 NO_SEGMENTS_PROGRAMS_PER_SM = 7
 SEGMENT_PROGRAMS_PER_SM = 16
-BWD_SEGMENT_PROGRAMS_PER_SM = 8
+BWD_SEGMENT_PROGRAMS_PER_SM = 12
+STAGED_BWD_SEGMENT_PROGRAMS_PER_SM = 8
 # The backward's segment-adjoint pass (triton_segments.py) runs each backward segment as this many
 # sub-segments (more, shorter programs: the pass then has the forward's parallelism), where the
 # plan picks the segments; the backward's segments then hold a multiple of it in chunks.
@@ -186,7 +191,9 @@ def _plan(batch, dim, L, N, groups, sms, *, backward=False, variant=None, block_
             if block_d is None and not tiled and not staged and groups == 1:
                 bd = max(bd, SEGMENT_BLOCK_D)
                 programs = batch * _cdiv(dim, bd)
-            target = (BWD_SEGMENT_PROGRAMS_PER_SM if backward else SEGMENT_PROGRAMS_PER_SM) * sms
+            per_sm = ((STAGED_BWD_SEGMENT_PROGRAMS_PER_SM if staged else BWD_SEGMENT_PROGRAMS_PER_SM)
+                      if backward else SEGMENT_PROGRAMS_PER_SM)
+            target = per_sm * sms
             segments = max(1, min(target // programs, n_chunks // MIN_SEGMENT_CHUNKS))
     n_seg = max(1, min(segments or 1, n_chunks))
     chunks_per_seg = _cdiv(n_chunks, n_seg)
@@ -202,7 +209,8 @@ def _plan(batch, dim, L, N, groups, sms, *, backward=False, variant=None, block_
             bd //= 2
     warps = num_warps or (BWD_WARPS if backward else FWD_WARPS)
     sub = min(_pow2(sub_chunk or BWD_SUB_CHUNK), T) if backward else T
-    maxnreg = BWD_MAXNREG if backward and not tiled else None
+    maxnreg = (BWD_MAXNREG if backward and not tiled and not staged and bd == BWD_MAXNREG_BLOCK_D
+               else None)
     return Plan(variant, bd, T, block_n, chunks_per_seg, n_seg, warps, stages or STAGES, staged, sub,
                 maxnreg, split)
 

@@ -343,9 +343,9 @@ def test_gpu_dtypes_and_default_tiles(dtype, L):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_gpu_grouped_packed_fast_mode(dtype):
-    L = 2000
+    L = 1000
     inputs = make_inputs(2, 32, L, 16, groups=4, dtype=dtype, init=True)
-    seq_idx = (torch.arange(L) // 700).to(torch.int32)[None].repeat(2, 1).to(DEVICE)
+    seq_idx = (torch.arange(L) // 350).to(torch.int32)[None].repeat(2, 1).to(DEVICE)
     check_against_reference(inputs, dtype=dtype, seq_idx=seq_idx, delta_softplus=True,
                             deterministic=False)
 
