@@ -59,10 +59,13 @@ BWD_SUB_CHUNK = CHUNK
 # Registers a thread of the recurrent backward may use (ptxas `.maxnreg`) where it reads
 # channels-last inputs at BLOCK_D 32: 168 allows 3 warps a scheduler instead of 2 (226 registers
 # unlimited), without spills (`compile_check --maxnreg 168`); other tiles spill at 168 and run
-# unlimited. On an H100 the backward kernel took 10 % less time with it at 1 x 256 x 131K and
-# 8 x 2048 x 4K (docs/kernel_tuning_notes.md #21, #22). None: no limit anywhere.
+# unlimited. Only where more than UNLIMITED_BWD_PROGRAMS_PER_SM programs an SM exist: then the
+# backward kernel took 10 % less time with it on an H100 (1 x 256 x 131K, 8 x 2048 x 4K), and 8 %
+# more at 1 x 256 x 16K, where 1024 programs fit unlimited (docs/kernel_tuning_notes.md #21).
+# None: no limit anywhere.
 BWD_MAXNREG = 168
 BWD_MAXNREG_BLOCK_D = 32
+UNLIMITED_BWD_PROGRAMS_PER_SM = 8  # 2 one-warp programs a scheduler at 226 registers
 # Software-pipelining depth of the recurrent kernels' step loops (`tl.range(num_stages=)`: the
 # compiler prefetches the next steps' inputs through shared memory); 1 is a plain loop.
 STAGES = 1
@@ -209,8 +212,10 @@ def _plan(batch, dim, L, N, groups, sms, *, backward=False, variant=None, block_
             bd //= 2
     warps = num_warps or (BWD_WARPS if backward else FWD_WARPS)
     sub = min(_pow2(sub_chunk or BWD_SUB_CHUNK), T) if backward else T
-    maxnreg = (BWD_MAXNREG if backward and not tiled and not staged and bd == BWD_MAXNREG_BLOCK_D
-               else None)
+    programs = batch * _cdiv(dim, bd) * n_seg
+    limited = (backward and not tiled and not staged and bd == BWD_MAXNREG_BLOCK_D
+               and (not sms or programs > UNLIMITED_BWD_PROGRAMS_PER_SM * sms))
+    maxnreg = BWD_MAXNREG if limited else None
     return Plan(variant, bd, T, block_n, chunks_per_seg, n_seg, warps, stages or STAGES, staged, sub,
                 maxnreg, split)
 

@@ -4,6 +4,8 @@ Runs compiled on a GPU, or under TRITON_INTERPRET=1 on the CPU (see conftest.py)
 the CPU cases use tiny widths and small chunks so that short sequences still cross many chunks.
 """
 
+import functools
+
 import pytest
 import torch
 
@@ -239,6 +241,20 @@ def test_backward_plan_segments_split_whole_for_the_adjoint_pass(monkeypatch):
         assert bwd.n_seg > 1 and bwd.adjoint_split == k and bwd.chunks_per_seg % k == 0, bwd
         assert (bwd.n_seg - 1) * bwd.chunks_per_seg * bwd.chunk < L  # no empty segment
     assert triton_scan.plan(1, 256, 1 << 17, 16, 1, cuda).adjoint_split == 1
+
+
+def test_backward_register_limit_only_where_more_programs_than_fit_unlimited(monkeypatch):
+    """BWD_MAXNREG holds the channels-last backward at BLOCK_D 32 where its plan has more programs
+    an SM than fit at its unlimited registers (1 x 256 x 131K, 8 x 2048 x 4K), not at 1 x 256 x 16K
+    (1024 programs on 132 SMs) nor for staged (time-contiguous) inputs, nor in the forward."""
+    monkeypatch.setattr(triton_scan, "_sms", lambda device: 132)
+    cuda, limit = torch.device("cuda"), triton_scan.BWD_MAXNREG
+    bwd = functools.partial(triton_scan.plan, N=16, groups=1, device=cuda, backward=True)
+    assert bwd(1, 256, 1 << 17, channels_last=True).maxnreg == limit
+    assert bwd(8, 2048, 4096, channels_last=True).maxnreg == limit
+    assert bwd(1, 256, 1 << 14, channels_last=True).maxnreg is None
+    assert bwd(1, 256, 1 << 17, channels_last=False).maxnreg is None
+    assert triton_scan.plan(1, 256, 1 << 17, 16, 1, cuda, channels_last=True).maxnreg is None
     assert triton_scan.plan(1, 256, 1 << 17, 16, 1, cuda, backward=True, segments=7).adjoint_split == 1
     assert triton_scan.plan(8, 2048, 4096, 16, 1, cuda, backward=True).adjoint_split == 1
 
