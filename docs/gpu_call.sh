@@ -88,6 +88,10 @@ maxnreg() {
   step "maxnreg $1" 35 $B --parts scan --kernels --shapes 1x256x16384,1x256x131072,8x2048x4096 --out $OUT/bench_maxnreg$1.json > $OUT/bench_maxnreg$1.log 2>&1; grep "^| 1 x\|^| 8 x\|_bwd_rec" $OUT/bench_maxnreg$1.log
   restore; }
 maxnreg None 8
+# the forward loops without the L2 prefetch of their next chunk (before #24)
+sed -i "s/^PREFETCH = .*/PREFETCH = tl.constexpr(False)/" $K/triton_steps.py
+step "no prefetch" 35 $B --parts scan --kernels --shapes 1x256x16384,1x256x131072,8x2048x4096 --out $OUT/bench_noprefetch.json > $OUT/bench_noprefetch.log 2>&1; grep "^| 1 x\|^| 8 x\|_fwd_rec\|_segment" $OUT/bench_noprefetch.log
+restore
 # the segment-adjoint pass at the backward's own segmentation (before #23)
 sed -i "s/^ADJOINT_SPLIT = .*/ADJOINT_SPLIT = 1/" $K/triton_scan.py
 step "adjoint split 1" 35 $B --parts scan --kernels --shapes 1x256x16384,1x256x131072 --out $OUT/bench_split1.json > $OUT/bench_split1.log 2>&1; grep "^| 1 x\|_bwd_rec\|_segment_start" $OUT/bench_split1.log

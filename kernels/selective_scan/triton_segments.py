@@ -20,8 +20,8 @@ import triton
 import triton.language as tl
 
 from .triton_steps import (_channel_params, _chunk_inputs, _combine, _decay_from, _exp2,
-                           _fwd_pipeline_first, _fwd_pipeline_start, _program, _rerun_step,
-                           _segment_chunks, _stage_slots, _state_offsets, _step_inputs)
+                           _fwd_pipeline_first, _fwd_pipeline_start, _prefetch_chunk, _program,
+                           _rerun_step, _segment_chunks, _stage_slots, _state_offsets, _step_inputs)
 
 
 @triton.jit
@@ -82,6 +82,9 @@ def _segment_end_kernel(
         ru, ku, rdt, kdt, _rz, _kz, _rdo, _kdo, rB, kB, _rC, _kC, k0, kb = _chunk_inputs(
             slots, u_base, dt_base, u_base, u_base, B_base, B_base, s_u_l, s_dt_l, s_u_l, s_u_l,
             s_B_l, s_B_l, tc, rows, L, mask_d, mask_n, STAGED, CHUNK, True, False, False, True, False)
+        if not STAGED:  # the segment's next chunk into L2 while this one runs
+            _prefetch_chunk(ru, ku, rdt, kdt, rB, kB, ru, ku, ru, ku, rB, kB, tc + CHUNK, 0,
+                            tl.minimum(L, c1 * CHUNK), False, False, False, CHUNK)
         if STAGED:
             u1, dt1, a1, B1, _C1, _z1, u2, raw2, B2, _C2, _z2 = _fwd_pipeline_start(
                 ru, rdt, rB, rB, ru, 0, mask_d, mask_n, ku, kdt, kB, kB, ku, rows, bias, seq_base,
@@ -132,6 +135,9 @@ def _segment_start_adjoint_kernel(
         _ru, _ku, rdt, kdt, rz, kz, rdo, kdo, _rB, _kB, rC, kC, k0, kb = _chunk_inputs(
             slots, dt_base, dt_base, z_base, do_base, C_base, C_base, s_dt_l, s_dt_l, s_z_l, s_do_l,
             s_C_l, s_C_l, tc, rows, L, mask_d, mask_n, STAGED, CHUNK, False, HAS_Z, True, False, True)
+        if not STAGED:  # the segment's next chunk (the one before: last first) into L2
+            _prefetch_chunk(rdo, kdo, rdt, kdt, rC, kC, rz, kz, rdo, kdo, rC, kC, tc - CHUNK,
+                            c0 * CHUNK, L, HAS_Z, False, False, CHUNK)
         # step i - 1's inputs load while step i computes (dout stands in for u, C for B)
         dy_n, dt_n, C_n, _C2, z_n = _step_inputs(rdo, rdt, rC, rC, rz, k0 + CHUNK - 1, mask_d, mask_n, kdo,
                                                 kdt, kC, kC, kz, kb, False, HAS_Z)
