@@ -82,7 +82,10 @@ STAGED_BWD_SEGMENT_PROGRAMS_PER_SM = 8
 # sub-segments (more, shorter programs: the pass then has the forward's parallelism), where the
 # plan picks the segments; the backward's segments then hold a multiple of it in chunks.
 ADJOINT_SPLIT = 2
-MIN_SEGMENT_CHUNKS = 4  # a segment spans at least this many chunks (the local pass is overhead)
+# a segment spans at least this many chunks (the local pass is overhead): 2, since the forward at
+# 1 x 256 x 16K ran 0.116 ms with 256 segments of 2 chunks against 0.145 with 128 of 4 (H100,
+# `bench gpu --tune`, docs/benchmarks.md "06:31"); other measured shapes plan the same either way
+MIN_SEGMENT_CHUNKS = 2
 PROGRAMS_PER_SM = 4  # still below this many programs per SM, BLOCK_D halves (down to 2)
 PARTIALS_BUDGET = 2 << 30  # most bytes of deterministic dB/dC partials that a smaller BLOCK_D may cost
 MAX_TILE = 8192  # most elements of one (BLOCK_D, CHUNK, BLOCK_N) register tile for large N
