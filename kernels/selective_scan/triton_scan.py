@@ -215,9 +215,9 @@ def _plan(batch, dim, L, N, groups, sms, *, backward=False, variant=None, block_
             bd //= 2
     warps = num_warps or (BWD_WARPS if backward else FWD_WARPS)
     sub = min(_pow2(sub_chunk or BWD_SUB_CHUNK), T) if backward else T
-    programs = batch * _cdiv(dim, bd) * n_seg
+    grid_programs = batch * _cdiv(dim, bd) * n_seg
     limited = (backward and not tiled and not staged and bd == BWD_MAXNREG_BLOCK_D
-               and (not sms or programs > UNLIMITED_BWD_PROGRAMS_PER_SM * sms))
+               and (not sms or grid_programs > UNLIMITED_BWD_PROGRAMS_PER_SM * sms))
     maxnreg = BWD_MAXNREG if limited else None
     return Plan(variant, bd, T, block_n, chunks_per_seg, n_seg, warps, stages or STAGES, staged, sub,
                 maxnreg, split)
