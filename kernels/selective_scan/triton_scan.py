@@ -33,9 +33,14 @@ from dataclasses import dataclass
 
 import torch
 
+from ..launch import launch
 from .triton_recurrent import _bwd_recurrent_kernel, _fwd_recurrent_kernel
 from .triton_reduce import REDUCE_BLOCK, REDUCE_WARPS, _bwd_reduce_kernel
-from .triton_segments import _segment_carry_kernel, _segment_end_kernel, _segment_start_adjoint_kernel
+from .triton_segments import (
+    _segment_carry_kernel,
+    _segment_end_kernel,
+    _segment_start_adjoint_kernel,
+)
 from .triton_steps import STAGE_SLOTS_D, STAGE_SLOTS_N
 from .triton_tiled import _bwd_tiled_kernel, _fwd_tiled_kernel
 
@@ -294,7 +299,8 @@ def _segment_entry_states(u, delta, At, B, delta_bias, seq_idx, init, delta_soft
     groups = _groups(B)
     n_chunks = _cdiv(L, p.chunk)
     P, E, grid = _segment_pass_buffers(u, N, p)
-    _segment_end_kernel[grid](
+    launch(
+        _segment_end_kernel, grid,
         u, delta, At, B, _or(delta_bias, u), _or(seq_idx, u), P, E, _stage_buffer(u, grid, p),
         dim, L, N, dim // groups, n_chunks, p.chunks_per_seg,
         *u.stride(), *delta.stride(), *_bc_strides(B), *_strides(seq_idx, 2),
@@ -319,7 +325,8 @@ def _segment_exit_adjoints(delta, At, C, z, delta_bias, seq_idx, dout, dexit_las
     sub = p.chunks_per_seg // p.adjoint_split
     p = dataclasses.replace(p, chunks_per_seg=sub, n_seg=_cdiv(n_chunks, sub))
     P, mu, grid = _segment_pass_buffers(delta, N, p)
-    _segment_start_adjoint_kernel[grid](
+    launch(
+        _segment_start_adjoint_kernel, grid,
         delta, At, C, _or(z, delta), _or(delta_bias, delta), _or(seq_idx, delta), dout, P, mu,
         _stage_buffer(delta, grid, p),
         dim, L, N, dim // groups, n_chunks, p.chunks_per_seg,
@@ -335,7 +342,8 @@ def _carry(x0, P, E, p: Plan, reverse):
     out = _empty(batch, p.n_seg, N, dim, like=P)
     bd = min(CARRY_BLOCK_D, _pow2(dim))
     bs = min(CARRY_BLOCK_S, _pow2(max(p.n_seg - 1, 2)))
-    _segment_carry_kernel[(_cdiv(dim, bd), batch)](
+    launch(
+        _segment_carry_kernel, (_cdiv(dim, bd), batch),
         _or(x0, P), P, E, out, dim, N, p.n_seg, HAS_X0=x0 is not None, REVERSE=reverse,
         BLOCK_D=bd, BLOCK_N=p.block_n, BLOCK_S=bs, num_warps=CARRY_WARPS)
     return out
@@ -360,7 +368,8 @@ def _fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_soft
     recurrent = p.variant == "recurrent"
     grid = (_cdiv(dim, p.block_d), batch, p.n_seg)
     stage = (_stage_buffer(u, grid, p),) if recurrent else ()
-    (_fwd_recurrent_kernel if recurrent else _fwd_tiled_kernel)[grid](
+    launch(
+        _fwd_recurrent_kernel if recurrent else _fwd_tiled_kernel, grid,
         u, delta, At, B, C, _or(D, u), _or(z, u), _or(delta_bias, u), _or(init, u), _or(seq_idx, u),
         y, _or(states, u), final, *stage,
         dim, L, N, dim // groups, n_chunks, p.chunks_per_seg,
@@ -410,7 +419,8 @@ def _bwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_soft
     scratch = ((torch.empty(batch * p.n_seg * n_blocks * slots * p.block_d * p.block_n, device=dev,
                             dtype=f32), _stage_buffer(u, grid, p)) if recurrent else ())
     sub = dict(SUB=p.sub_chunk) if recurrent else {}
-    (_bwd_recurrent_kernel if recurrent else _bwd_tiled_kernel)[grid](
+    launch(
+        _bwd_recurrent_kernel if recurrent else _bwd_tiled_kernel, grid,
         u, delta, At, B, C, _or(D, u), _or(z, u), _or(delta_bias, u), _or(seq_idx, u),
         states, dout, _or(dexit, u), *scratch,
         du, ddelta, _or(dz, u), part, dB, dC, part[:, N * dim:], part[:, (N + 1) * dim:],
@@ -429,7 +439,8 @@ def _bwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_soft
     dBC_out = _empty(2, batch, groups, L, N, like=u, dtype=B.dtype if B.dtype == C.dtype else f32)
     sums = _empty(s_part, like=u, dtype=f32)
     n_bc = dBC_out.numel()
-    _bwd_reduce_kernel[(_cdiv(n_bc, REDUCE_BLOCK) + _cdiv(s_part, REDUCE_BLOCK),)](
+    launch(
+        _bwd_reduce_kernel, (_cdiv(n_bc, REDUCE_BLOCK) + _cdiv(s_part, REDUCE_BLOCK),),
         dBC, part, dBC_out, sums, n_bc, L * N, k, s_part, part.shape[0], dim, N,
         BLOCK=REDUCE_BLOCK, num_warps=REDUCE_WARPS)
     dBC = (dBC_out if B.dim() == 4 else dBC_out[:, :, 0]).transpose(-1, -2)  # as B: (..., N, L)
@@ -523,4 +534,4 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, de
     return (y, final.contiguous()) if return_final_state else y
 
 
-__all__ = ["selective_scan_triton", "SelectiveScanTriton", "plan", "Plan", "MAX_N", "VARIANTS"]
+__all__ = ["MAX_N", "VARIANTS", "Plan", "SelectiveScanTriton", "plan", "selective_scan_triton"]

@@ -10,6 +10,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ..launch import launch
+
 
 def _empty(*shape, like):
     """Uninitialised output buffer (tests swap in a NaN-filled one to catch unwritten elements)."""
@@ -88,7 +90,8 @@ def selective_state_update_triton(state, x, dt, A, B, C, D=None, z=None, dt_bias
     block_n, block_d, n_blocks = _tiles(dim, N)
     grid = (n_blocks, batch)
     dummy = x
-    _state_update_kernel[grid](
+    launch(
+        _state_update_kernel, grid,
         state, x, dt, A, B, C, D if D is not None else dummy, z if z is not None else dummy,
         dt_bias if dt_bias is not None else dummy, y,
         dim, N, dim // groups,

@@ -1,0 +1,79 @@
+"""Launching the Triton kernels with less host work a call than `kernel[grid](...)`.
+
+On every call, Triton's `JITFunction.run` binds and specialises each argument, builds its cache
+key, checks the globals the kernel read and only then launches. For kernels of 40-70 arguments
+that is most of the host time of a small scan: an eager forward + backward of ours makes seven
+launches and cost 1.0-2.1 ms of host time on the lent H100 machines, against 0.4-1.0 ms for
+mamba_ssm's two launches from C++ (docs/benchmarks.md, 2026-12-07).
+
+`launch` keys a call by the exact values of its non-tensor arguments, the dtype and 16-byte
+alignment of each tensor and its keyword arguments. That is finer than what Triton specialises
+on (dtypes, 16-byte alignment, integers equal to 1 or divisible by 16), so a key seen before
+stands for the kernel Triton compiled for it, whose launcher `launch` then calls directly. A new
+key goes through `kernel[grid]` (which compiles if Triton has not) and is remembered.
+
+`FAST_LAUNCH` off, tensors not on a GPU (the interpreter), or a launch hook set (profilers
+such as proton): plain `kernel[grid](...)`.
+"""
+
+import torch
+from triton import knobs
+from triton.runtime import driver
+
+# Off until measured and tested on a GPU (docs/kernel_tuning_notes.md #25): `docs/gpu_call.sh`
+# turns it on for its "fast launch" step and runs the GPU tests with it.
+FAST_LAUNCH = False
+MAX_KEYS = 256  # keys remembered per kernel; past that its table starts over
+
+_known: dict = {}  # kernel -> {key: (compiled kernel, its trailing keyword arguments in order)}
+
+
+def call_key(args, kwargs) -> tuple:
+    """What a call's compiled kernel depends on, as a hashable tuple: each tensor by its dtype and
+    its address modulo 16, everything else (ints, floats, None) by value; then the keyword
+    arguments (constexprs and options such as num_warps) by value."""
+    return (tuple((a.dtype, a.data_ptr() & 15) if isinstance(a, torch.Tensor) else a for a in args),
+            tuple(kwargs.items()))
+
+
+def trailing_values(arg_names, n_positional, kwargs, defaults) -> tuple | None:
+    """The values of the parameters after the first n_positional, in signature order, from the
+    call's keyword arguments or the parameters' defaults; None where a keyword argument names one
+    of the first n_positional parameters (the call can't be replayed as args + this tail)."""
+    if any(name in kwargs for name in arg_names[:n_positional]):
+        return None
+    try:
+        return tuple(kwargs[name] if name in kwargs else defaults[name]
+                     for name in arg_names[n_positional:])
+    except KeyError:
+        return None
+
+
+def launch(kernel, grid, *args, **kwargs):
+    """kernel[grid](*args, **kwargs), with Triton's per-call binding skipped for a call whose key
+    (`call_key`) an earlier call had. Returns what `kernel[grid]` returns."""
+    if not FAST_LAUNCH or not (isinstance(args[0], torch.Tensor) and args[0].is_cuda):
+        return kernel[grid](*args, **kwargs)
+    if knobs.runtime.launch_enter_hook is not None or knobs.runtime.launch_exit_hook is not None:
+        return kernel[grid](*args, **kwargs)
+    device = driver.active.get_current_device()
+    key = (device, call_key(args, kwargs))
+    table = _known.setdefault(kernel, {})
+    known = table.get(key)
+    if known is None:
+        compiled = kernel[grid](*args, **kwargs)
+        defaults = {p.name: p.default for p in kernel.params if p.has_default}
+        tail = trailing_values(kernel.arg_names, len(args), kwargs, defaults)
+        if tail is not None:
+            if len(table) >= MAX_KEYS:
+                table.clear()
+            table[key] = (compiled, tail)
+        return compiled
+    compiled, tail = known
+    g = (*grid, 1, 1)
+    compiled.run(g[0], g[1], g[2], driver.active.get_current_stream(device), compiled.function,
+                 compiled.packed_metadata, None, None, None, *args, *tail)
+    return compiled
+
+
+__all__ = ["FAST_LAUNCH", "call_key", "launch", "trailing_values"]
