@@ -81,3 +81,38 @@ def test_gpu_fast_launch_replays_known_calls(monkeypatch):
     for _ in range(2):
         assert torch.equal(scan(), want)
     assert len(launch_mod._known) == 3 and all(len(t) == 1 for t in launch_mod._known.values())
+
+
+def test_every_launch_of_the_scan_and_the_decode_step_can_be_replayed(monkeypatch):
+    """Each launch site passes its parameters positionally up to its first keyword constexpr,
+    so that the fast launch can replay it as args + a fixed tail (`trailing_values`): recorded
+    from a segmented forward + backward of each variant (seq_idx, an initial state) and a decode
+    step."""
+    from mamba_bio_audio.kernels.state_update import triton_update
+    from mamba_bio_audio.kernels.state_update.triton_update import selective_state_update_triton
+    calls = []
+
+    def record(kernel, grid, *args, **kwargs):
+        calls.append((kernel, len(args), kwargs))
+        return kernel[grid](*args, **kwargs)
+    monkeypatch.setattr(triton_scan, "launch", record)
+    monkeypatch.setattr(triton_update, "launch", record)
+    g = torch.Generator().manual_seed(1)
+    r = lambda *s: torch.randn(*s, generator=g).to(DEVICE)  # noqa: E731
+    u, delta, z = r(1, 4, 24), (0.1 + torch.rand(1, 4, 24, generator=g)).to(DEVICE), r(1, 4, 24)
+    A, B, C, D = -torch.rand(4, 4, generator=g).to(DEVICE) - 0.5, r(1, 4, 24), r(1, 4, 24), r(4)
+    seq_idx = torch.tensor([[0] * 10 + [1] * 14], dtype=torch.int32).to(DEVICE)
+    for variant in triton_scan.VARIANTS:
+        leaves = [t.clone().requires_grad_() for t in (u, delta, A, B, C, D, z)]
+        y, final = selective_scan_triton(*leaves[:6], z=leaves[6], delta_softplus=True,
+                                         chunk_size=4, segments=3, variant=variant, seq_idx=seq_idx,
+                                         initial_state=r(1, 4, 4).requires_grad_(),
+                                         return_final_state=True)
+        (y.sum() + final.sum()).backward()
+    selective_state_update_triton(r(2, 4, 4), r(2, 4), r(2, 4), A, r(2, 4), r(2, 4), D=D, z=r(2, 4))
+    kernels = {kernel for kernel, _, _ in calls}
+    # forward and backward of each variant, segment ends, segment adjoints, carry, reduce, decode
+    assert len(kernels) == 9
+    for kernel, n_args, kwargs in calls:
+        tail = launch_mod.trailing_values(kernel.arg_names, n_args, kwargs, {})
+        assert tail is not None and n_args + len(tail) == len(kernel.arg_names), kernel
