@@ -1,9 +1,9 @@
 #!/bin/bash
 # The measuring call of docs/kernel_tuning_notes.md, run on a lent GPU machine in one command:
 # `bench gpu` with mamba_ssm side by side (scan rows with the per-kernel breakdown and the host
-# time of a call), with the fast launch (#25) on, the same with the latest changes turned back
-# (#24's prefetch, MIN_SEGMENT_CHUNKS), the issue's whole-model rows, then every default scan row
-# and the decode step.
+# time of a call), the same with the fast launch (#25) on and the kernel tests with it, every
+# default scan row and the decode step (with the fast launch where its tests passed), the latest
+# changes turned back (#24's prefetch, MIN_SEGMENT_CHUNKS), then the issue's whole-model rows.
 # Everything lands under $OUT, packed at the end into one all.tgz (the device returns 8 files).
 #
 # Before the call, on the development machine (repository root):
@@ -62,11 +62,15 @@ show bench 70
 mkdir -p /tmp/now && cp $K/*.py /tmp/now/
 restore() { cp /tmp/now/*.py $K/; }
 # the launches without Triton's per-call binding (#25, kernels/launch.py's FAST_LAUNCH): the host
-# time of a call, the same rows, and the kernel tests with it on (the tests compare bits)
+# time of a call, the same rows, and the kernel tests with it on (the tests compare bits); kept on
+# for the steps after it where the tests pass
 cp kernels/launch.py /tmp/launch.py; sed -i "s/^FAST_LAUNCH = .*/FAST_LAUNCH = True/" kernels/launch.py
 step "fast launch" 60 $B --parts scan --peer .peer/mamba_ssm_cuda --kernels --shapes 1x256x16384,8x256x4096,1x256x131072,8x2048x4096 --out $OUT/bench_fast.json > $OUT/bench_fast.log 2>&1; grep "^| [18] x\|host time" $OUT/bench_fast.log
-step "fast launch tests" 120 python3 -m pytest -q -x -n 8 -m "gpu or not slow" tests/kernels -p no:cacheprovider > $OUT/tests_fast.log 2>&1; tail -3 $OUT/tests_fast.log
-cp /tmp/launch.py kernels/
+step "fast launch tests" 110 python3 -m pytest -q -x -n 8 -m "gpu or not slow" tests/kernels -p no:cacheprovider > $OUT/tests_fast.log 2>&1; tail -3 $OUT/tests_fast.log
+tail -1 $OUT/tests_fast.log | grep -q " passed" && ! tail -1 $OUT/tests_fast.log | grep -q "failed\|error\|interrupted" || { cp /tmp/launch.py kernels/; echo "fast launch off again"; }
+grep "^FAST_LAUNCH" kernels/launch.py
+# every default scan row side by side, and the decode step (the issue's table)
+step "all rows" 240 $B --parts scan,decode --peer .peer/mamba_ssm_cuda --out $OUT/bench_all.json > $OUT/bench_all.log 2>&1; grep -v '^{' $OUT/bench_all.log | grep "^| \|decode\|us/step" | tail -20
 # the forward loops without the L2 prefetch of their next chunk (before #24)
 sed -i "s/^PREFETCH = .*/PREFETCH = tl.constexpr(False)/" $K/triton_steps.py
 step "no prefetch" 35 $B --parts scan --kernels --shapes 1x256x16384,1x256x131072,8x2048x4096 --out $OUT/bench_noprefetch.json > $OUT/bench_noprefetch.log 2>&1; grep "^| 1 x\|^| 8 x\|_fwd_rec\|_segment" $OUT/bench_noprefetch.log
@@ -77,6 +81,4 @@ step "min 4 chunks" 25 $B --parts scan --kernels --shapes 1x256x16384 --out $OUT
 restore
 # the issue's whole-model rows, ours and with mamba_ssm's scan swapped in
 step models 150 $B --parts models --peer .peer/mamba_ssm_cuda --model-rows dna-small:1x131072,audio-unet:1x131072 --out $OUT/models.json > $OUT/models.log 2>&1; grep -v '^{' $OUT/models.log | tail -8
-# every default scan row side by side, and the decode step (the issue's table; what time is left)
-step "all rows" 240 $B --parts scan,decode --peer .peer/mamba_ssm_cuda --out $OUT/bench_all.json > $OUT/bench_all.log 2>&1; grep -v '^{' $OUT/bench_all.log | grep "^| \|decode\|us/step" | tail -20
 cd $OUT && tar czf all.tgz *.json *.log && rm -f *.json *.log
