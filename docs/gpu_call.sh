@@ -71,9 +71,9 @@ tail -1 $OUT/tests_fast.log | grep -q " passed" && ! tail -1 $OUT/tests_fast.log
 grep "^FAST_LAUNCH" kernels/launch.py
 # every default scan row side by side, and the decode step (the table)
 step "all rows" 240 $B --parts scan,decode --peer .peer/mamba_ssm_cuda --out $OUT/bench_all.json > $OUT/bench_all.log 2>&1; grep -v '^{' $OUT/bench_all.log | grep "^| \|decode\|us/step" | tail -20
-# the forward loops without the L2 prefetch of their next chunk (before #24)
+# the step loops without the L2 prefetch of their next chunk (before #24 and #26)
 sed -i "s/^PREFETCH = .*/PREFETCH = tl.constexpr(False)/" $K/triton_steps.py
-step "no prefetch" 35 $B --parts scan --kernels --shapes 1x256x16384,1x256x131072,8x2048x4096 --out $OUT/bench_noprefetch.json > $OUT/bench_noprefetch.log 2>&1; grep "^| 1 x\|^| 8 x\|_fwd_rec\|_segment" $OUT/bench_noprefetch.log
+step "no prefetch" 35 $B --parts scan --kernels --shapes 1x256x16384,1x256x131072,8x2048x4096 --out $OUT/bench_noprefetch.json > $OUT/bench_noprefetch.log 2>&1; grep "^| 1 x\|^| 8 x\|_fwd_rec\|_bwd_rec\|_segment" $OUT/bench_noprefetch.log
 restore
 # segments of at least 4 chunks (before MIN_SEGMENT_CHUNKS 2; only 1 x 256 x 16K plans differently)
 sed -i "s/^MIN_SEGMENT_CHUNKS = .*/MIN_SEGMENT_CHUNKS = 4/" $K/triton_scan.py

@@ -3,7 +3,8 @@
 The CPU interpreter (TRITON_INTERPRET=1, how CI runs the kernels) checks what the kernels compute
 but not that they compile: inline assembly, constexpr globals and layouts only meet the real
 compiler on a GPU. Triton's wheel ships ptxas and nvdisasm, so the whole pipeline down to SASS
-runs here. For each kernel this prints the registers, spills and the instructions in its step
+runs here. For each kernel this prints the registers, spills (bytes, and the spill loads and
+stores inside loops: a spill outside them runs once a program) and the instructions in its step
 loops (per loop iteration, i.e. per time step), which is how docs/kernel_tuning_notes.md #8 read
 the kernels without a GPU:
 
@@ -95,12 +96,14 @@ def compile_kernel(kernel, constexprs, arch=90, num_warps=1, layout="channels-la
                               check=True).stdout
     regs = re.search(r"Used (\d+) registers", log)
     spills = re.search(r"(\d+) bytes spill stores", log)
+    loops = _loop_bodies(sass)
     return dict(registers=int(regs.group(1)) if regs else None,
-                spills=int(spills.group(1)) if spills else 0, loops=step_loops(sass))
+                spills=int(spills.group(1)) if spills else 0, loops=[len(body) for body in loops],
+                loop_spills=sum(bool(re.search(r"\b(LDL|STL)\b", x)) for body in loops for x in body))
 
 
-def step_loops(sass):
-    """Instruction count of every loop (a backward branch) in nvdisasm output: the step loops and
+def _loop_bodies(sass):
+    """The instructions of every loop (a backward branch) in nvdisasm output: the step loops and
     the chunk loops around them."""
     lines = sass.splitlines()
     labels = {m.group(1): i for i, line in enumerate(lines) if (m := re.match(r"^(\.L_x_\d+):", line))}
@@ -110,7 +113,7 @@ def step_loops(sass):
         if m and labels.get(m.group(1), i) < i:
             body = [x for x in lines[labels[m.group(1)]:i + 1] if re.match(r"\s+/\*[0-9a-f]{4}\*/", x)]
             if len(body) > 8:  # the step loops, not the spin loops of traps
-                loops.append(len(body))
+                loops.append(body)
     return loops
 
 
@@ -145,8 +148,9 @@ def main(argv=None) -> int:
         print("error: unset TRITON_INTERPRET (the interpreter replaces the kernels by Python code)",
               file=sys.stderr)
         return 2
-    print("| inputs | kernel | BLOCK_D | registers | spill bytes | instructions per loop iteration |")
-    print("|---|---|---|---|---|---|")
+    print("| inputs | kernel | BLOCK_D | registers | spill bytes | spill loads/stores in loops | "
+          "instructions per loop iteration |")
+    print("|---|---|---|---|---|---|---|")
     for layout in args.layout:
         for bd in args.block_d:
             for name, kernel, constexprs, warps in kernels(bd, staged=layout == "time",
@@ -154,7 +158,8 @@ def main(argv=None) -> int:
                 r = compile_kernel(kernel, constexprs, args.arch, warps, layout,
                                    _maxnreg(args.maxnreg, layout, bd) if name == "backward" else None)
                 print(f"| {layout} | {name} | {constexprs.get('BLOCK_D', '-')} | {r['registers']} | "
-                      f"{r['spills']} | {', '.join(map(str, r['loops'])) or '-'} |", flush=True)
+                      f"{r['spills']} | {r['loop_spills']} | {', '.join(map(str, r['loops'])) or '-'} |",
+                      flush=True)
     return 0
 
 

@@ -237,6 +237,9 @@ def _bwd_recurrent_kernel(
         ru, ku, rdt, kdt, rz, kz, rdo, kdo, rB, kB, rC, kC, k0, kb = _chunk_inputs(
             slots, u_base, dt_base, z_base, do_base, B_base, C_base, s_u_l, s_dt_l, s_z_l, s_do_l,
             s_B_l, s_C_l, tc, rows, L, mask_d, mask_n, STAGED, CHUNK, True, HAS_Z, True, True, True)
+        if not STAGED:  # the chunk before this one (the next walked) into L2 while this one runs
+            _prefetch_chunk(ru, ku, rdt, kdt, rB, kB, rz, kz, rdo, kdo, rC, kC, tc - CHUNK, t0, t1,
+                            HAS_Z, True, True, CHUNK)
         if SUB < CHUNK:  # rerun the chunk once, keeping only the state entering each sub-chunk
             u1, dt1, a1, B1, _C1, _z1, u2, raw2, B2, _C2, _z2 = _fwd_pipeline_start(
                 ru, rdt, rB, rB, ru, k0, mask_d, mask_n, ku, kdt, kB, kB, ku, kb, bias, seq_base, tc,
