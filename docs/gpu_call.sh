@@ -1,9 +1,10 @@
 #!/bin/bash
 # The measuring call of docs/kernel_tuning_notes.md, run on a lent GPU machine in one command:
 # `bench gpu` with mamba_ssm side by side (scan rows with the per-kernel breakdown and the host
-# time of a call), the same with the fast launch (#25) on and the kernel tests with it, every
-# default scan row and the decode step (with the fast launch where its tests passed), the latest
-# changes turned back (#24's prefetch, MIN_SEGMENT_CHUNKS), then the issue's whole-model rows.
+# time of a call), the same with the fast launch (#25) on and the kernel tests with it (it stays
+# on for the later steps where they pass), the latest changes turned back (#24 and #26's
+# prefetch, #27's folded sums, MIN_SEGMENT_CHUNKS), every default scan row and the decode step,
+# then the issue's whole-model rows.
 # Everything lands under $OUT, packed at the end into one all.tgz (the device returns 8 files).
 #
 # Before the call, on the development machine (repository root):
@@ -69,16 +70,20 @@ step "fast launch" 60 $B --parts scan --peer .peer/mamba_ssm_cuda --kernels --sh
 step "fast launch tests" 110 python3 -m pytest -q -x -n 8 -m "gpu or not slow" tests/kernels -p no:cacheprovider > $OUT/tests_fast.log 2>&1; tail -3 $OUT/tests_fast.log
 tail -1 $OUT/tests_fast.log | grep -q " passed" && ! tail -1 $OUT/tests_fast.log | grep -q "failed\|error\|interrupted" || { cp /tmp/launch.py kernels/; echo "fast launch off again"; }
 grep "^FAST_LAUNCH" kernels/launch.py
-# every default scan row side by side, and the decode step (the issue's table)
-step "all rows" 240 $B --parts scan,decode --peer .peer/mamba_ssm_cuda --out $OUT/bench_all.json > $OUT/bench_all.log 2>&1; grep -v '^{' $OUT/bench_all.log | grep "^| \|decode\|us/step" | tail -20
 # the step loops without the L2 prefetch of their next chunk (before #24 and #26)
 sed -i "s/^PREFETCH = .*/PREFETCH = tl.constexpr(False)/" $K/triton_steps.py
 step "no prefetch" 35 $B --parts scan --kernels --shapes 1x256x16384,1x256x131072,8x2048x4096 --out $OUT/bench_noprefetch.json > $OUT/bench_noprefetch.log 2>&1; grep "^| 1 x\|^| 8 x\|_fwd_rec\|_bwd_rec\|_segment" $OUT/bench_noprefetch.log
+restore
+# the backward's dB/dC sums by tl.sum (before #27's folded butterfly)
+sed -i "s/^BWD_FOLDED_SUMS = .*/BWD_FOLDED_SUMS = False/" $K/triton_scan.py
+step "no folded sums" 35 $B --parts scan --kernels --shapes 1x256x16384,1x256x131072,8x2048x4096 --out $OUT/bench_nofold.json > $OUT/bench_nofold.log 2>&1; grep "^| 1 x\|^| 8 x\|_bwd_rec" $OUT/bench_nofold.log
 restore
 # segments of at least 4 chunks (before MIN_SEGMENT_CHUNKS 2; only 1 x 256 x 16K plans differently)
 sed -i "s/^MIN_SEGMENT_CHUNKS = .*/MIN_SEGMENT_CHUNKS = 4/" $K/triton_scan.py
 step "min 4 chunks" 25 $B --parts scan --kernels --shapes 1x256x16384 --out $OUT/bench_min4.json > $OUT/bench_min4.log 2>&1; grep "^| 1 x\|_fwd_rec\|_segment" $OUT/bench_min4.log
 restore
+# every default scan row side by side, and the decode step (the issue's table)
+step "all rows" 240 $B --parts scan,decode --peer .peer/mamba_ssm_cuda --out $OUT/bench_all.json > $OUT/bench_all.log 2>&1; grep -v '^{' $OUT/bench_all.log | grep "^| \|decode\|us/step" | tail -20
 # the issue's whole-model rows, ours and with mamba_ssm's scan swapped in
 step models 150 $B --parts models --peer .peer/mamba_ssm_cuda --model-rows dna-small:1x131072,audio-unet:1x131072 --out $OUT/models.json > $OUT/models.log 2>&1; grep -v '^{' $OUT/models.log | tail -8
 cd $OUT && tar czf all.tgz *.json *.log && rm -f *.json *.log

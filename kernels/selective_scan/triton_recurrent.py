@@ -20,10 +20,11 @@ steps read global memory directly, which is the faster way for channels-last inp
 import triton
 import triton.language as tl
 
-from .triton_steps import (LN2, _channel_params, _chunk_inputs, _decay, _delta, _exit_row, _f32,
-                           _fwd_pipeline_first, _fwd_pipeline_next, _fwd_pipeline_start, _gate_grad,
-                           _prefetch_chunk, _program, _rerun_step, _same_sequence, _segment_chunks,
-                           _stage_slots, _state_offsets, _step_loads)
+from .triton_steps import (LN2, _channel_params, _channel_sums, _chunk_inputs, _decay, _delta,
+                           _exit_row, _f32, _fwd_pipeline_first, _fwd_pipeline_next,
+                           _fwd_pipeline_start, _gate_grad, _prefetch_chunk, _program, _rerun_step,
+                           _same_sequence, _segment_chunks, _stage_slots, _state_offsets,
+                           _step_loads)
 
 
 @triton.jit
@@ -112,6 +113,19 @@ def _store_bc(ptr, x, mask, DETERMINISTIC: tl.constexpr):
 
 
 @triton.jit
+def _store_state_sums(ptr, s_n, x, n, mask_n, live, DETERMINISTIC: tl.constexpr,
+                      FOLDED: tl.constexpr):
+    """A step's dB or dC: the sums over channels of x (BLOCK_N, BLOCK_D), state n's at ptr + n s_n
+    (_store_bc), where live. FOLDED (BLOCK_N 16, BLOCK_D 32, one warp, the 4 x 8 lane tile):
+    by _channel_sums' folded butterfly; else tl.sum."""
+    if FOLDED:
+        v, nn, first = _channel_sums(x)
+        _store_bc(ptr + nn * s_n, v, first & live, DETERMINISTIC)
+    else:
+        _store_bc(ptr + n * s_n, tl.sum(x, axis=1), mask_n & live, DETERMINISTIC)
+
+
+@triton.jit
 def _walk_loads(ru, rdt, rB, rC, rz, rdo, scratch, k0, j, mask_d, mask_n, ku, kdt, kB, kC, kz, kdo,
                 kb, HAS_Z: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
     """The raw inputs of the walk back's step j of a sub-chunk (index k0 + j; j below 0 is clamped
@@ -125,9 +139,9 @@ def _walk_loads(ru, rdt, rB, rC, rz, rdo, scratch, k0, j, mask_d, mask_n, ku, kd
 
 
 @triton.jit
-def _walk_prep(u, raw, Bt, Ct, z, dout, h, t, live, mask_d, mask_n, bias, Dv, dD_acc, dz_base,
-               s_io_l, dC_base, s_dB_l, HAS_Z: tl.constexpr, HAS_D: tl.constexpr,
-               DELTA_SOFTPLUS: tl.constexpr, DETERMINISTIC: tl.constexpr):
+def _walk_prep(u, raw, Bt, Ct, z, dout, h, t, live, mask_d, n, mask_n, bias, Dv, dD_acc, dz_base,
+               s_io_l, dC_base, s_dB_l, s_dB_n, HAS_Z: tl.constexpr, HAS_D: tl.constexpr,
+               DELTA_SOFTPLUS: tl.constexpr, DETERMINISTIC: tl.constexpr, FOLDED: tl.constexpr):
     """The part of the walk back's step t that does not depend on the adjoint, from the step's raw
     inputs and its state h_t (_walk_loads; live: whether the step is taken, i.e. inside the
     sequence and the sub-chunk): stores dz and dC, adds to dD, and returns what the adjoint part
@@ -152,8 +166,8 @@ def _walk_prep(u, raw, Bt, Ct, z, dout, h, t, live, mask_d, mask_n, bias, Dv, dD
         dD_acc += dy * u
     else:
         duD = tl.zeros(raw.shape, dtype=tl.float32)
-    _store_bc(dC_base + t * s_dB_l, tl.sum(h * dy[None, :], axis=1), mask_n & live,
-              DETERMINISTIC)
+    _store_state_sums(dC_base + t * s_dB_l, s_dB_n, h * dy[None, :], n, mask_n, live,
+                      DETERMINISTIC, FOLDED)
     return u, Bt, Ct, dy, dt * u, dt, sg, duD, dD_acc
 
 
@@ -176,7 +190,7 @@ def _bwd_recurrent_kernel(
     DELTA_SOFTPLUS: tl.constexpr, HAS_INIT: tl.constexpr, HAS_SEQ_IDX: tl.constexpr,
     HAS_DEXIT: tl.constexpr, DETERMINISTIC: tl.constexpr, STAGED: tl.constexpr,
     BLOCK_D: tl.constexpr, CHUNK: tl.constexpr, BLOCK_N: tl.constexpr, STAGES: tl.constexpr,
-    SUB: tl.constexpr,
+    SUB: tl.constexpr, FOLDED_SUMS: tl.constexpr,
 ):
     """dexit (batch, exit_rows, N, dim): the adjoint arriving at each segment's last step from its
     right (the final state's gradient for the last segment), segment s's at row _exit_row. dA, dD,
@@ -218,11 +232,11 @@ def _bwd_recurrent_kernel(
         scratch = tl.multiple_of(scratch, [1, 1])
     scratch = scratch_ptr + scratch
     if DETERMINISTIC:
-        dB_base = dB_ptr + b * s_dB_b + pid_d * s_dB_blk + n * s_dB_n
-        dC_base = dC_ptr + b * s_dB_b + pid_d * s_dB_blk + n * s_dB_n
+        dB_base = dB_ptr + b * s_dB_b + pid_d * s_dB_blk
+        dC_base = dC_ptr + b * s_dB_b + pid_d * s_dB_blk
     else:
-        dB_base = dB_ptr + b * s_dB_b + g_idx * s_dB_blk + n * s_dB_n
-        dC_base = dC_ptr + b * s_dB_b + g_idx * s_dB_blk + n * s_dB_n
+        dB_base = dB_ptr + b * s_dB_b + g_idx * s_dB_blk
+        dC_base = dC_ptr + b * s_dB_b + g_idx * s_dB_blk
     slots = _stage_slots(stage_ptr, pid_d, b, s, BLOCK_D, BLOCK_N, CHUNK)
     c0, c1, t0, t1 = _segment_chunks(s, chunks_per_seg, n_chunks, CHUNK, L)
     n_sub = CHUNK // SUB
@@ -279,8 +293,8 @@ def _bwd_recurrent_kernel(
             u_p, B_p, C_p, dy_p, x_p, dt_p, sg_p, duD_p, dD_acc = _walk_prep(
                 *_walk_loads(ru, rdt, rB, rC, rz, rdo, scratch, k0 + js, SUB - 1, mask_d, mask_n,
                              ku, kdt, kB, kC, kz, kdo, kb, HAS_Z, BLOCK_D, BLOCK_N),
-                t, t < L, mask_d, mask_n, bias, Dv, dD_acc, dz_ptr + io_base, s_io_l, dC_base,
-                s_dB_l, HAS_Z, HAS_D, DELTA_SOFTPLUS, DETERMINISTIC)
+                t, t < L, mask_d, n, mask_n, bias, Dv, dD_acc, dz_ptr + io_base, s_io_l,
+                dC_base, s_dB_l, s_dB_n, HAS_Z, HAS_D, DELTA_SOFTPLUS, DETERMINISTIC, FOLDED_SUMS)
             raw = _walk_loads(ru, rdt, rB, rC, rz, rdo, scratch, k0 + js, SUB - 2, mask_d, mask_n,
                               ku, kdt, kB, kC, kz, kdo, kb, HAS_Z, BLOCK_D, BLOCK_N)
             for j in tl.range(0, SUB, num_stages=STAGES):
@@ -298,8 +312,8 @@ def _bwd_recurrent_kernel(
                 ddt = tl.where(m, ddt, 0.0)
                 tl.store(ddelta_ptr + io_base + t * s_io_l, ddt, mask=m)
                 dbias_acc += ddt
-                _store_bc(dB_base + t * s_dB_l, tl.sum(g * x_p[None, :], axis=1), mask_n & (t < L),
-                          DETERMINISTIC)
+                _store_state_sums(dB_base + t * s_dB_l, s_dB_n, g * x_p[None, :], n, mask_n, t < L,
+                                  DETERMINISTIC, FOLDED_SUMS)
                 dt_next = dt_p
                 if HAS_SEQ_IDX:
                     keep_next = _same_sequence(seq_base, t, L, s_seq_l).to(tl.float32)
@@ -308,9 +322,9 @@ def _bwd_recurrent_kernel(
                 raw = _walk_loads(ru, rdt, rB, rC, rz, rdo, scratch, k0 + js, jj - 2, mask_d,
                                   mask_n, ku, kdt, kB, kC, kz, kdo, kb, HAS_Z, BLOCK_D, BLOCK_N)
                 u_p, B_p, C_p, dy_p, x_p, dt_p, sg_p, duD_p, dD_acc = _walk_prep(
-                    *prev, t - 1, (t - 1 < L) & (jj >= 1), mask_d, mask_n, bias, Dv, dD_acc,
-                    dz_ptr + io_base, s_io_l, dC_base, s_dB_l, HAS_Z, HAS_D, DELTA_SOFTPLUS,
-                    DETERMINISTIC)
+                    *prev, t - 1, (t - 1 < L) & (jj >= 1), mask_d, n, mask_n, bias, Dv, dD_acc,
+                    dz_ptr + io_base, s_io_l, dC_base, s_dB_l, s_dB_n, HAS_Z, HAS_D,
+                    DELTA_SOFTPLUS, DETERMINISTIC, FOLDED_SUMS)
             tl.debug_barrier()
     tl.store(dA_ptr + (b * n_seg + s) * s_part + _state_offsets(d, n, dim, N, 0), dA_acc, mask=mask_nd)
     if HAS_INIT:  # a_0 g_0, from the first segment

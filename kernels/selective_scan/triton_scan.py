@@ -71,6 +71,12 @@ BWD_SUB_CHUNK = CHUNK
 BWD_MAXNREG = 168
 BWD_MAXNREG_BLOCK_D = 32
 UNLIMITED_BWD_PROGRAMS_PER_SM = 8  # 2 one-warp programs a scheduler at 226 registers
+# The recurrent backward's per-step sums over channels (dB, dC) by a folded butterfly
+# (triton_steps._channel_sums: 4 shuffles a sum where tl.sum takes 12) where its tile has the
+# 4 x 8 lane layout it is written for: BLOCK_D 32, BLOCK_N 16, one warp, unstaged. compile_check:
+# the walk back 592 -> 565 instructions a step, its loads' first waits 90-120 -> 160-240
+# instructions after them (the shuffles no longer take their scoreboard; kernel_tuning_notes.md #27)
+BWD_FOLDED_SUMS = True
 # Software-pipelining depth of the recurrent kernels' step loops (`tl.range(num_stages=)`: the
 # compiler prefetches the next steps' inputs through shared memory); 1 is a plain loop.
 STAGES = 1
@@ -129,6 +135,7 @@ class Plan:
     sub_chunk: int = CHUNK  # recurrent backward: steps per sub-chunk (CHUNK: none)
     maxnreg: int | None = None  # recurrent backward: register limit (BWD_MAXNREG; None: none)
     adjoint_split: int = 1  # backward: sub-segments of the segment-adjoint pass per segment
+    folded_sums: bool = False  # recurrent backward: dB, dC summed by BWD_FOLDED_SUMS' butterfly
 
 
 def _pow2_divisor(x: int, cap: int) -> int:
@@ -224,8 +231,10 @@ def _plan(batch, dim, L, N, groups, sms, *, backward=False, variant=None, block_
     limited = (backward and not tiled and not staged and bd == BWD_MAXNREG_BLOCK_D
                and (not sms or grid_programs > UNLIMITED_BWD_PROGRAMS_PER_SM * sms))
     maxnreg = BWD_MAXNREG if limited else None
+    folded = (BWD_FOLDED_SUMS and backward and not tiled and not staged and bd == 32
+              and block_n == 16 and warps == 1)
     return Plan(variant, bd, T, block_n, chunks_per_seg, n_seg, warps, stages or STAGES, staged, sub,
-                maxnreg, split)
+                maxnreg, split, folded)
 
 
 def _bc_strides(M):
@@ -418,7 +427,7 @@ def _bwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_soft
     slots = p.sub_chunk + p.chunk // p.sub_chunk  # triton_recurrent: a sub-chunk's steps, entries
     scratch = ((torch.empty(batch * p.n_seg * n_blocks * slots * p.block_d * p.block_n, device=dev,
                             dtype=f32), _stage_buffer(u, grid, p)) if recurrent else ())
-    sub = dict(SUB=p.sub_chunk) if recurrent else {}
+    sub = dict(SUB=p.sub_chunk, FOLDED_SUMS=p.folded_sums) if recurrent else {}
     launch(
         _bwd_recurrent_kernel if recurrent else _bwd_tiled_kernel, grid,
         u, delta, At, B, C, _or(D, u), _or(z, u), _or(delta_bias, u), _or(seq_idx, u),

@@ -27,6 +27,9 @@ FTZ_EXP2 = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") != "1")
 # Compiled kernels also ask L2 for the next chunk's input rows while they work on one
 # (_prefetch_rows); the interpreter has no caches to fill.
 PREFETCH = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") != "1")
+# Compiled kernels exchange registers between lanes with `shfl.sync` (_lane_swap); the interpreter
+# has no lanes and takes the same values by a gather along the lane axis.
+SHUFFLE = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") != "1")
 # A program's stage (see _stage): slots for up to four per-channel inputs and for B and C.
 STAGE_SLOTS_D = tl.constexpr(4)
 STAGE_SLOTS_N = tl.constexpr(2)
@@ -109,6 +112,50 @@ def _exp2(x):
                                          dtype=tl.float32, is_pure=True, pack=1)
     else:
         return tl.exp2(x)
+
+
+@triton.jit
+def _lane_swap(x, MASK: tl.constexpr):
+    """x (R, W) as the lane whose index is this lane's XOR MASK holds it, where column c of x sits
+    in lane bits c (the columns are the low lane bits, W <= 32, MASK < W)."""
+    if SHUFFLE:
+        return tl.inline_asm_elementwise(f"shfl.sync.bfly.b32 $0, $1, {MASK}, 0x1f, -1;", "=r,r",
+                                         [x], dtype=tl.float32, is_pure=True, pack=1)
+    else:
+        c = tl.arange(0, x.shape[1])
+        return tl.gather(x, tl.broadcast_to((c ^ MASK)[None, :], x.shape), axis=1)
+
+
+@triton.jit
+def _fold(x, BIT: tl.constexpr):
+    """One level of a transposed butterfly over the columns of x (R, W) -> (R / 2, W): column c
+    keeps the half of the rows that bit BIT of c selects, sends the other half to column
+    c ^ (1 << BIT) and adds what it receives; row r of column c then holds the pair's sum for row
+    r + (bit BIT of c) R / 2 of x."""
+    R: tl.constexpr = x.shape[0]
+    W: tl.constexpr = x.shape[1]
+    lo, hi = tl.split(tl.permute(tl.reshape(x, (2, R // 2, W)), (1, 2, 0)))
+    up = ((tl.arange(0, W) >> BIT) & 1)[None, :] != 0
+    return tl.where(up, hi, lo) + _lane_swap(tl.where(up, lo, hi), 1 << BIT)
+
+
+@triton.jit
+def _channel_sums(x):
+    """The sums over channels of a backward state tile x (16, 32), as (v, n, first), each (4, 8):
+    v holds the sum for state n, stored once where first.
+
+    The tile's layout (compile_check: 4 x 8 lanes, each lane 4 states x 4 adjacent channels) puts
+    the channel axis on 4 registers and lane bits 0-2, so tl.sum takes 3 levels of 4 shuffles.
+    Here the 4 registers are added first (the reshape to (16, 8, 4) keeps them in the thread),
+    then two folds (_fold) halve the states each lane carries while they sum over lane bits 2
+    and 1, and a plain exchange sums over bit 0: 4 shuffles in all."""
+    x = tl.sum(tl.reshape(x, (16, 8, 4)), axis=2)
+    x = _fold(x, 2)  # (8, 8): state r + 8 (bit 2 of c)
+    x = _fold(x, 1)  # (4, 8): state r + 4 (bit 1 of c) + 8 (bit 2 of c)
+    x += _lane_swap(x, 1)
+    c = tl.arange(0, 8)[None, :]
+    n = tl.arange(0, 4)[:, None] + 4 * ((c >> 1) & 1) + 8 * ((c >> 2) & 1)
+    return x, n, tl.broadcast_to((c & 1) == 0, x.shape)
 
 
 @triton.jit

@@ -143,6 +143,20 @@ def test_backward_walks_chunks_in_sub_chunks(staged, sub_chunk):
                             block_d=4, staged=staged, sub_chunk=sub_chunk)
 
 
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_backward_folded_channel_sums(deterministic):
+    """dB and dC summed over channels by the folded butterfly (triton_steps._channel_sums; under
+    the interpreter its shuffles are gathers along the lane axis): the tile it is written for
+    (N 16, BLOCK_D 32, one warp, channels-last), a second channel block half masked (dim 40),
+    segments, and both ways of reducing dB, dC (partials, atomics)."""
+    plan = triton_scan.plan(1, 40, 37, 16, 1, torch.device(DEVICE), backward=True, block_d=32,
+                            chunk=8, segments=2, channels_last=True)
+    assert plan.folded_sums == triton_scan.BWD_FOLDED_SUMS
+    inputs = channels_last(make_inputs(1, 40, 37, 16, init=True, seed=5))
+    check_against_reference(inputs, delta_softplus=True, chunk_size=8, segments=2, block_d=32,
+                            deterministic=deterministic)
+
+
 def test_long_sequence_many_chunks():
     # the interpreter runs the step-by-step kernels ~10x slower than the tiled ones
     inputs = make_inputs(1, 4, 1000, 4, init=True)
