@@ -13,7 +13,8 @@
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 #     --platform any -d .whl soundfile pyfaidx biopython cffi pycparser   # not in the GPU image
-# then: device run `bash docs/gpu_call.sh` with carry [".peer", ".whl"]; a second call
+# then: device run `bash docs/gpu_call.sh` with carry [".peer", ".whl"] (`... fast`: the fast
+# launch's steps alone); a second call
 # `bash docs/gpu_call.sh variants` runs the side-by-side rows, the kernel tests and the sweep of tiles, segments,
 # register limits and adjoint splits (`bench gpu --tune`). Each step's
 # timeout is cut to what is left of the call's 600 s (CALL_S), so the steps at the end are the ones
@@ -45,6 +46,15 @@ y = selective_scan_triton(u, dt, A, B, C, D, z, bias, delta_softplus=True)
 y.backward(torch.randn_like(y))
 torch.cuda.synchronize()
 PY
+if [ "$1" = fast ]; then  # the fast launch (#25) alone: its GPU test, host time off / on, the kernel tests
+  step "launch test" 60 python3 -m pytest -q -m gpu tests/kernels/test_launch.py -p no:cacheprovider > $OUT/launch_test.log 2>&1; tail -3 $OUT/launch_test.log
+  step "fast off" 60 $B --parts scan --peer .peer/mamba_ssm_cuda --kernels --shapes 1x256x16384,8x256x4096,1x256x131072,8x2048x4096 --out $OUT/bench_off.json > $OUT/bench_off.log 2>&1; grep "host time\|^| [18] x" $OUT/bench_off.log
+  sed -i "s/^FAST_LAUNCH = .*/FAST_LAUNCH = True/" kernels/launch.py
+  step "fast on" 60 $B --parts scan --peer .peer/mamba_ssm_cuda --kernels --shapes 1x256x16384,8x256x4096,1x256x131072,8x2048x4096 --out $OUT/bench_fast.json > $OUT/bench_fast.log 2>&1; grep "host time\|^| [18] x" $OUT/bench_fast.log
+  step "fast launch tests" 110 python3 -m pytest -q -x -n 8 -m "gpu or not slow" tests/kernels -p no:cacheprovider > $OUT/tests_fast.log 2>&1; tail -3 $OUT/tests_fast.log
+  cd $OUT && tar czf all.tgz *.json *.log && rm -f *.json *.log
+  exit 0
+fi
 if [ "$1" = variants ]; then  # a second call: the side-by-side rows, the kernel tests, the tile sweep
   step bench 90 $B --parts scan --peer .peer/mamba_ssm_cuda --kernels --shapes 1x256x16384,8x256x4096,1x256x131072,8x2048x4096 --out $OUT/bench.json > $OUT/bench.log 2>&1
   show bench 70

@@ -49,12 +49,18 @@ def trailing_values(arg_names, n_positional, kwargs, defaults) -> tuple | None:
         return None
 
 
+def _hooked(hook) -> bool:
+    """Whether a Triton launch hook is set: None or an empty `HookChain` (Triton 3.6's default,
+    which is never None) is not."""
+    return hook is not None and bool(getattr(hook, "calls", True))
+
+
 def launch(kernel, grid, *args, **kwargs):
     """kernel[grid](*args, **kwargs), with Triton's per-call binding skipped for a call whose key
     (`call_key`) an earlier call had. Returns what `kernel[grid]` returns."""
     if not FAST_LAUNCH or not (isinstance(args[0], torch.Tensor) and args[0].is_cuda):
         return kernel[grid](*args, **kwargs)
-    if knobs.runtime.launch_enter_hook is not None or knobs.runtime.launch_exit_hook is not None:
+    if _hooked(knobs.runtime.launch_enter_hook) or _hooked(knobs.runtime.launch_exit_hook):
         return kernel[grid](*args, **kwargs)
     device = driver.active.get_current_device()
     key = (device, call_key(args, kwargs))

@@ -25,6 +25,23 @@ def test_call_key_separates_what_triton_specialises_on():
     hash(base)
 
 
+def test_launch_hooks_count_only_when_set(monkeypatch):
+    """Triton 3.6's hooks are `HookChain`s, never None: an empty chain is no hook (with the check
+    `is not None` the fast launch was never taken: the GPU test below failed in the H100 call of
+    2026-12-07 12:27); a chain with a function (a profiler's) is, and sends every launch down
+    Triton's own path."""
+    from triton import knobs
+    hook = knobs.runtime.launch_enter_hook
+    assert not launch_mod._hooked(None)
+    if hasattr(hook, "calls"):
+        monkeypatch.setattr(hook, "calls", [])
+        assert not launch_mod._hooked(hook)
+        monkeypatch.setattr(hook, "calls", [print])
+        assert launch_mod._hooked(hook)
+    else:
+        assert launch_mod._hooked(print)
+
+
 def test_trailing_values_follow_the_signature():
     """The reduce kernel's call: 11 positional arguments, then BLOCK by keyword (num_warps is an
     option, not a parameter)."""
