@@ -22,7 +22,7 @@ import triton.language as tl
 
 from .triton_steps import (LN2, _channel_params, _channel_sums, _chunk_inputs, _decay, _delta,
                            _exit_row, _f32, _fwd_pipeline_first, _fwd_pipeline_next,
-                           _fwd_pipeline_start, _gate_grad, _prefetch_chunk, _program, _rerun_step,
+                           _fwd_pipeline_start, _gate_grad, _program, _rerun_step,
                            _same_sequence, _segment_chunks, _stage_slots, _state_offsets,
                            _step_loads)
 
@@ -80,9 +80,6 @@ def _fwd_recurrent_kernel(
         ru, ku, rdt, kdt, rz, kz, _rdo, _kdo, rB, kB, rC, kC, k0, kb = _chunk_inputs(
             slots, u_base, dt_base, z_base, u_base, B_base, C_base, s_u_l, s_dt_l, s_z_l, s_u_l,
             s_B_l, s_C_l, tc, rows, L, mask_d, mask_n, STAGED, CHUNK, True, HAS_Z, False, True, True)
-        if not STAGED:  # the segment's next chunk into L2 while this one runs
-            _prefetch_chunk(ru, ku, rdt, kdt, rB, kB, rz, kz, ru, ku, rC, kC, tc + CHUNK, 0,
-                            tl.minimum(L, c1 * CHUNK), HAS_Z, False, True, CHUNK)
         if STAGED:
             u1, dt1, a1, B1, C1, z1, u2, raw2, B2, C2, z2 = _fwd_pipeline_start(
                 ru, rdt, rB, rC, rz, 0, mask_d, mask_n, ku, kdt, kB, kC, kz, rows, bias, seq_base, tc,
@@ -251,9 +248,6 @@ def _bwd_recurrent_kernel(
         ru, ku, rdt, kdt, rz, kz, rdo, kdo, rB, kB, rC, kC, k0, kb = _chunk_inputs(
             slots, u_base, dt_base, z_base, do_base, B_base, C_base, s_u_l, s_dt_l, s_z_l, s_do_l,
             s_B_l, s_C_l, tc, rows, L, mask_d, mask_n, STAGED, CHUNK, True, HAS_Z, True, True, True)
-        if not STAGED:  # the chunk before this one (the next walked) into L2 while this one runs
-            _prefetch_chunk(ru, ku, rdt, kdt, rB, kB, rz, kz, rdo, kdo, rC, kC, tc - CHUNK, t0, t1,
-                            HAS_Z, True, True, CHUNK)
         if SUB < CHUNK:  # rerun the chunk once, keeping only the state entering each sub-chunk
             u1, dt1, a1, B1, _C1, _z1, u2, raw2, B2, _C2, _z2 = _fwd_pipeline_start(
                 ru, rdt, rB, rB, ru, k0, mask_d, mask_n, ku, kdt, kB, kB, ku, kb, bias, seq_base, tc,

@@ -13,9 +13,9 @@ from mamba_bio_audio.kernels.selective_scan import triton_scan
 @pytest.mark.parametrize("layout, block_d", [("channels-last", "32"), ("time", "16")])
 def test_scan_kernels_compile_for_sm90_without_spills_in_loops(layout, block_d):
     """At the tiles the plan picks for each input layout (time-contiguous: the staged kernels). A
-    spill outside the loops runs once a program (the channels-last backward at 168 registers keeps
-    a few epilogue pointers in local memory since its chunk loop prefetches); none may sit in a
-    loop."""
+    spill outside the loops runs once a program (a backward with a prefetch in its chunk loop kept
+    6 epilogue pointers in local memory at 168 registers, kernel_tuning_notes.md #26); none may
+    sit in a loop."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     out = subprocess.run([sys.executable, "-m", "mamba_bio_audio.kernels.selective_scan.compile_check",
                           "--block-d", block_d, "--layout", layout], capture_output=True, text=True,
