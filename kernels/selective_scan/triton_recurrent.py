@@ -22,9 +22,16 @@ import triton.language as tl
 
 from .triton_steps import (LN2, _channel_params, _channel_sums, _chunk_inputs, _decay, _delta,
                            _exit_row, _f32, _fwd_pipeline_first, _fwd_pipeline_next,
-                           _fwd_pipeline_start, _gate_grad, _program, _rerun_step,
+                           _fwd_pipeline_start, _gate_grad, _program, _rerun_step, _rerun_step3,
                            _same_sequence, _segment_chunks, _stage_slots, _state_offsets,
                            _step_loads)
+
+# The backward's chunk rerun loads step t + RERUN_AHEAD while step t runs (3: _rerun_step3, 2:
+# _rerun_step) and is unrolled by RERUN_UNROLL, so that the loads of consecutive steps sit on
+# different scoreboards and a load's first use comes two iterations after it
+# (docs/kernel_tuning_notes.md #28; 2 and 1 were the kernel before it)
+RERUN_AHEAD = tl.constexpr(3)
+RERUN_UNROLL = tl.constexpr(2)
 
 
 @triton.jit
@@ -270,12 +277,22 @@ def _bwd_recurrent_kernel(
             u1, dt1, a1, B1, _C1, _z1, u2, raw2, B2, _C2, _z2 = _fwd_pipeline_start(
                 ru, rdt, rB, rB, ru, k0 + js, mask_d, mask_n, ku, kdt, kB, kB, ku, kb, bias, seq_base,
                 tc + js, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX, False, False)
-            for j in tl.range(0, SUB, num_stages=STAGES):
-                h, _dt, _a, u1, dt1, a1, B1, u2, raw2, B2 = _rerun_step(
-                    h, u1, dt1, a1, B1, u2, raw2, B2, ru, rdt, rB, k0 + js + j + 2, tc + js + j,
-                    mask_d, mask_n, ku, kdt, kB, kb, bias, seq_base, A2, s_seq_l, L, DELTA_SOFTPLUS,
-                    HAS_SEQ_IDX)
-                tl.store(scratch + j * BLOCK_D * BLOCK_N, h)
+            if RERUN_AHEAD == 3:
+                u3, raw3, B3, _C3, _z3 = _step_loads(ru, rdt, rB, rB, ru, k0 + js + 2, mask_d,
+                                                     mask_n, ku, kdt, kB, kB, ku, kb, False, False)
+                for j in tl.range(0, SUB, num_stages=STAGES, loop_unroll_factor=RERUN_UNROLL):
+                    h, _dt, _a, u1, dt1, a1, B1, u2, raw2, B2, u3, raw3, B3 = _rerun_step3(
+                        h, u1, dt1, a1, B1, u2, raw2, B2, u3, raw3, B3, ru, rdt, rB, k0 + js + j + 3,
+                        tc + js + j, mask_d, mask_n, ku, kdt, kB, kb, bias, seq_base, A2, s_seq_l,
+                        L, DELTA_SOFTPLUS, HAS_SEQ_IDX)
+                    tl.store(scratch + j * BLOCK_D * BLOCK_N, h)
+            else:
+                for j in tl.range(0, SUB, num_stages=STAGES, loop_unroll_factor=RERUN_UNROLL):
+                    h, _dt, _a, u1, dt1, a1, B1, u2, raw2, B2 = _rerun_step(
+                        h, u1, dt1, a1, B1, u2, raw2, B2, ru, rdt, rB, k0 + js + j + 2,
+                        tc + js + j, mask_d, mask_n, ku, kdt, kB, kb, bias, seq_base, A2, s_seq_l,
+                        L, DELTA_SOFTPLUS, HAS_SEQ_IDX)
+                    tl.store(scratch + j * BLOCK_D * BLOCK_N, h)
             tl.debug_barrier()
             # the walk back, software-pipelined: iteration t runs step t's part that depends on
             # the adjoint g (g, dx, dΔ, du, dA, dB) from values prepared an iteration earlier,

@@ -435,6 +435,24 @@ def _rerun_step(h, u1, dt1, a1, B1, u2, raw2, B2, ru, rdt, rB, k, t, mask_d, mas
 
 
 @triton.jit
+def _rerun_step3(h, u1, dt1, a1, B1, u2, raw2, B2, u3, raw3, B3, ru, rdt, rB, k, t, mask_d, mask_n,
+                 ku, kdt, kB, kb, bias, seq_base, A2, s_seq_l, L, DELTA_SOFTPLUS: tl.constexpr,
+                 HAS_SEQ_IDX: tl.constexpr):
+    """_rerun_step with the loads a step further ahead: step t + 3's raw inputs load at index k
+    while step t runs, so that a load's first use (its conversion, as step t + 1's) comes two
+    iterations after it rather than one."""
+    u, dt, a, Bt = u1, dt1, a1, B1
+    u1, B1 = _f32(u2), _f32(B2)  # loaded two iterations ago
+    dt1, a1 = _decay_from(_f32(raw2) + bias, seq_base, t + 1, mask_d & (t + 1 < L), A2, s_seq_l, L,
+                          DELTA_SOFTPLUS, HAS_SEQ_IDX)
+    u2, raw2, B2 = u3, raw3, B3
+    u3, raw3, B3, _C, _z = _step_loads(ru, rdt, rB, rB, ru, k, mask_d, mask_n, ku, kdt, kB, kB, ku,
+                                       kb, False, False)
+    h = a * h + Bt[:, None] * (dt * u)[None, :]
+    return h, dt, a, u1, dt1, a1, B1, u2, raw2, B2, u3, raw3, B3
+
+
+@triton.jit
 def _gate_grad(dout, y, z):
     """The silu gate's backward: (d y_pre-gate, d z) for y_out = y silu(z). y, a sum over the
     state tile, comes last in dz, so that the per-channel factor is formed in the layout of dout
