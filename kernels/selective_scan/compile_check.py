@@ -9,7 +9,10 @@ loops (per loop iteration, i.e. per time step), which is how docs/kernel_tuning_
 the kernels without a GPU:
 
     python -m mamba_bio_audio.kernels.selective_scan.compile_check [--arch 90] [--block-d 16 32]
-        [--sub-chunk 8]
+        [--sub-chunk 8] [--waits]
+
+--waits adds where each loop's global loads really block: the instructions from a load to the
+first one that waits on its scoreboard barrier (read from the SASS's control words).
 
 Run without TRITON_INTERPRET (the interpreter replaces the kernels by Python functions).
 """
@@ -93,29 +96,51 @@ def compile_kernel(kernel, constexprs, arch=90, num_warps=1, layout="channels-la
         ptx.write_text(compiled.asm["ptx"])
         log = subprocess.run([_tool("ptxas"), f"-arch=sm_{arch}a", "-v", str(ptx), "-o", str(cubin)],
                              capture_output=True, text=True, check=True).stderr
-        sass = subprocess.run([_tool("nvdisasm"), "-c", str(cubin)], capture_output=True, text=True,
-                              check=True).stdout
+        sass = subprocess.run([_tool("nvdisasm"), "-hex", "-c", str(cubin)], capture_output=True,
+                              text=True, check=True).stdout
     regs = re.search(r"Used (\d+) registers", log)
     spills = re.search(r"(\d+) bytes spill stores", log)
     loops = _loop_bodies(sass)
     return dict(registers=int(regs.group(1)) if regs else None,
                 spills=int(spills.group(1)) if spills else 0, loops=[len(body) for body in loops],
-                loop_spills=sum(bool(re.search(r"\b(LDL|STL)\b", x)) for body in loops for x in body))
+                loop_spills=sum(bool(re.search(r"\b(LDL|STL)\b", x[0])) for body in loops for x in body),
+                load_waits=[_load_waits(body) for body in loops])
 
 
 def _loop_bodies(sass):
-    """The instructions of every loop (a backward branch) in nvdisasm output: the step loops and
-    the chunk loops around them."""
+    """The instructions of every loop (a backward branch) in `nvdisasm -hex` output, the step loops
+    and the chunk loops around them, each instruction as (text, write barrier, wait mask): sm_70
+    and later keep an instruction's scheduling controls in the high 64-bit word of its encoding
+    (the line after it); shifted right by 41, bits 5-7 are the scoreboard barrier it sets when it
+    completes (7: none) and bits 11-16 the barriers it waits on first."""
     lines = sass.splitlines()
     labels = {m.group(1): i for i, line in enumerate(lines) if (m := re.match(r"^(\.L_x_\d+):", line))}
     loops = []
     for i, line in enumerate(lines):
         m = re.search(r"BRA `\((\.L_x_\d+)\)", line)
         if m and labels.get(m.group(1), i) < i:
-            body = [x for x in lines[labels[m.group(1)]:i + 1] if re.match(r"\s+/\*[0-9a-f]{4}\*/", x)]
+            body = []
+            for k in range(labels[m.group(1)], i + 1):
+                if re.match(r"\s+/\*[0-9a-f]{4}\*/", lines[k]):
+                    high = re.search(r"/\* (0x[0-9a-f]+) \*/", lines[k + 1])
+                    ctrl = int(high.group(1), 16) >> 41 if high else 7 << 5
+                    body.append((lines[k], (ctrl >> 5) & 7, (ctrl >> 11) & 63))
             if len(body) > 8:  # the step loops, not the spin loops of traps
                 loops.append(body)
     return loops
+
+
+def _load_waits(body):
+    """For each global load (LDG) of a loop: how many instructions later, going round the loop,
+    the first instruction that waits on its barrier comes. That is where the load blocks, whatever
+    the source order: ptxas has 6 barriers, so later loads and shuffles share them, and a wait on
+    a barrier waits for everything on it (docs/kernel_tuning_notes.md #27, #28)."""
+    out = []
+    for k, (text, barrier, _) in enumerate(body):
+        if re.search(r"\bLDG\b|\bLDG\.", text) and barrier != 7:
+            out.append(next((j for j in range(1, len(body) + 1)
+                             if body[(k + j) % len(body)][2] >> barrier & 1), len(body)))
+    return sorted(out)
 
 
 def _maxnreg(option, layout, block_d):
@@ -123,6 +148,11 @@ def _maxnreg(option, layout, block_d):
     if option is not None:
         return option or None
     return BWD_MAXNREG if layout == "channels-last" and block_d == BWD_MAXNREG_BLOCK_D else None
+
+
+def _waits_cell(load_waits):
+    """'fewest / median' of each loop's _load_waits, loops comma-separated ('-' for none)."""
+    return ", ".join(f"{w[0]} / {w[len(w) // 2]}" if w else "-" for w in load_waits)
 
 
 def main(argv=None) -> int:
@@ -142,6 +172,9 @@ def main(argv=None) -> int:
     p.add_argument("--folded-sums", choices=("on", "off"), default=None,
                    help="the backward's dB/dC sums by the folded butterfly where the tile allows "
                         "(default: as BWD_FOLDED_SUMS, %s)" % ("on" if BWD_FOLDED_SUMS else "off"))
+    p.add_argument("--waits", action="store_true",
+                   help="also print, per loop, the fewest and the median instructions between a "
+                        "global load and the first wait on its scoreboard barrier")
     args = p.parse_args(argv)
     folded = BWD_FOLDED_SUMS if args.folded_sums is None else args.folded_sums == "on"
     chunk = COMMON["CHUNK"]
@@ -154,8 +187,8 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     print("| inputs | kernel | BLOCK_D | registers | spill bytes | spill loads/stores in loops | "
-          "instructions per loop iteration |")
-    print("|---|---|---|---|---|---|---|")
+          "instructions per loop iteration |" + (" loads' first waits, fewest / median |" if args.waits else ""))
+    print("|---|---|---|---|---|---|---|" + ("---|" if args.waits else ""))
     for layout in args.layout:
         for bd in args.block_d:
             for name, kernel, constexprs, warps in kernels(bd, staged=layout == "time",
@@ -164,8 +197,8 @@ def main(argv=None) -> int:
                 r = compile_kernel(kernel, constexprs, args.arch, warps, layout,
                                    _maxnreg(args.maxnreg, layout, bd) if name == "backward" else None)
                 print(f"| {layout} | {name} | {constexprs.get('BLOCK_D', '-')} | {r['registers']} | "
-                      f"{r['spills']} | {r['loop_spills']} | {', '.join(map(str, r['loops'])) or '-'} |",
-                      flush=True)
+                      f"{r['spills']} | {r['loop_spills']} | {', '.join(map(str, r['loops'])) or '-'} |"
+                      + (f" {_waits_cell(r['load_waits'])} |" if args.waits else ""), flush=True)
     return 0
 
 

@@ -18,14 +18,18 @@ def test_scan_kernels_compile_for_sm90_without_spills_in_loops(layout, block_d):
     sit in a loop."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     out = subprocess.run([sys.executable, "-m", "mamba_bio_audio.kernels.selective_scan.compile_check",
-                          "--block-d", block_d, "--layout", layout], capture_output=True, text=True,
-                         env=env, timeout=300)
+                          "--block-d", block_d, "--layout", layout, "--waits"], capture_output=True,
+                         text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     rows = [line.split("|")[1:-1] for line in out.stdout.splitlines()[2:]]
     assert [r[1].strip() for r in rows] == ["forward", "backward", "segment ends", "segment adjoints",
                                             "segment carry", "partial sums"]
-    for inputs, name, _, registers, spills, loop_spills, loops in rows:
+    for inputs, name, _, registers, spills, loop_spills, loops, waits in rows:
         assert inputs.strip() == layout
+        # --waits: per loop, the fewest / median instructions from a load to its first wait
+        assert len(waits.split(",")) == len(loops.split(",")), (name, waits)
+        assert all(w.strip() == "-" or 0 < int(w.split("/")[0]) <= int(w.split("/")[1])
+                   for w in waits.split(",")), (name, waits)
         assert int(loop_spills) == 0, f"{name}: {loop_spills} spill loads/stores in loops"
         assert int(spills) <= 64, f"{name}: {spills} bytes of register spills"
         assert int(registers) <= 255 and loops.strip() != "-", name
