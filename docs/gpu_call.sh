@@ -46,6 +46,14 @@ y = selective_scan_triton(u, dt, A, B, C, D, z, bias, delta_softplus=True)
 y.backward(torch.randn_like(y))
 torch.cuda.synchronize()
 PY
+if [ "$1" = quick ]; then  # what a call of a minute or two can say about the fast launch (#25)
+  step "launch test" 60 python3 -m pytest -q -m gpu tests/kernels/test_launch.py -p no:cacheprovider > $OUT/launch_test.log 2>&1; tail -3 $OUT/launch_test.log
+  step "fast off" 30 $B --parts scan --kernels --shapes 1x256x16384 --out $OUT/bench_off.json > $OUT/bench_off.log 2>&1; grep "host time\|^| 1 x" $OUT/bench_off.log
+  sed -i "s/^FAST_LAUNCH = .*/FAST_LAUNCH = True/" kernels/launch.py
+  step "fast on" 30 $B --parts scan --kernels --shapes 1x256x16384 --out $OUT/bench_fast.json > $OUT/bench_fast.log 2>&1; grep "host time\|^| 1 x" $OUT/bench_fast.log
+  cd $OUT && tar czf all.tgz *.log $(ls *.json 2>/dev/null) && rm -f *.json *.log
+  exit 0
+fi
 if [ "$1" = fast ]; then  # the fast launch (#25): its GPU test, host time off / on, the kernel tests; #28 against its absence
   step "launch test" 60 python3 -m pytest -q -m gpu tests/kernels/test_launch.py -p no:cacheprovider > $OUT/launch_test.log 2>&1; tail -3 $OUT/launch_test.log
   step "fast off" 60 $B --parts scan --peer .peer/mamba_ssm_cuda --kernels --shapes 1x256x16384,8x256x4096,1x256x131072,8x2048x4096 --out $OUT/bench_off.json > $OUT/bench_off.log 2>&1; grep "host time\|^| [18] x" $OUT/bench_off.log
