@@ -157,6 +157,23 @@ def test_backward_folded_channel_sums(deterministic):
                             deterministic=deterministic)
 
 
+@pytest.mark.skipif(DEVICE != "cpu", reason="the compiled kernels read RERUN_AHEAD at compile "
+                    "time; on a GPU `docs/gpu_call.sh fast` runs every kernel test with it set")
+@pytest.mark.parametrize("sub_chunk", [8, 2])
+def test_backward_rerun_three_steps_ahead(monkeypatch, sub_chunk):
+    """The chunk rerun with its loads three steps ahead (triton_steps._rerun_step3, #28; off by
+    default until GPU-tested): chunks and sub-chunks, a short last chunk, segments, packed
+    sequences, an initial state and the final state's gradient."""
+    from mamba_bio_audio.kernels.selective_scan import triton_recurrent
+    import triton.language as tl
+    monkeypatch.setattr(triton_recurrent, "RERUN_AHEAD", tl.constexpr(3))
+    monkeypatch.setattr(triton_recurrent, "RERUN_UNROLL", tl.constexpr(2))
+    seq_idx = torch.tensor([[0] * 12 + [1] * 7 + [2] * 26], dtype=torch.int32).to(DEVICE)
+    inputs = channels_last(make_inputs(1, 8, 45, 4, init=True, seed=3))
+    check_against_reference(inputs, seq_idx=seq_idx, delta_softplus=True, chunk_size=8,
+                            segments=3, block_d=4, sub_chunk=sub_chunk)
+
+
 def test_long_sequence_many_chunks():
     # the interpreter runs the step-by-step kernels ~10x slower than the tiled ones
     inputs = make_inputs(1, 4, 1000, 4, init=True)
