@@ -27,9 +27,6 @@ FTZ_EXP2 = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") != "1")
 # The compiled segment passes also ask L2 for the next chunk's input rows while they work on one
 # (_prefetch_rows); the interpreter has no caches to fill.
 PREFETCH = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") != "1")
-# Compiled kernels exchange registers between lanes with `shfl.sync` (_lane_swap); the interpreter
-# has no lanes and takes the same values by a gather along the lane axis.
-SHUFFLE = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") != "1")
 # A program's stage (see _stage): slots for up to four per-channel inputs and for B and C.
 STAGE_SLOTS_D = tl.constexpr(4)
 STAGE_SLOTS_N = tl.constexpr(2)
@@ -116,14 +113,12 @@ def _exp2(x):
 
 @triton.jit
 def _lane_swap(x, MASK: tl.constexpr):
-    """x (R, W) as the lane whose index is this lane's XOR MASK holds it, where column c of x sits
-    in lane bits c (the columns are the low lane bits, W <= 32, MASK < W)."""
-    if SHUFFLE:
-        return tl.inline_asm_elementwise(f"shfl.sync.bfly.b32 $0, $1, {MASK}, 0x1f, -1;", "=r,r",
-                                         [x], dtype=tl.float32, is_pure=True, pack=1)
-    else:
-        c = tl.arange(0, x.shape[1])
-        return tl.gather(x, tl.broadcast_to((c ^ MASK)[None, :], x.shape), axis=1)
+    """x (R, W) with its columns exchanged across bit MASK: column c gets column c ^ MASK. Where
+    the columns are lanes of one warp (the backward tile, _channel_sums), Triton lowers this
+    gather to one `SHFL.BFLY` a register (compile_check: the same 34 shuffles a walk-back step as
+    inline `shfl.sync`, which would also have tied the result to the layout Triton picks)."""
+    c = tl.arange(0, x.shape[1])
+    return tl.gather(x, tl.broadcast_to((c ^ MASK)[None, :], x.shape), axis=1)
 
 
 @triton.jit
@@ -148,7 +143,9 @@ def _channel_sums(x):
     the channel axis on 4 registers and lane bits 0-2, so tl.sum takes 3 levels of 4 shuffles.
     Here the 4 registers are added first (the reshape to (16, 8, 4) keeps them in the thread),
     then two folds (_fold) halve the states each lane carries while they sum over lane bits 2
-    and 1, and a plain exchange sums over bit 0: 4 shuffles in all."""
+    and 1, and a plain exchange sums over bit 0: 4 shuffles in all. The result is the same
+    whatever layout Triton picks (the exchanges are gathers); only the shuffle count assumes
+    this one."""
     x = tl.sum(tl.reshape(x, (16, 8, 4)), axis=2)
     x = _fold(x, 2)  # (8, 8): state r + 8 (bit 2 of c)
     x = _fold(x, 1)  # (4, 8): state r + 4 (bit 1 of c) + 8 (bit 2 of c)
