@@ -71,6 +71,10 @@ if [ "$1" = variants ]; then  # a second call: the side-by-side rows, the kernel
   step bench 90 $B --parts scan --peer .peer/mamba_ssm_cuda --kernels --shapes 1x256x16384,8x256x4096,1x256x131072,8x2048x4096 --out $OUT/bench.json > $OUT/bench.log 2>&1
   show bench 70
   step "kernel tests" 150 python3 -m pytest -q -x -n 8 -m "gpu or not slow" tests/kernels -p no:cacheprovider --durations=15 > $OUT/kernel_tests.log 2>&1; tail -20 $OUT/kernel_tests.log
+  # the forward kernel's step loop unrolled by 2 (kernel_tuning_notes.md, "Next steps after #28")
+  sed -i "s/^FWD_UNROLL = .*/FWD_UNROLL = tl.constexpr(2)/" $K/triton_recurrent.py
+  step "forward unrolled" 35 $B --parts scan --kernels --shapes 1x256x16384,1x256x131072,8x2048x4096 --out $OUT/bench_fwd_unroll.json > $OUT/bench_fwd_unroll.log 2>&1; grep "^| 1 x\|^| 8 x\|_fwd_rec" $OUT/bench_fwd_unroll.log
+  sed -i "s/^FWD_UNROLL = .*/FWD_UNROLL = tl.constexpr(1)/" $K/triton_recurrent.py
   # the backward's stalls by SASS line (sampled warp states; the source page as CSV)
   step "ncu source" 60 ncu --clock-control none -k regex:"_bwd_recurrent" -c 1 --section SourceCounters --section WarpStateStats \
     --page source --print-source sass --csv python3 /tmp/one_fb.py > $OUT/ncu_source.csv 2> $OUT/ncu_source.log; wc -l $OUT/ncu_source.csv; tail -3 $OUT/ncu_source.log

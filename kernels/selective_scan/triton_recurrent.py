@@ -33,6 +33,10 @@ from .triton_steps import (LN2, _channel_params, _channel_sums, _chunk_inputs, _
 # them on a GPU (the interpreter ignores the unroll): `docs/gpu_call.sh fast` runs both.
 RERUN_AHEAD = tl.constexpr(2)
 RERUN_UNROLL = tl.constexpr(1)
+# The forward kernel's step loop unrolled by FWD_UNROLL: at 2, compile_check puts its loads'
+# first waits 147-410 instructions after them (190-200 at 1) for 223.5 instructions a step (220)
+# and 128 registers (116); not measured yet (docs/kernel_tuning_notes.md, "Next steps after #28")
+FWD_UNROLL = tl.constexpr(1)
 
 
 @triton.jit
@@ -92,7 +96,7 @@ def _fwd_recurrent_kernel(
             u1, dt1, a1, B1, C1, z1, u2, raw2, B2, C2, z2 = _fwd_pipeline_start(
                 ru, rdt, rB, rC, rz, 0, mask_d, mask_n, ku, kdt, kB, kC, kz, rows, bias, seq_base, tc,
                 A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX, True, HAS_Z)
-        for i in tl.range(0, CHUNK, num_stages=STAGES):
+        for i in tl.range(0, CHUNK, num_stages=STAGES, loop_unroll_factor=FWD_UNROLL):
             t = tc + i
             u, dt, a, Bt, Ct, z = u1, dt1, a1, B1, C1, z1
             u1, B1, C1, z1 = _f32(u2), _f32(B2), _f32(C2), _f32(z2)  # loaded an iteration ago
