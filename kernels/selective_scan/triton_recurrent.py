@@ -125,8 +125,8 @@ def _store_bc(ptr, x, mask, DETERMINISTIC: tl.constexpr):
 def _store_state_sums(ptr, s_n, x, n, mask_n, live, DETERMINISTIC: tl.constexpr,
                       FOLDED: tl.constexpr):
     """A step's dB or dC: the sums over channels of x (BLOCK_N, BLOCK_D), state n's at ptr + n s_n
-    (_store_bc), where live. FOLDED (BLOCK_N 16, BLOCK_D 32, one warp, the 4 x 8 lane tile):
-    by _channel_sums' folded butterfly; else tl.sum."""
+    (_store_bc), where live. FOLDED (x of (16, 32); fewest shuffles on the one-warp 4 x 8 lane
+    tile, Plan.folded_sums): by _channel_sums' folded butterfly; else tl.sum."""
     if FOLDED:
         v, nn, first = _channel_sums(x)
         _store_bc(ptr + nn * s_n, v, first & live, DETERMINISTIC)
