@@ -2,9 +2,15 @@
 # The measuring call of docs/kernel_tuning_notes.md, run on a lent GPU machine in one command:
 # `bench gpu` with mamba_ssm side by side (scan rows with the per-kernel breakdown and the host
 # time of a call), the same with the fast launch (#25) on and the kernel tests with it (it stays
-# on for the later steps where they pass), the latest changes turned back (#24 and #26's
-# prefetch, #27's folded sums, MIN_SEGMENT_CHUNKS), every default scan row and the decode step,
-# then the issue's whole-model rows.
+# on for the later steps where they pass), earlier changes turned back (#24's prefetch of the
+# segment passes, #27's folded sums, MIN_SEGMENT_CHUNKS), every default scan row and the decode
+# step, then the issue's whole-model rows. Other modes, as the first argument:
+#   fast      #25 and #28: the launch test, host time with the fast launch off and on, #28
+#             against the rerun before it, the kernel tests with both on (about 330 s);
+#   quick     the launch test and host time at one shape (a call of a minute or two);
+#   variants  the side-by-side rows, the kernel tests, FWD_UNROLL 2, Nsight Compute source
+#             counters of the backward and the sweep of tiles, segments, register limits and
+#             adjoint splits (`bench gpu --tune`).
 # Everything lands under $OUT, packed at the end into one all.tgz (the device returns 8 files).
 #
 # Before the call, on the development machine (repository root):
@@ -13,10 +19,7 @@
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 #     --platform any -d .whl soundfile pyfaidx biopython cffi pycparser   # not in the GPU image
-# then: device run `bash docs/gpu_call.sh` with carry [".peer", ".whl"] (`... fast`: the fast
-# launch's steps alone); a second call
-# `bash docs/gpu_call.sh variants` runs the side-by-side rows, the kernel tests and the sweep of tiles, segments,
-# register limits and adjoint splits (`bench gpu --tune`). Each step's
+# then: device run `bash docs/gpu_call.sh [mode]` with carry [".peer", ".whl"]. Each step's
 # timeout is cut to what is left of the call's 600 s (CALL_S), so the steps at the end are the ones
 # that a slow start loses.
 export PYTHONUNBUFFERED=1
@@ -96,7 +99,7 @@ step "fast launch" 60 $B --parts scan --peer .peer/mamba_ssm_cuda --kernels --sh
 step "fast launch tests" 110 python3 -m pytest -q -x -n 8 -m "gpu or not slow" tests/kernels -p no:cacheprovider > $OUT/tests_fast.log 2>&1; tail -3 $OUT/tests_fast.log
 tail -1 $OUT/tests_fast.log | grep -q " passed" && ! tail -1 $OUT/tests_fast.log | grep -q "failed\|error\|interrupted" || { cp /tmp/launch.py kernels/; echo "fast launch off again"; }
 grep "^FAST_LAUNCH" kernels/launch.py
-# the step loops without the L2 prefetch of their next chunk (before #24 and #26)
+# the segment passes without the L2 prefetch of their next chunk (before #24)
 sed -i "s/^PREFETCH = .*/PREFETCH = tl.constexpr(False)/" $K/triton_steps.py
 step "no prefetch" 35 $B --parts scan --kernels --shapes 1x256x16384,1x256x131072,8x2048x4096 --out $OUT/bench_noprefetch.json > $OUT/bench_noprefetch.log 2>&1; grep "^| 1 x\|^| 8 x\|_fwd_rec\|_bwd_rec\|_segment" $OUT/bench_noprefetch.log
 restore
