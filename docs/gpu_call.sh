@@ -49,25 +49,21 @@ y = selective_scan_triton(u, dt, A, B, C, D, z, bias, delta_softplus=True)
 y.backward(torch.randn_like(y))
 torch.cuda.synchronize()
 PY
-if [ "$1" = quick ]; then  # what a call of a minute or two can say about the fast launch (#25)
+if [ "$1" = fast ] || [ "$1" = quick ]; then  # #25 (and with fast, #28): see the header
+  S=1x256x16384,8x256x4096,1x256x131072,8x2048x4096; P="--peer .peer/mamba_ssm_cuda"
+  [ "$1" = quick ] && { S=1x256x16384; P=; }
   step "launch test" 60 python3 -m pytest -q -m gpu tests/kernels/test_launch.py -p no:cacheprovider > $OUT/launch_test.log 2>&1; tail -3 $OUT/launch_test.log
-  step "fast off" 30 $B --parts scan --kernels --shapes 1x256x16384 --out $OUT/bench_off.json > $OUT/bench_off.log 2>&1; grep "host time\|^| 1 x" $OUT/bench_off.log
+  step "fast off" 60 $B --parts scan $P --kernels --shapes $S --out $OUT/bench_off.json > $OUT/bench_off.log 2>&1; grep "host time\|^| [18] x" $OUT/bench_off.log
   sed -i "s/^FAST_LAUNCH = .*/FAST_LAUNCH = True/" kernels/launch.py
-  step "fast on" 30 $B --parts scan --kernels --shapes 1x256x16384 --out $OUT/bench_fast.json > $OUT/bench_fast.log 2>&1; grep "host time\|^| 1 x" $OUT/bench_fast.log
+  step "fast on" 60 $B --parts scan $P --kernels --shapes $S --out $OUT/bench_fast.json > $OUT/bench_fast.log 2>&1; grep "host time\|^| [18] x" $OUT/bench_fast.log
+  if [ "$1" = fast ]; then
+    # the backward's chunk rerun with #28 (loads 3 steps ahead, unrolled by 2), against "fast on";
+    # kept on for the kernel tests
+    sed -i "s/^RERUN_AHEAD = .*/RERUN_AHEAD = tl.constexpr(3)/; s/^RERUN_UNROLL = .*/RERUN_UNROLL = tl.constexpr(2)/" $K/triton_recurrent.py
+    step "rerun 3 ahead" 40 $B --parts scan --kernels --shapes 1x256x16384,1x256x131072,8x2048x4096 --out $OUT/bench_rerun3.json > $OUT/bench_rerun3.log 2>&1; grep "^| 1 x\|^| 8 x\|_bwd_rec" $OUT/bench_rerun3.log
+    step "kernel tests, #25 and #28 on" 110 python3 -m pytest -q -x -n 8 -m "gpu or not slow" tests/kernels -p no:cacheprovider > $OUT/tests_fast.log 2>&1; tail -3 $OUT/tests_fast.log
+  fi
   cd $OUT && tar czf all.tgz *.log $(ls *.json 2>/dev/null) && rm -f *.json *.log
-  exit 0
-fi
-if [ "$1" = fast ]; then  # #25 and #28: the launch test, host time off / on, #28 against its absence, the kernel tests with both
-  step "launch test" 60 python3 -m pytest -q -m gpu tests/kernels/test_launch.py -p no:cacheprovider > $OUT/launch_test.log 2>&1; tail -3 $OUT/launch_test.log
-  step "fast off" 60 $B --parts scan --peer .peer/mamba_ssm_cuda --kernels --shapes 1x256x16384,8x256x4096,1x256x131072,8x2048x4096 --out $OUT/bench_off.json > $OUT/bench_off.log 2>&1; grep "host time\|^| [18] x" $OUT/bench_off.log
-  sed -i "s/^FAST_LAUNCH = .*/FAST_LAUNCH = True/" kernels/launch.py
-  step "fast on" 60 $B --parts scan --peer .peer/mamba_ssm_cuda --kernels --shapes 1x256x16384,8x256x4096,1x256x131072,8x2048x4096 --out $OUT/bench_fast.json > $OUT/bench_fast.log 2>&1; grep "host time\|^| [18] x" $OUT/bench_fast.log
-  # the backward's chunk rerun with #28 (loads 3 steps ahead, unrolled by 2), against "fast on";
-  # kept on for the kernel tests
-  sed -i "s/^RERUN_AHEAD = .*/RERUN_AHEAD = tl.constexpr(3)/; s/^RERUN_UNROLL = .*/RERUN_UNROLL = tl.constexpr(2)/" $K/triton_recurrent.py
-  step "rerun 3 ahead" 40 $B --parts scan --kernels --shapes 1x256x16384,1x256x131072,8x2048x4096 --out $OUT/bench_rerun3.json > $OUT/bench_rerun3.log 2>&1; grep "^| 1 x\|^| 8 x\|_bwd_rec" $OUT/bench_rerun3.log
-  step "kernel tests, #25 and #28 on" 110 python3 -m pytest -q -x -n 8 -m "gpu or not slow" tests/kernels -p no:cacheprovider > $OUT/tests_fast.log 2>&1; tail -3 $OUT/tests_fast.log
-  cd $OUT && tar czf all.tgz *.json *.log && rm -f *.json *.log
   exit 0
 fi
 if [ "$1" = variants ]; then  # a second call: the side-by-side rows, the kernel tests, the tile sweep

@@ -137,7 +137,7 @@ def _load_waits(body):
     a barrier waits for everything on it (docs/kernel_tuning_notes.md #27, #28)."""
     out = []
     for k, (text, barrier, _) in enumerate(body):
-        if re.search(r"\bLDG\b|\bLDG\.", text) and barrier != 7:
+        if re.search(r"\bLDG\b", text) and barrier != 7:
             out.append(next((j for j in range(1, len(body) + 1)
                              if body[(k + j) % len(body)][2] >> barrier & 1), len(body)))
     return sorted(out)

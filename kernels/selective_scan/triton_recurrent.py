@@ -33,9 +33,10 @@ from .triton_steps import (LN2, _channel_params, _channel_sums, _chunk_inputs, _
 # them on a GPU (the interpreter ignores the unroll): `docs/gpu_call.sh fast` runs both.
 RERUN_AHEAD = tl.constexpr(2)
 RERUN_UNROLL = tl.constexpr(1)
-# The forward kernel's step loop unrolled by FWD_UNROLL: at 2, compile_check puts its loads'
-# first waits 147-410 instructions after them (190-200 at 1) for 223.5 instructions a step (220)
-# and 128 registers (116); not measured yet (docs/kernel_tuning_notes.md, "Next steps after #28")
+# The forward kernel's step loop unrolled by FWD_UNROLL: at 2, `compile_check --waits` puts its
+# loads' first waits 147 / 260 (fewest / median) instructions after them (191 / 199 at 1), for
+# 223.5 instructions a step (220) and 128 registers (116); not measured yet
+# (docs/kernel_tuning_notes.md, "Next steps after #28")
 FWD_UNROLL = tl.constexpr(1)
 
 

@@ -440,13 +440,11 @@ def _rerun_step3(h, u1, dt1, a1, B1, u2, raw2, B2, u3, raw3, B3, ru, rdt, rB, k,
     iterations after it rather than one."""
     u, dt, a, Bt = u1, dt1, a1, B1
     u1, B1 = _f32(u2), _f32(B2)  # loaded two iterations ago
-    dt1, a1 = _decay_from(_f32(raw2) + bias, seq_base, t + 1, mask_d & (t + 1 < L), A2, s_seq_l, L,
-                          DELTA_SOFTPLUS, HAS_SEQ_IDX)
-    u2, raw2, B2 = u3, raw3, B3
-    u3, raw3, B3, _C, _z = _step_loads(ru, rdt, rB, rB, ru, k, mask_d, mask_n, ku, kdt, kB, kB, ku,
-                                       kb, False, False)
+    dt1, a1, u4, raw4, B4, _C, _z = _fwd_pipeline_next(
+        raw2, ru, rdt, rB, rB, ru, k, t, mask_d, mask_n, ku, kdt, kB, kB, ku, kb, bias, seq_base, A2,
+        s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX, False, False)
     h = a * h + Bt[:, None] * (dt * u)[None, :]
-    return h, dt, a, u1, dt1, a1, B1, u2, raw2, B2, u3, raw3, B3
+    return h, dt, a, u1, dt1, a1, B1, u3, raw3, B3, u4, raw4, B4
 
 
 @triton.jit

@@ -8,8 +8,9 @@ import functools
 
 import pytest
 import torch
+import triton.language as tl
 
-from mamba_bio_audio.kernels.selective_scan import triton_scan
+from mamba_bio_audio.kernels.selective_scan import triton_recurrent, triton_scan
 from mamba_bio_audio.kernels.selective_scan.naive import selective_scan_ref
 from mamba_bio_audio.kernels.selective_scan.triton_scan import selective_scan_triton
 
@@ -164,8 +165,6 @@ def test_backward_rerun_three_steps_ahead(monkeypatch, sub_chunk):
     """The chunk rerun with its loads three steps ahead (triton_steps._rerun_step3, #28; off by
     default until GPU-tested): chunks and sub-chunks, a short last chunk, segments, packed
     sequences, an initial state and the final state's gradient."""
-    from mamba_bio_audio.kernels.selective_scan import triton_recurrent
-    import triton.language as tl
     monkeypatch.setattr(triton_recurrent, "RERUN_AHEAD", tl.constexpr(3))
     monkeypatch.setattr(triton_recurrent, "RERUN_UNROLL", tl.constexpr(2))
     seq_idx = torch.tensor([[0] * 12 + [1] * 7 + [2] * 26], dtype=torch.int32).to(DEVICE)
