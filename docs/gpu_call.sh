@@ -6,7 +6,8 @@
 # segment passes, #27's folded sums, MIN_SEGMENT_CHUNKS), every default scan row and the decode
 # step, then the issue's whole-model rows. Other modes, as the first argument:
 #   fast      #25 and #28: the launch test, host time with the fast launch off and on, #28
-#             against the rerun before it, the kernel tests with both on (about 330 s);
+#             against the rerun before it, the kernel tests with both on (about 330 s); then,
+#             as time allows, FWD_UNROLL 2 and the segment carry's tile;
 #   quick     the launch test and host time at one shape (a call of a minute or two);
 #   variants  the side-by-side rows, the kernel tests, FWD_UNROLL 2, Nsight Compute source
 #             counters of the backward and the sweep of tiles, segments, register limits and
@@ -62,6 +63,15 @@ if [ "$1" = fast ] || [ "$1" = quick ]; then  # #25 (and with fast, #28): see th
     sed -i "s/^RERUN_AHEAD = .*/RERUN_AHEAD = tl.constexpr(3)/; s/^RERUN_UNROLL = .*/RERUN_UNROLL = tl.constexpr(2)/" $K/triton_recurrent.py
     step "rerun 3 ahead" 40 $B --parts scan --kernels --shapes 1x256x16384,1x256x131072,8x2048x4096 --out $OUT/bench_rerun3.json > $OUT/bench_rerun3.log 2>&1; grep "^| 1 x\|^| 8 x\|_bwd_rec" $OUT/bench_rerun3.log
     step "kernel tests, #25 and #28 on" 110 python3 -m pytest -q -x -n 8 -m "gpu or not slow" tests/kernels -p no:cacheprovider > $OUT/tests_fast.log 2>&1; tail -3 $OUT/tests_fast.log
+    # with what is left: the forward's step loop unrolled by 2, against "rerun 3 ahead"
+    sed -i "s/^FWD_UNROLL = .*/FWD_UNROLL = tl.constexpr(2)/" $K/triton_recurrent.py
+    step "forward unrolled" 35 $B --parts scan --kernels --shapes 1x256x16384,1x256x131072,8x2048x4096 --out $OUT/bench_fwd_unroll.json > $OUT/bench_fwd_unroll.log 2>&1; grep "^| 1 x\|^| 8 x\|_fwd_rec" $OUT/bench_fwd_unroll.log
+    sed -i "s/^FWD_UNROLL = .*/FWD_UNROLL = tl.constexpr(1)/" $K/triton_recurrent.py
+    # the segment carry's tile (BLOCK_D, BLOCK_S, warps; 8, 16, 4 in "rerun 3 ahead")
+    for c in "4 32 4" "8 16 2" "2 64 4" "1 256 8"; do set -- $c
+      sed -i "s/^CARRY_BLOCK_D, CARRY_BLOCK_S, CARRY_WARPS = .*/CARRY_BLOCK_D, CARRY_BLOCK_S, CARRY_WARPS = $1, $2, $3/" $K/triton_scan.py
+      step "carry $1 $2 $3" 25 $B --parts scan --kernels --shapes 1x256x16384,1x256x131072 --out $OUT/bench_carry_$1_$2_$3.json > $OUT/bench_carry_$1_$2_$3.log 2>&1; grep "_segment_carry" $OUT/bench_carry_$1_$2_$3.log
+    done
   fi
   cd $OUT && tar czf all.tgz *.log $(ls *.json 2>/dev/null) && rm -f *.json *.log
   exit 0
