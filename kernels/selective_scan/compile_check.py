@@ -61,7 +61,7 @@ def kernels(block_d, staged=False, sub_chunk=BWD_SUB_CHUNK, folded_sums=BWD_FOLD
     yield "segment adjoints", triton_segments._segment_start_adjoint_kernel, dict(
         COMMON, HAS_Z=True, BLOCK_D=block_d, STAGED=staged), 1
     yield "segment carry", triton_segments._segment_carry_kernel, dict(
-        N=16, BLOCK_N=16, HAS_X0=True, REVERSE=False, BLOCK_D=8, BLOCK_S=16), 4
+        N=16, BLOCK_N=16, HAS_X0=True, REVERSE=False, BLOCK_D=2, BLOCK_S=64), 4
     yield "partial sums", triton_reduce._bwd_reduce_kernel, dict(
         N=16, BLOCK=triton_reduce.REDUCE_BLOCK), triton_reduce.REDUCE_WARPS
 

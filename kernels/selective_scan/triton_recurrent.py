@@ -26,18 +26,11 @@ from .triton_steps import (LN2, _channel_params, _channel_sums, _chunk_inputs, _
                            _same_sequence, _segment_chunks, _stage_slots, _state_offsets,
                            _step_loads)
 
-# The backward's chunk rerun loads step t + RERUN_AHEAD while step t runs (3: _rerun_step3, 2:
-# _rerun_step) and is unrolled by RERUN_UNROLL. 3 and 2 put the loads of consecutive steps on
-# different scoreboards, so that a load's first use comes two iterations after it
-# (docs/kernel_tuning_notes.md #28); they stay off until the compiled kernel tests have run with
-# them on a GPU (the interpreter ignores the unroll): `docs/gpu_call.sh fast` runs both.
-RERUN_AHEAD = tl.constexpr(2)
-RERUN_UNROLL = tl.constexpr(1)
-# The forward kernel's step loop unrolled by FWD_UNROLL: at 2, `compile_check --waits` puts its
-# loads' first waits 147 / 260 (fewest / median) instructions after them (191 / 199 at 1), for
-# 223.5 instructions a step (220) and 128 registers (116); not measured yet
-# (docs/kernel_tuning_notes.md, "Next steps after #28")
-FWD_UNROLL = tl.constexpr(1)
+# The backward's chunk rerun loads step t + 3 while step t runs (_rerun_step3) and is unrolled by
+# RERUN_UNROLL, so that the loads of consecutive steps sit on different scoreboards and a load's
+# first use comes two iterations after it (docs/kernel_tuning_notes.md #28: 1-2 % off the backward
+# kernel on an H100). The interpreter ignores the unroll.
+RERUN_UNROLL = tl.constexpr(2)
 
 
 @triton.jit
@@ -97,7 +90,7 @@ def _fwd_recurrent_kernel(
             u1, dt1, a1, B1, C1, z1, u2, raw2, B2, C2, z2 = _fwd_pipeline_start(
                 ru, rdt, rB, rC, rz, 0, mask_d, mask_n, ku, kdt, kB, kC, kz, rows, bias, seq_base, tc,
                 A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX, True, HAS_Z)
-        for i in tl.range(0, CHUNK, num_stages=STAGES, loop_unroll_factor=FWD_UNROLL):
+        for i in tl.range(0, CHUNK, num_stages=STAGES):
             t = tc + i
             u, dt, a, Bt, Ct, z = u1, dt1, a1, B1, C1, z1
             u1, B1, C1, z1 = _f32(u2), _f32(B2), _f32(C2), _f32(z2)  # loaded an iteration ago
@@ -277,28 +270,20 @@ def _bwd_recurrent_kernel(
             js = (n_sub - 1 - q) * SUB  # the sub-chunk's first step within the chunk
             if SUB < CHUNK:
                 h = tl.load(entries + (n_sub - 1 - q) * BLOCK_D * BLOCK_N)
-            # the sub-chunk rerun into the scratch, pipelined as the forward (step t + 1's decay
-            # and step t + 2's loads while step t runs); the walk back loads step t - 1's inputs
-            # while it computes step t
+            # the sub-chunk rerun into the scratch, pipelined as the forward but a step deeper
+            # (step t + 1's decay and step t + 3's loads while step t runs); the walk back loads
+            # step t - 1's inputs while it computes step t
             u1, dt1, a1, B1, _C1, _z1, u2, raw2, B2, _C2, _z2 = _fwd_pipeline_start(
                 ru, rdt, rB, rB, ru, k0 + js, mask_d, mask_n, ku, kdt, kB, kB, ku, kb, bias, seq_base,
                 tc + js, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX, False, False)
-            if RERUN_AHEAD == 3:
-                u3, raw3, B3, _C3, _z3 = _step_loads(ru, rdt, rB, rB, ru, k0 + js + 2, mask_d,
-                                                     mask_n, ku, kdt, kB, kB, ku, kb, False, False)
-                for j in tl.range(0, SUB, num_stages=STAGES, loop_unroll_factor=RERUN_UNROLL):
-                    h, _dt, _a, u1, dt1, a1, B1, u2, raw2, B2, u3, raw3, B3 = _rerun_step3(
-                        h, u1, dt1, a1, B1, u2, raw2, B2, u3, raw3, B3, ru, rdt, rB, k0 + js + j + 3,
-                        tc + js + j, mask_d, mask_n, ku, kdt, kB, kb, bias, seq_base, A2, s_seq_l,
-                        L, DELTA_SOFTPLUS, HAS_SEQ_IDX)
-                    tl.store(scratch + j * BLOCK_D * BLOCK_N, h)
-            else:
-                for j in tl.range(0, SUB, num_stages=STAGES, loop_unroll_factor=RERUN_UNROLL):
-                    h, _dt, _a, u1, dt1, a1, B1, u2, raw2, B2 = _rerun_step(
-                        h, u1, dt1, a1, B1, u2, raw2, B2, ru, rdt, rB, k0 + js + j + 2,
-                        tc + js + j, mask_d, mask_n, ku, kdt, kB, kb, bias, seq_base, A2, s_seq_l,
-                        L, DELTA_SOFTPLUS, HAS_SEQ_IDX)
-                    tl.store(scratch + j * BLOCK_D * BLOCK_N, h)
+            u3, raw3, B3, _C3, _z3 = _step_loads(ru, rdt, rB, rB, ru, k0 + js + 2, mask_d, mask_n,
+                                                 ku, kdt, kB, kB, ku, kb, False, False)
+            for j in tl.range(0, SUB, num_stages=STAGES, loop_unroll_factor=RERUN_UNROLL):
+                h, _dt, _a, u1, dt1, a1, B1, u2, raw2, B2, u3, raw3, B3 = _rerun_step3(
+                    h, u1, dt1, a1, B1, u2, raw2, B2, u3, raw3, B3, ru, rdt, rB, k0 + js + j + 3,
+                    tc + js + j, mask_d, mask_n, ku, kdt, kB, kb, bias, seq_base, A2, s_seq_l, L,
+                    DELTA_SOFTPLUS, HAS_SEQ_IDX)
+                tl.store(scratch + j * BLOCK_D * BLOCK_N, h)
             tl.debug_barrier()
             # the walk back, software-pipelined: iteration t runs step t's part that depends on
             # the adjoint g (g, dx, dΔ, du, dA, dB) from values prepared an iteration earlier,

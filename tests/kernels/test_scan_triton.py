@@ -8,9 +8,8 @@ import functools
 
 import pytest
 import torch
-import triton.language as tl
 
-from mamba_bio_audio.kernels.selective_scan import triton_recurrent, triton_scan
+from mamba_bio_audio.kernels.selective_scan import triton_scan
 from mamba_bio_audio.kernels.selective_scan.naive import selective_scan_ref
 from mamba_bio_audio.kernels.selective_scan.triton_scan import selective_scan_triton
 
@@ -158,15 +157,11 @@ def test_backward_folded_channel_sums(deterministic):
                             deterministic=deterministic)
 
 
-@pytest.mark.skipif(DEVICE != "cpu", reason="the compiled kernels read RERUN_AHEAD at compile "
-                    "time; on a GPU `docs/gpu_call.sh fast` runs every kernel test with it set")
 @pytest.mark.parametrize("sub_chunk", [8, 2])
-def test_backward_rerun_three_steps_ahead(monkeypatch, sub_chunk):
-    """The chunk rerun with its loads three steps ahead (triton_steps._rerun_step3, #28; off by
-    default until GPU-tested): chunks and sub-chunks, a short last chunk, segments, packed
-    sequences, an initial state and the final state's gradient."""
-    monkeypatch.setattr(triton_recurrent, "RERUN_AHEAD", tl.constexpr(3))
-    monkeypatch.setattr(triton_recurrent, "RERUN_UNROLL", tl.constexpr(2))
+def test_backward_rerun_three_steps_ahead(sub_chunk):
+    """The chunk rerun with its loads three steps ahead (triton_steps._rerun_step3, #28): chunks
+    and sub-chunks, a short last chunk, segments, packed sequences, an initial state and the final
+    state's gradient."""
     seq_idx = torch.tensor([[0] * 12 + [1] * 7 + [2] * 26], dtype=torch.int32).to(DEVICE)
     inputs = channels_last(make_inputs(1, 8, 45, 4, init=True, seed=3))
     check_against_reference(inputs, seq_idx=seq_idx, delta_softplus=True, chunk_size=8,
@@ -216,12 +211,14 @@ def test_segments_without_optional_inputs_fast_mode(variant):
 
 
 def test_many_segments_carry_pass_takes_boundaries_in_blocks():
-    """38 segments of one chunk: the boundary pass (forward and reverse) composes its boundaries
-    CARRY_BLOCK_S at a time, so this crosses three blocks, the last one partial; initial state and
-    final-state gradient flow through every block."""
-    inputs = make_inputs(1, 3, 75, 4, init=True, seed=11)
+    """71 segments of one chunk: the boundary pass (forward and reverse) composes its 70
+    boundaries CARRY_BLOCK_S (64) at a time, so this crosses two blocks, the second partial, with
+    a masked channel in its tile of 2; initial state and final-state gradient flow through every
+    block."""
+    assert triton_scan.CARRY_BLOCK_S == 64
+    inputs = make_inputs(1, 3, 141, 4, init=True, seed=11)
     check_against_reference(inputs, delta_softplus=True, chunk_size=2, block_d=2, variant="tiled",
-                            segments=38)
+                            segments=71)
 
 
 def test_segmented_scan_equals_unsegmented_and_is_deterministic():
