@@ -100,12 +100,12 @@ MIN_SEGMENT_CHUNKS = 2
 PROGRAMS_PER_SM = 4  # still below this many programs per SM, BLOCK_D halves (down to 2)
 PARTIALS_BUDGET = 2 << 30  # most bytes of deterministic dB/dC partials that a smaller BLOCK_D may cost
 MAX_TILE = 8192  # most elements of one (BLOCK_D, CHUNK, BLOCK_N) register tile for large N
-# the segment boundary pass (_carry): up to CARRY_BLOCK_S boundaries taken at once, on tiles of
-# about CARRY_TILE (boundaries x channels) with 2 to 8 channels, CARRY_WARPS warps. Each block of
-# boundaries waits on its own loads, so fewer, larger blocks win: at 1 x 256 x 16K (255
-# boundaries) the two launches took 35.5 us with blocks of 64 x 2 channels, 37.6 with 32 x 4 and
-# 57.4 with 16 x 8 (H100, docs/kernel_tuning_notes.md #29)
-CARRY_BLOCK_S, CARRY_TILE, CARRY_WARPS = 64, 128, 4
+# the segment boundary pass (_carry): (boundaries, channels) a block, with more than 64 boundaries
+# and with fewer, in CARRY_WARPS warps. Each block waits on its own loads and scans across lanes,
+# so the best block depends on the boundaries: at 1 x 256 x 16K (255 of them) the two launches
+# took 35.4 us with blocks of 64 x 2, 39.1 with 64 x 4 and 57.4 with 16 x 8; at 8 x 256 x 4K (31)
+# 15.5 with 16 x 8, 24.8 with 32 x 8 and 34.4 with 32 x 4 (H100, docs/kernel_tuning_notes.md #29)
+CARRY_LONG, CARRY_SHORT, CARRY_WARPS = (64, 2), (16, 8), 4
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -353,8 +353,8 @@ def _segment_exit_adjoints(delta, At, C, z, delta_bias, seq_idx, dout, dexit_las
 def _carry(x0, P, E, p: Plan, reverse):
     batch, _, N, dim = P.shape
     out = _empty(batch, p.n_seg, N, dim, like=P)
-    bs = min(CARRY_BLOCK_S, _pow2(max(p.n_seg - 1, 2)))
-    bd = min(max(2, CARRY_TILE // bs), 8, _pow2(dim))
+    bs, bd = CARRY_LONG if p.n_seg - 1 > CARRY_LONG[0] else CARRY_SHORT
+    bs, bd = min(bs, _pow2(max(p.n_seg - 1, 2))), min(bd, _pow2(dim))
     launch(
         _segment_carry_kernel, (_cdiv(dim, bd), batch),
         _or(x0, P), P, E, out, dim, N, p.n_seg, HAS_X0=x0 is not None, REVERSE=reverse,

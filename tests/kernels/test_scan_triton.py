@@ -210,15 +210,16 @@ def test_segments_without_optional_inputs_fast_mode(variant):
                             with_dfinal=False, deterministic=False)
 
 
-def test_many_segments_carry_pass_takes_boundaries_in_blocks():
-    """71 segments of one chunk: the boundary pass (forward and reverse) composes its 70
-    boundaries CARRY_BLOCK_S (64) at a time, so this crosses two blocks, the second partial, with
-    a masked channel in its tile of 2; initial state and final-state gradient flow through every
-    block."""
-    assert triton_scan.CARRY_BLOCK_S == 64
-    inputs = make_inputs(1, 3, 141, 4, init=True, seed=11)
+@pytest.mark.parametrize("L, segments", [(75, 38), (141, 71)])
+def test_many_segments_carry_pass_takes_boundaries_in_blocks(L, segments):
+    """Segments of one chunk: the boundary pass (forward and reverse) composes its boundaries a
+    block at a time: 37 boundaries cross three blocks of CARRY_SHORT's 16, 70 two blocks of
+    CARRY_LONG's 64 (2 channels, one of them masked in the second tile), the last block partial
+    either way; initial state and final-state gradient flow through every block."""
+    assert triton_scan.CARRY_SHORT[0] == 16 and triton_scan.CARRY_LONG[0] == 64
+    inputs = make_inputs(1, 3, L, 4, init=True, seed=11)
     check_against_reference(inputs, delta_softplus=True, chunk_size=2, block_d=2, variant="tiled",
-                            segments=71)
+                            segments=segments)
 
 
 def test_segmented_scan_equals_unsegmented_and_is_deterministic():
