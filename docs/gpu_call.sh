@@ -5,7 +5,9 @@
 # issue's whole-model rows. The other mode, as the first argument:
 #   variants  the side-by-side rows, the kernel tests, Nsight Compute source counters of the
 #             backward and the sweep of tiles, segments, register limits and adjoint splits
-#             (`bench gpu --tune`).
+#             (`bench gpu --tune`);
+#   host      the fast launch (kernels/launch.py) off and on, twice each, alternating: the host
+#             time of a scan call and the eager model rows, mamba_ssm beside them (about 240 s).
 # Everything lands under $OUT, packed at the end into one all.tgz (the device returns 8 files).
 #
 # Before the call, on the development machine (repository root):
@@ -44,6 +46,15 @@ y = selective_scan_triton(u, dt, A, B, C, D, z, bias, delta_softplus=True)
 y.backward(torch.randn_like(y))
 torch.cuda.synchronize()
 PY
+if [ "$1" = host ]; then  # is #25's gain larger than the host's own variation? (notes, after #29)
+  for i in 1 2; do for f in False True; do
+    sed -i "s/^FAST_LAUNCH = .*/FAST_LAUNCH = $f/" kernels/launch.py
+    step "fast $f, run $i" 70 $B --parts scan,models --peer .peer/mamba_ssm_cuda --kernels --shapes 1x256x16384,8x256x4096 --model-rows dna-small:1x131072,audio-unet:1x131072 --out $OUT/host_${f}_$i.json > $OUT/host_${f}_$i.log 2>&1
+    grep "host time\|^| dna\|^| audio" $OUT/host_${f}_$i.log
+  done; done
+  cd $OUT && tar czf all.tgz *.json *.log && rm -f *.json *.log
+  exit 0
+fi
 if [ "$1" = variants ]; then  # a second call: the side-by-side rows, the kernel tests, the tile sweep
   step bench 90 $B --parts scan --peer .peer/mamba_ssm_cuda --kernels --shapes 1x256x16384,8x256x4096,1x256x131072,8x2048x4096 --out $OUT/bench.json > $OUT/bench.log 2>&1
   show bench 70
