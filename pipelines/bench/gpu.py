@@ -208,21 +208,24 @@ def _forward(fn):
                         delta_softplus=True)
 
 
-def _forward_backward(fn):
-    f = _forward(fn)
-    return lambda x: f(x).backward(x["dy"])
-
-
 GRAD_INPUTS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 
 
+def _forward_backward(fn):
+    """One forward + backward of fn, returning the gradients (torch.autograd.grad) rather than
+    accumulating them into .grad: with .backward() every call after the first added each gradient
+    to the last one's, 8 elementwise kernels that a training step does not run on activations
+    (0.2-0.4 ms at 1 x 256 x 131K and 8 x 2048 x 4K, docs/benchmarks.md 15:12)."""
+    f = _forward(fn)
+    return lambda x: torch.autograd.grad(f(x), [x[k] for k in GRAD_INPUTS], x["dy"])
+
+
 def _graph_times(fn, x):
-    """(forward, forward + backward) ms of fn on inputs x replayed from CUDA graphs; the backward
-    returns the gradients (torch.autograd.grad) rather than accumulating them into .grad."""
+    """(forward, forward + backward) ms of fn on inputs x replayed from CUDA graphs."""
     f = _forward(fn)
     with torch.no_grad():
         fwd = _graph_ms(lambda: f(x))
-    fb = _graph_ms(lambda: torch.autograd.grad(f(x), [x[k] for k in GRAD_INPUTS], x["dy"]))
+    fb = _graph_ms(functools.partial(_forward_backward(fn), x))
     return fwd, fb
 
 

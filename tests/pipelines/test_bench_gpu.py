@@ -75,3 +75,28 @@ def test_kernel_table_lists_each_implementation_with_its_total():
     assert "| ours | total | | 308.5 |" in lines and "| peer | total | | 400.0 |" in lines
     assert "| ours | host time of the call | | 512.2 |" in lines
     assert not any(line.startswith("| peer | host") for line in lines)
+
+
+def test_forward_backward_step_returns_gradients_without_accumulating():
+    """The timed forward + backward returns each input's gradient and leaves .grad alone, so that
+    repeated calls time the scan, not the adds of gradient accumulation (which .backward() made
+    after the first call); the gradients are those of a plain backward."""
+    import torch
+
+    from mamba_bio_audio.kernels.selective_scan.naive import selective_scan_ref
+    g = torch.Generator().manual_seed(0)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
+    x = dict(u=r(1, 3, 7), delta=r(1, 3, 7), A=-r(3, 4).exp(), B=r(1, 4, 7), C=r(1, 4, 7), D=r(3),
+             z=r(1, 3, 7), delta_bias=r(3))
+    for v in x.values():
+        v.requires_grad_(True)
+    x["dy"] = r(1, 3, 7)
+    step = bench_gpu._forward_backward(selective_scan_ref)
+    first, second = step(x), step(x)
+    assert all(x[k].grad is None for k in bench_gpu.GRAD_INPUTS)
+    y = selective_scan_ref(*(x[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")),
+                           delta_softplus=True)
+    y.backward(x["dy"])
+    for k, a, b in zip(bench_gpu.GRAD_INPUTS, first, second):
+        torch.testing.assert_close(a, x[k].grad, msg=k)
+        torch.testing.assert_close(b, x[k].grad, msg=k)
