@@ -20,10 +20,11 @@ import torch
 from triton import knobs
 from triton.runtime import driver
 
-# On (docs/kernel_tuning_notes.md #25: the host time of an eager forward + backward 0.3-0.75 ms
-# less on an H100, the compiled kernel tests passing with it). A kernel's constexpr globals are
-# read when it compiles, and a known key skips Triton's check of them: patch a global only in a
-# fresh process, or turn this off first.
+# On (docs/kernel_tuning_notes.md #25: the compiled kernel tests pass with it; the host time of an
+# eager forward + backward was 0.3-0.9 ms less on an H100 in one pair of runs, a gain of the size
+# of the host's own variation, which `docs/gpu_call.sh host` is to settle). A kernel's constexpr
+# globals are read when it compiles, and a known key skips Triton's check of them: patch a global
+# only in a fresh process, or turn this off first.
 FAST_LAUNCH = True
 MAX_KEYS = 256  # keys remembered per kernel; past that its table starts over
 

@@ -100,9 +100,9 @@ MIN_SEGMENT_CHUNKS = 2
 PROGRAMS_PER_SM = 4  # still below this many programs per SM, BLOCK_D halves (down to 2)
 PARTIALS_BUDGET = 2 << 30  # most bytes of deterministic dB/dC partials that a smaller BLOCK_D may cost
 MAX_TILE = 8192  # most elements of one (BLOCK_D, CHUNK, BLOCK_N) register tile for large N
-# the segment boundary pass (_carry): (boundaries, channels) a block, with more than 64 boundaries
-# and with fewer, in CARRY_WARPS warps. Each block waits on its own loads and scans across lanes,
-# so the best block depends on the boundaries: at 1 x 256 x 16K (255 of them) the two launches
+# the segment boundary pass (_carry), CARRY_WARPS warps a program: (boundaries, channels) a block,
+# CARRY_LONG where there are more than 64 boundaries, CARRY_SHORT otherwise. Each block waits on
+# its own loads and scans across lanes, so the best block depends on the boundaries: at 1 x 256 x 16K (255 of them) the two launches
 # took 35.4 us with blocks of 64 x 2, 39.1 with 64 x 4 and 57.4 with 16 x 8; at 8 x 256 x 4K (31)
 # 15.5 with 16 x 8, 24.8 with 32 x 8 and 34.4 with 32 x 4 (H100, docs/kernel_tuning_notes.md #29)
 CARRY_LONG, CARRY_SHORT, CARRY_WARPS = (64, 2), (16, 8), 4
