@@ -255,19 +255,23 @@ def kernel_times(step, iters=10):
     return sorted(rows, key=lambda r: -r[2])
 
 
-def host_us(step, iters=20):
-    """Median host time of one step() in us: from the call until it returns with its GPU work
-    queued, the GPU idle before each call. Where this exceeds the kernels' GPU time, the host's
-    launch work, not the GPU, sets the pace of back-to-back calls."""
+def host_us(steps, iters=20):
+    """{name: median host time of one steps[name]() in us}: from the call until it returns with
+    its GPU work queued, the GPU idle before each call. Where this exceeds the kernels' GPU time,
+    the host's launch work, not the GPU, sets the pace of back-to-back calls. The steps take turns
+    (one call of each, iters + 1 times, the first round not counted), so that a change in the
+    host's speed during the measurement (it varied by up to 50 % between runs on the lent
+    machines) reaches every implementation alike."""
     import statistics
-    times = []
+    times = {name: [] for name in steps}
     for _ in range(iters + 1):
-        torch.cuda.synchronize()
-        t = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t)
+        for name, step in steps.items():
+            torch.cuda.synchronize()
+            t = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - t)
     torch.cuda.synchronize()
-    return statistics.median(times[1:]) * 1e6
+    return {name: statistics.median(ts[1:]) * 1e6 for name, ts in times.items()}
 
 
 def kernel_table(row):
@@ -308,6 +312,7 @@ def scan_row(shape, N, fl, peer, layout="time", graph=False, kernels=False):
                                      - _forward(peer)(inputs("peer", [x])[0]).float()).abs().max().item()
     del sets
     sets = [scan_inputs(batch, dim, L, N, True, layout=layout) for _ in range(_n_sets(batch, dim, L, 4e9))]
+    steps = {}  # --kernels: each implementation's f+b on its first input set, for host_us
     for name, fn in impls.items():
         these = inputs(name, sets)
         torch.cuda.synchronize()
@@ -317,11 +322,12 @@ def scan_row(shape, N, fl, peer, layout="time", graph=False, kernels=False):
         if graph:
             row[f"{name}_fwd_graph_ms"], row[f"{name}_fwd_bwd_graph_ms"] = _graph_times(fn, these[0])
         if kernels:
-            step = functools.partial(_forward_backward(fn), these[0])
-            row.setdefault("kernels", {})[name] = kernel_times(step)
-            row.setdefault("host_us", {})[name] = host_us(step)
+            steps[name] = functools.partial(_forward_backward(fn), these[0])
+            row.setdefault("kernels", {})[name] = kernel_times(steps[name])
         del these
-    del sets
+    if kernels:
+        row["host_us"] = host_us(steps)
+    del sets, steps
     bytes_ms, sfu_ms = floors(batch, dim, L, N, fl)
     row.update(floor_bytes_ms=bytes_ms, floor_sfu_ms=sfu_ms,
                fwd_over_floor=row["ours_fwd_ms"] / max(bytes_ms, sfu_ms))

@@ -100,3 +100,15 @@ def test_forward_backward_step_returns_gradients_without_accumulating():
     for k, a, b in zip(bench_gpu.GRAD_INPUTS, first, second):
         torch.testing.assert_close(a, x[k].grad, msg=k)
         torch.testing.assert_close(b, x[k].grad, msg=k)
+
+
+def test_host_time_takes_the_implementations_in_turns(monkeypatch):
+    """host_us calls each implementation's step once a round, in turns, so that both see the same
+    host; it reports one median per implementation over all rounds but the first."""
+    import torch
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    calls = []
+    steps = {"ours": lambda: calls.append("ours"), "peer": lambda: calls.append("peer")}
+    out = bench_gpu.host_us(steps, iters=3)
+    assert calls == ["ours", "peer"] * 4
+    assert set(out) == {"ours", "peer"} and all(v >= 0 for v in out.values())
