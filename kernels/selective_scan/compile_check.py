@@ -30,7 +30,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from . import triton_recurrent, triton_reduce, triton_segments
-from .triton_scan import BWD_FOLDED_SUMS, BWD_MAXNREG, BWD_MAXNREG_BLOCK_D, BWD_SUB_CHUNK
+from .triton_scan import BWD_FOLDED_SUMS, BWD_MAXNREG, BWD_MAXNREG_BLOCK_D, BWD_SUB_CHUNK, _folds
 
 BF16_ARGS = {"u_ptr", "delta_ptr", "B_ptr", "C_ptr", "z_ptr", "y_ptr", "dout_ptr", "du_ptr",
              "ddelta_ptr", "dz_ptr", "dBC_out_ptr"}
@@ -55,7 +55,7 @@ def kernels(block_d, staged=False, sub_chunk=BWD_SUB_CHUNK, folded_sums=BWD_FOLD
     yield "backward", triton_recurrent._bwd_recurrent_kernel, dict(
         COMMON, HAS_D=True, HAS_Z=True, HAS_INIT=False, HAS_DEXIT=True, DETERMINISTIC=True,
         BLOCK_D=block_d, STAGES=1, STAGED=staged, SUB=sub_chunk,
-        FOLDED_SUMS=folded_sums and block_d == 32 and not staged), 1
+        FOLDED_SUMS=folded_sums and _folds(block_d, COMMON["BLOCK_N"], 1, staged)), 1
     yield "segment ends", triton_segments._segment_end_kernel, dict(COMMON, BLOCK_D=block_d,
                                                                     STAGED=staged), 1
     yield "segment adjoints", triton_segments._segment_start_adjoint_kernel, dict(

@@ -102,9 +102,10 @@ PARTIALS_BUDGET = 2 << 30  # most bytes of deterministic dB/dC partials that a s
 MAX_TILE = 8192  # most elements of one (BLOCK_D, CHUNK, BLOCK_N) register tile for large N
 # the segment boundary pass (_carry), CARRY_WARPS warps a program: (boundaries, channels) a block,
 # CARRY_LONG where there are more than 64 boundaries, CARRY_SHORT otherwise. Each block waits on
-# its own loads and scans across lanes, so the best block depends on the boundaries: at 1 x 256 x 16K (255 of them) the two launches
-# took 35.4 us with blocks of 64 x 2, 39.1 with 64 x 4 and 57.4 with 16 x 8; at 8 x 256 x 4K (31)
-# 15.5 with 16 x 8, 24.8 with 32 x 8 and 34.4 with 32 x 4 (H100, docs/kernel_tuning_notes.md #29)
+# its own loads and scans across lanes, so the best block depends on the boundaries: at
+# 1 x 256 x 16K (255 of them) the two launches took 35.4 us with blocks of 64 x 2, 39.1 with
+# 64 x 4 and 57.4 with 16 x 8; at 8 x 256 x 4K (31) 15.5 with 16 x 8, 24.8 with 32 x 8 and 34.4
+# with 32 x 4 (H100, docs/kernel_tuning_notes.md #29)
 CARRY_LONG, CARRY_SHORT, CARRY_WARPS = (64, 2), (16, 8), 4
 
 
@@ -140,6 +141,12 @@ class Plan:
     maxnreg: int | None = None  # recurrent backward: register limit (BWD_MAXNREG; None: none)
     adjoint_split: int = 1  # backward: sub-segments of the segment-adjoint pass per segment
     folded_sums: bool = False  # recurrent backward: dB, dC summed by BWD_FOLDED_SUMS' butterfly
+
+
+def _folds(block_d: int, block_n: int, warps: int, staged: bool) -> bool:
+    """Whether the recurrent backward's tile is the one BWD_FOLDED_SUMS' butterfly is written for
+    (the 4 x 8 lane layout: BLOCK_D 32, BLOCK_N 16, one warp, unstaged)."""
+    return block_d == 32 and block_n == 16 and warps == 1 and not staged
 
 
 def _pow2_divisor(x: int, cap: int) -> int:
@@ -235,8 +242,7 @@ def _plan(batch, dim, L, N, groups, sms, *, backward=False, variant=None, block_
     limited = (backward and not tiled and not staged and bd == BWD_MAXNREG_BLOCK_D
                and (not sms or grid_programs > UNLIMITED_BWD_PROGRAMS_PER_SM * sms))
     maxnreg = BWD_MAXNREG if limited else None
-    folded = (BWD_FOLDED_SUMS and backward and not tiled and not staged and bd == 32
-              and block_n == 16 and warps == 1)
+    folded = BWD_FOLDED_SUMS and backward and not tiled and _folds(bd, block_n, warps, staged)
     return Plan(variant, bd, T, block_n, chunks_per_seg, n_seg, warps, stages or STAGES, staged, sub,
                 maxnreg, split, folded)
 

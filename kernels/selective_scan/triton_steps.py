@@ -437,13 +437,11 @@ def _rerun_step3(h, u1, dt1, a1, B1, u2, raw2, B2, u3, raw3, B3, ru, rdt, rB, k,
                  HAS_SEQ_IDX: tl.constexpr):
     """_rerun_step with the loads a step further ahead: step t + 3's raw inputs load at index k
     while step t runs, so that a load's first use (its conversion, as step t + 1's) comes two
-    iterations after it rather than one."""
-    u, dt, a, Bt = u1, dt1, a1, B1
-    u1, B1 = _f32(u2), _f32(B2)  # loaded two iterations ago
-    dt1, a1, u4, raw4, B4, _C, _z = _fwd_pipeline_next(
-        raw2, ru, rdt, rB, rB, ru, k, t, mask_d, mask_n, ku, kdt, kB, kB, ku, kb, bias, seq_base, A2,
-        s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX, False, False)
-    h = a * h + Bt[:, None] * (dt * u)[None, :]
+    iterations after it rather than one: _rerun_step's pipeline with (u3, raw3, B3), loaded an
+    iteration ago, held back a step."""
+    h, dt, a, u1, dt1, a1, B1, u4, raw4, B4 = _rerun_step(
+        h, u1, dt1, a1, B1, u2, raw2, B2, ru, rdt, rB, k, t, mask_d, mask_n, ku, kdt, kB, kb, bias,
+        seq_base, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX)
     return h, dt, a, u1, dt1, a1, B1, u3, raw3, B3, u4, raw4, B4
 
 
