@@ -7,7 +7,9 @@
 #             backward and the sweep of tiles, segments, register limits and adjoint splits
 #             (`bench gpu --tune`);
 #   host      the fast launch (kernels/launch.py) off and on, twice each, alternating: the host
-#             time of a scan call and the eager model rows, mamba_ssm beside them (about 240 s).
+#             time of a scan call and the eager model rows, mamba_ssm beside them (about 240 s);
+#   profile   where the host time of an eager forward + backward goes, ours and mamba_ssm's
+#             (cProfile and torch.profiler's CPU ops at 1 x 256 x 16K and 8 x 256 x 4K).
 # Everything lands under $OUT, packed at the end into one all.tgz (the device returns 8 files).
 #
 # Before the call, on the development machine (repository root):
@@ -46,6 +48,41 @@ y = selective_scan_triton(u, dt, A, B, C, D, z, bias, delta_softplus=True)
 y.backward(torch.randn_like(y))
 torch.cuda.synchronize()
 PY
+if [ "$1" = profile ]; then  # where the host time of an eager f+b goes (cProfile, torch.profiler CPU ops)
+  cat > /tmp/host_prof.py <<'PY'
+import cProfile, functools, pstats, sys, torch
+from torch.profiler import ProfilerActivity, profile
+from mamba_bio_audio.pipelines.bench.gpu import (_forward_backward, _time_contiguous, host_us,
+                                                 load_peer, scan_inputs)
+from mamba_bio_audio.kernels.selective_scan.triton_scan import selective_scan_triton
+import mamba_bio_audio.kernels.launch as launch
+batch, dim, L = map(int, sys.argv[1].split("x"))
+x = scan_inputs(batch, dim, L, 16, True, layout="channels-last")
+steps = {"ours": functools.partial(_forward_backward(selective_scan_triton), x),
+         "peer": functools.partial(_forward_backward(load_peer(".peer/mamba_ssm_cuda")), _time_contiguous(x))}
+for name, step in steps.items():
+    for _ in range(5): step()
+print("host us", host_us(steps, iters=50))
+for name, step in steps.items():
+    torch.cuda.synchronize()
+    pr = cProfile.Profile()
+    for _ in range(100):
+        torch.cuda.synchronize(); pr.enable(); step(); pr.disable()
+    torch.cuda.synchronize()
+    print(f"== {name}: cProfile of 100 calls, by own time"); pstats.Stats(pr).sort_stats("tottime").print_stats(30)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(50):
+            torch.cuda.synchronize(); step()
+    print(f"== {name}: torch.profiler CPU ops of 50 calls")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30))
+print("fast-launch keys", {k.fn.__name__: len(v) for k, v in launch._known.items()})
+PY
+  for shape in 1x256x16384 8x256x4096; do
+    step "profile $shape" 120 python3 /tmp/host_prof.py $shape > $OUT/prof_$shape.log 2>&1; grep "host us\|keys" $OUT/prof_$shape.log
+  done
+  cd $OUT && tar czf all.tgz *.log && rm -f *.log
+  exit 0
+fi
 if [ "$1" = host ]; then  # is #25's gain larger than the host's own variation? (notes, after #29)
   for i in 1 2; do for f in False True; do
     sed -i "s/^FAST_LAUNCH = .*/FAST_LAUNCH = $f/" kernels/launch.py

@@ -178,7 +178,7 @@ def _walk_prep(u, raw, Bt, Ct, z, dout, h, t, live, mask_d, n, mask_n, bias, Dv,
 def _bwd_recurrent_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, delta_bias_ptr, seq_ptr,
     states_ptr, dout_ptr, dexit_ptr, scratch_ptr, stage_ptr,
-    du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dinit_ptr,
+    du_ptr, ddelta_ptr, dz_ptr, part_ptr, dB_ptr, dC_ptr, dinit_ptr,
     dim, L, N: tl.constexpr, dim_per_group, n_chunks, chunks_per_seg, s_part, exit_rows, exit_split,
     s_u_b, s_u_d, s_u_l,
     s_dt_b, s_dt_d, s_dt_l,
@@ -197,8 +197,9 @@ def _bwd_recurrent_kernel(
 ):
     """dexit (batch, exit_rows, N, dim): the adjoint arriving at each segment's last step from its
     right (the final state's gradient for the last segment), segment s's at row _exit_row. dA, dD,
-    dbias are written per (batch row, segment), one row of s_part elements each, for a fixed-order
-    sum; dB, dC per channel block (DETERMINISTIC) or by atomics."""
+    dbias are written per (batch row, segment) for a fixed-order sum, into one row of s_part
+    elements each at part_ptr: dA as (N, dim), then dD (dim,), then dbias (dim,); dB, dC per
+    channel block (DETERMINISTIC) or by atomics."""
     pid_d, b, s, d, n, mask_d, mask_n, mask_nd, g_idx = _program(dim, BLOCK_D, BLOCK_N, N,
                                                                  dim_per_group, STAGED)
     n_seg = tl.num_programs(2)
@@ -328,12 +329,12 @@ def _bwd_recurrent_kernel(
                     dz_ptr + io_base, s_io_l, dC_base, s_dB_l, s_dB_n, HAS_Z, HAS_D,
                     DELTA_SOFTPLUS, DETERMINISTIC, FOLDED_SUMS)
             tl.debug_barrier()
-    tl.store(dA_ptr + (b * n_seg + s) * s_part + _state_offsets(d, n, dim, N, 0), dA_acc, mask=mask_nd)
+    tl.store(part_ptr + (b * n_seg + s) * s_part + _state_offsets(d, n, dim, N, 0), dA_acc, mask=mask_nd)
     if HAS_INIT:  # a_0 g_0, from the first segment
         tl.store(dinit_ptr + _state_offsets(d, n, dim, N, b),
                  _decay(A2, dt_next, keep_next, HAS_SEQ_IDX) * g,
                  mask=mask_nd & (s == 0))
     if HAS_D:
-        tl.store(dD_ptr + part, dD_acc, mask=mask_d)
+        tl.store(part_ptr + N * dim + part, dD_acc, mask=mask_d)
     if HAS_DELTA_BIAS:
-        tl.store(dbias_ptr + part, dbias_acc, mask=mask_d)
+        tl.store(part_ptr + (N + 1) * dim + part, dbias_acc, mask=mask_d)

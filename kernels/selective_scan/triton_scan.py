@@ -303,6 +303,11 @@ def _stages(p: Plan):
     return dict(STAGES=p.stages, STAGED=p.staged) if p.variant == "recurrent" else {}
 
 
+def _as(x, dtype):
+    """x in dtype: x itself where it already is (no call of .to, whose dispatch costs host time)."""
+    return x if x.dtype == dtype else x.to(dtype)
+
+
 def _strides(x, n=3):
     return x.stride() if x is not None else (0,) * n
 
@@ -341,8 +346,7 @@ def _segment_exit_adjoints(delta, At, C, z, delta_bias, seq_idx, dout, dexit_las
     if p.chunks_per_seg % p.adjoint_split:
         raise ValueError(f"a plan's segments of {p.chunks_per_seg} chunks do not split into "
                          f"{p.adjoint_split} sub-segments")
-    sub = p.chunks_per_seg // p.adjoint_split
-    p = dataclasses.replace(p, chunks_per_seg=sub, n_seg=_cdiv(n_chunks, sub))
+    p = _sub_segments(p, n_chunks)
     P, mu, grid = _segment_pass_buffers(delta, N, p)
     launch(
         _segment_start_adjoint_kernel, grid,
@@ -354,6 +358,14 @@ def _segment_exit_adjoints(delta, At, C, z, delta_bias, seq_idx, dout, dexit_las
         HAS_SEQ_IDX=seq_idx is not None, STAGED=p.staged, BLOCK_D=p.block_d, CHUNK=p.chunk,
         BLOCK_N=p.block_n, num_warps=p.num_warps)
     return _carry(dexit_last, P, mu, p, reverse=True)
+
+
+@functools.lru_cache(maxsize=4096)
+def _sub_segments(p: Plan, n_chunks: int) -> Plan:
+    """p with each segment cut into its p.adjoint_split sub-segments (the segment-adjoint pass's
+    programs); cached, as dataclasses.replace costs host time at every call."""
+    sub = p.chunks_per_seg // p.adjoint_split
+    return dataclasses.replace(p, chunks_per_seg=sub, n_seg=_cdiv(n_chunks, sub))
 
 
 def _carry(x0, P, E, p: Plan, reverse):
@@ -442,8 +454,8 @@ def _bwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_soft
         _bwd_recurrent_kernel if recurrent else _bwd_tiled_kernel, grid,
         u, delta, At, B, C, _or(D, u), _or(z, u), _or(delta_bias, u), _or(seq_idx, u),
         states, dout, _or(dexit, u), *scratch,
-        du, ddelta, _or(dz, u), part, dB, dC, part[:, N * dim:], part[:, (N + 1) * dim:],
-        _or(dinit, u), dim, L, N, dim // groups, n_chunks, p.chunks_per_seg, s_part,
+        du, ddelta, _or(dz, u), part, dB, dC, _or(dinit, u),
+        dim, L, N, dim // groups, n_chunks, p.chunks_per_seg, s_part,
         dexit.shape[1] if p.n_seg > 1 else 1, p.adjoint_split if p.n_seg > 1 else 1,
         *u.stride(), *delta.stride(), *_bc_strides(B), *_bc_strides(C), *_strides(z),
         *_strides(seq_idx, 2), *dout.stride(), *du.stride(), dB.stride(0), dB.stride(1), dB.stride(3), dB.stride(2),
@@ -455,21 +467,22 @@ def _bwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_soft
     )
     # every partial summed (in a fixed order) and cast in one launch (triton_reduce.py)
     k = n_blocks // groups if deterministic else 1
-    dBC_out = _empty(2, batch, groups, L, N, like=u, dtype=B.dtype if B.dtype == C.dtype else f32)
+    bc_shape = (groups, L, N) if B.dim() == 4 else (L, N)  # as B, (N, L) transposed
+    dBC_out = _empty(2, batch, *bc_shape, like=u, dtype=B.dtype if B.dtype == C.dtype else f32)
     sums = _empty(s_part, like=u, dtype=f32)
     n_bc = dBC_out.numel()
     launch(
         _bwd_reduce_kernel, (_cdiv(n_bc, REDUCE_BLOCK) + _cdiv(s_part, REDUCE_BLOCK),),
         dBC, part, dBC_out, sums, n_bc, L * N, k, s_part, part.shape[0], dim, N,
         BLOCK=REDUCE_BLOCK, num_warps=REDUCE_WARPS)
-    dBC = (dBC_out if B.dim() == 4 else dBC_out[:, :, 0]).transpose(-1, -2)  # as B: (..., N, L)
-    dB, dC = dBC if B.dtype == C.dtype else (dBC[0].to(B.dtype), dBC[1].to(C.dtype))
-    dA = sums[:N * dim].view(dim, N).to(A.dtype)
-    dD = sums[N * dim:(N + 1) * dim].to(D.dtype) if D is not None else None
-    dbias = sums[(N + 1) * dim:].to(delta_bias.dtype) if delta_bias is not None else None
+    dB, dC = dBC_out.transpose(-1, -2)  # as B: (..., N, L)
+    dA, dD, dbias = sums.split((N * dim, dim, dim))
+    dA = _as(dA.view(dim, N), A.dtype)
     if dinit is not None:
-        dinit = dinit.transpose(1, 2).to(initial_state.dtype)
-    return du, ddelta, dA, dB, dC, dD, dz, dbias, dinit
+        dinit = _as(dinit.transpose(1, 2), initial_state.dtype)
+    dD = _as(dD, D.dtype) if D is not None else None
+    dbias = _as(dbias, delta_bias.dtype) if delta_bias is not None else None
+    return du, ddelta, dA, _as(dB, B.dtype), _as(dC, C.dtype), dD, dz, dbias, dinit
 
 
 class SelectiveScanTriton(torch.autograd.Function):

@@ -112,7 +112,7 @@ def _fwd_tiled_kernel(
 def _bwd_tiled_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, delta_bias_ptr, seq_ptr,
     states_ptr, dout_ptr, dexit_ptr,
-    du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dinit_ptr,
+    du_ptr, ddelta_ptr, dz_ptr, part_ptr, dB_ptr, dC_ptr, dinit_ptr,
     dim, L, N: tl.constexpr, dim_per_group, n_chunks, chunks_per_seg, s_part, exit_rows, exit_split,
     s_u_b, s_u_d, s_u_l,
     s_dt_b, s_dt_d, s_dt_l,
@@ -218,10 +218,10 @@ def _bwd_tiled_kernel(
         carry = tl.sum(tl.where(first, gs, 0.0), axis=1)  # g at the chunk's first step
         if HAS_INIT:
             dinit = tl.sum(tl.where(first, gs * a, 0.0), axis=1)  # a_0 g_0 after the last chunk
-    tl.store(dA_ptr + (b * n_seg + s) * s_part + _dn(d, n, dim, N, 0), dA_acc, mask=mask_dn)
+    tl.store(part_ptr + (b * n_seg + s) * s_part + _dn(d, n, dim, N, 0), dA_acc, mask=mask_dn)
     if HAS_INIT:
         tl.store(dinit_ptr + _dn(d, n, dim, N, b), dinit, mask=mask_dn & (s == 0))
     if HAS_D:
-        tl.store(dD_ptr + part, dD_acc, mask=mask_d)
+        tl.store(part_ptr + N * dim + part, dD_acc, mask=mask_d)
     if HAS_DELTA_BIAS:
-        tl.store(dbias_ptr + part, dbias_acc, mask=mask_d)
+        tl.store(part_ptr + (N + 1) * dim + part, dbias_acc, mask=mask_d)

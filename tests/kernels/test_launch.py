@@ -22,6 +22,7 @@ def test_call_key_separates_what_triton_specialises_on():
     assert key((x, 16, 8), dict(BLOCK=8, num_warps=1)) != base  # any other int value
     assert key((x, 16, 7), dict(BLOCK=16, num_warps=1)) != base  # a constexpr
     assert key((x, 16, 7), dict(BLOCK=8, num_warps=2)) != base  # an option
+    assert key((x, 16, 7.0, None), dict(BLOCK=8)) == key((x, 16, 7.0, None), dict(BLOCK=8))  # values
     hash(base)
 
 
