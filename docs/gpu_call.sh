@@ -8,6 +8,8 @@
 #             (`bench gpu --tune`);
 #   host      the fast launch (kernels/launch.py) off and on, twice each, alternating: the host
 #             time of a scan call and the eager model rows, mamba_ssm beside them (about 240 s);
+#   ab        ab.patch's base against the tree (host time and eager model rows, in turns,
+#             twice), then the record call;
 #   profile   where the host time of an eager forward + backward goes, ours and mamba_ssm's
 #             (cProfile and torch.profiler's CPU ops at 1 x 256 x 16K and 8 x 256 x 4K).
 # Everything lands under $OUT, packed at the end into one all.tgz (the device returns 8 files).
@@ -103,6 +105,17 @@ if [ "$1" = variants ]; then  # a second call: the side-by-side rows, the kernel
   grep "^tune" $OUT/tune.log
   cd $OUT && tar czf all.tgz *.json *.log *.csv && rm -f *.json *.log *.csv
   exit 0
+fi
+if [ "$1" = ab ]; then  # ab.patch (git diff BASE -- paths, untracked, carried with the tree) undone and
+  # redone in turns, twice: the host time of a scan call and the eager model rows of BASE and of
+  # the tree, mamba_ssm beside them; then the record call below, on the tree
+  [ -f ab.patch ] || { echo "ab: expected ab.patch at the repository root"; exit 1; }
+  for i in 1 2; do for v in base tree; do
+    [ $v = base ] && patch -s -R -p1 < ab.patch
+    step "$v, run $i" 70 $B --parts scan,models --peer .peer/mamba_ssm_cuda --kernels --shapes 1x256x16384,8x256x4096 --model-rows dna-small:1x131072,audio-unet:1x131072 --out $OUT/ab_${v}_$i.json > $OUT/ab_${v}_$i.log 2>&1
+    [ $v = base ] && patch -s -p1 < ab.patch
+    grep "host time\|^| dna\|^| audio" $OUT/ab_${v}_$i.log
+  done; done
 fi
 # the scan rows side by side with the per-kernel breakdown and the host time of a call
 step bench 90 $B --parts scan --peer .peer/mamba_ssm_cuda --kernels --shapes 1x256x16384,8x256x4096,1x256x131072,8x2048x4096 --out $OUT/bench.json > $OUT/bench.log 2>&1

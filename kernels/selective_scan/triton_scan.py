@@ -257,8 +257,11 @@ def _bc_strides(M):
 def _empty_like_io(x, dtype=None):
     """An uninitialised (batch, dim, L) output laid out in memory as x is (time-contiguous, or
     channels-last as the mixer's delta and z are), so that it is written as x is read."""
-    if x.stride(2) == 1 and x.stride(1) >= x.shape[2] and x.stride(0) >= x.stride(1) * x.shape[1]:
-        return _empty(*x.shape, like=x, dtype=dtype)  # time-contiguous
+    batch, dim, L = x.shape
+    if x.stride(2) == 1 and x.stride(1) >= L and x.stride(0) >= x.stride(1) * dim:
+        return _empty(batch, dim, L, like=x, dtype=dtype)  # time-contiguous
+    if x.stride(1) == 1 and x.stride(2) >= dim and x.stride(0) >= x.stride(2) * L:
+        return _empty(batch, L, dim, like=x, dtype=dtype).transpose(1, 2)  # channels-last
     order = sorted(range(3), key=lambda i: -x.stride(i))
     out = _empty(*(x.shape[i] for i in order), like=x, dtype=dtype)
     return out.permute(*sorted(range(3), key=order.index))
@@ -301,6 +304,13 @@ def _stage_buffer(x, grid, p: Plan):
 def _stages(p: Plan):
     """The STAGES and STAGED arguments of the recurrent kernels (the tiled ones have no step loop)."""
     return dict(STAGES=p.stages, STAGED=p.staged) if p.variant == "recurrent" else {}
+
+
+def _transposed(A):
+    """A^T (N, dim) contiguous, as the kernels read it: a view where A is held that way
+    (the mixer's A, SelectiveSSM.A), else a copy."""
+    At = A.t()
+    return At if At.is_contiguous() else At.contiguous()
 
 
 def _as(x, dtype):
@@ -389,7 +399,7 @@ def _fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_soft
     N = A.shape[1]
     groups = _groups(B)
     n_chunks = _cdiv(L, p.chunk)
-    At = A.t().contiguous() if At is None else At
+    At = _transposed(A) if At is None else At
     init = initial_state.transpose(1, 2).contiguous() if initial_state is not None else None
     if p.n_seg > 1:
         init = _segment_entry_states(u, delta, At, B, delta_bias, seq_idx, init, delta_softplus, p)
@@ -424,7 +434,7 @@ def _bwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_soft
     n_chunks = states.shape[1]
     n_blocks = _cdiv(dim, p.block_d)
     dev, f32 = u.device, torch.float32
-    At = A.t().contiguous() if At is None else At
+    At = _transposed(A) if At is None else At
     dexit = dfinal.transpose(1, 2).contiguous() if dfinal is not None else None
     if p.n_seg > 1:
         dexit = _segment_exit_adjoints(delta, At, C, z, delta_bias, seq_idx, dout, dexit,
@@ -497,7 +507,7 @@ class SelectiveScanTriton(torch.autograd.Function):
                  **options)
         B, C = _n_contiguous(B), _n_contiguous(C)
         write_states = any(ctx.needs_input_grad[:9])  # forward itself runs under no_grad
-        At = A.t().contiguous()
+        At = _transposed(A)
         y, final, states = _fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx,
                                 delta_softplus, write_states, p, At)
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, states, At)

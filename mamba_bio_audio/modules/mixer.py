@@ -164,7 +164,7 @@ class SelectiveSSM(nn.Module):
         else:
             x_conv = F.silu(x_conv)  # (b, d, l)
         dt, B, C = self.selection(x_conv)
-        A = -torch.exp(self.A_log.float())  # (d, N)
+        A = self.A()
         initial = None if state is None else state.ssm
         if cp is not None:  # the state entering this slice, from every slice's zero-start scan
             _, end = selective_scan(x_conv, dt, A, B, C, delta_bias=self.delta_bias(),
@@ -184,6 +184,13 @@ class SelectiveSSM(nn.Module):
             state.conv = conv.clone(memory_format=torch.contiguous_format)
         return y
 
+    def A(self) -> torch.Tensor:
+        """A = -exp(A_log), (d, N) float32, for the scan, held in (N, d) memory (a transposed
+        view): the Triton scan reads A's transpose, which is then contiguous as it is, so a call
+        makes no transposed copy (a launch and about 90 us of host time on the lent H100 machines,
+        docs/benchmarks.md "2026-12-07 17:40")."""
+        return -torch.exp(self.A_log.float().t()).t()
+
     def step(self, x: torch.Tensor, z: torch.Tensor, state: MixerState) -> torch.Tensor:
         """Recurrent mode: one time step; `state` is updated in place.
 
@@ -200,7 +207,7 @@ class SelectiveSSM(nn.Module):
             x_conv = x_conv + self.conv1d.bias.float()
         x_conv = F.silu(x_conv).to(x.dtype)
         dt, B, C = self.selection(x_conv)
-        A = -torch.exp(self.A_log.float())
+        A = -torch.exp(self.A_log.float())  # contiguous, as the decode kernel's loads are tuned
         return selective_state_update(state.ssm, x_conv, dt, A, B, C, self.D.float(), z=z,
                                       dt_bias=self.delta_bias(), dt_softplus=True)
 
