@@ -120,7 +120,7 @@ fi
 # the scan rows side by side with the per-kernel breakdown and the host time of a call
 step bench 90 $B --parts scan --peer .peer/mamba_ssm_cuda --kernels --shapes 1x256x16384,8x256x4096,1x256x131072,8x2048x4096 --out $OUT/bench.json > $OUT/bench.log 2>&1
 grep -v '^{' $OUT/bench.log | grep "^| [18] x\|host time\|_segment_carry"
-step "kernel tests" 110 python3 -m pytest -q -x -n 8 -m "gpu or not slow" tests/kernels -p no:cacheprovider > $OUT/kernel_tests.log 2>&1; tail -c 300 $OUT/kernel_tests.log
+step "kernel tests" 110 python3 -m pytest -x -n 8 -m "gpu or not slow" tests/kernels -p no:cacheprovider > $OUT/kernel_tests.log 2>&1; tail -c 300 $OUT/kernel_tests.log
 # every default scan row side by side, and the decode step (the table)
 step "all rows" 240 $B --parts scan,decode --peer .peer/mamba_ssm_cuda --out $OUT/bench_all.json > $OUT/bench_all.log 2>&1; grep -v '^{' $OUT/bench_all.log | grep "^| \|decode\|us/step" | tail -20
 # the whole-model rows, ours and with mamba_ssm's scan swapped in

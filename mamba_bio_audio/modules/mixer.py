@@ -188,7 +188,7 @@ class SelectiveSSM(nn.Module):
         """A = -exp(A_log), (d, N) float32, for the scan, held in (N, d) memory (a transposed
         view): the Triton scan reads A's transpose, which is then contiguous as it is, so a call
         makes no transposed copy (a launch and about 90 us of host time on the lent H100 machines,
-        docs/benchmarks.md "2026-12-07 17:40")."""
+        docs/benchmarks.md "2026-12-07 16:45 and 16:58")."""
         return -torch.exp(self.A_log.float().t()).t()
 
     def step(self, x: torch.Tensor, z: torch.Tensor, state: MixerState) -> torch.Tensor:
