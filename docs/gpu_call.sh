@@ -8,6 +8,7 @@
 #             (`bench gpu --tune`);
 #   host      the fast launch (kernels/launch.py) off and on, twice each, alternating: the host
 #             time of a scan call and the eager model rows, mamba_ssm beside them (about 240 s);
+#   tune S    `bench gpu --tune` at the shapes S (e.g. 8x2048x1024), mamba_ssm beside them;
 #   ab        ab.patch's base against the tree (host time and eager model rows, in turns,
 #             twice), then the record call;
 #   profile   where the host time of an eager forward + backward goes, ours and mamba_ssm's
@@ -104,6 +105,13 @@ if [ "$1" = variants ]; then  # a second call: the side-by-side rows, the kernel
   step tune 270 $B --parts scan --tune --tune-shapes 1x256x16384,8x256x4096 --shapes 1x256x16384 --out $OUT/tune.json > $OUT/tune.log 2>&1
   grep "^tune" $OUT/tune.log
   cd $OUT && tar czf all.tgz *.json *.log *.csv && rm -f *.json *.log *.csv
+  exit 0
+fi
+if [ "$1" = tune ]; then  # the sweep of tiles, segments, register limits and adjoint splits at the
+  # shapes of $2 (comma-separated), graph-timed, mamba_ssm beside each for scale
+  step tune 500 $B --parts "" --peer .peer/mamba_ssm_cuda --tune --tune-shapes "$2" --out $OUT/tune.json > $OUT/tune.log 2>&1
+  grep "^tune" $OUT/tune.log
+  cd $OUT && tar czf all.tgz *.json *.log && rm -f *.json *.log
   exit 0
 fi
 if [ "$1" = ab ]; then  # ab.patch (git diff BASE -- paths, untracked, carried with the tree) undone and
