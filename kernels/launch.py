@@ -26,14 +26,15 @@ except ImportError:  # a torch built without CUDA: launch never reaches it (no C
         return torch.cuda.current_stream(device).cuda_stream
 
 # On (docs/kernel_tuning_notes.md #25: the compiled kernel tests pass with it; the host time of an
-# eager forward + backward was 0.3-0.9 ms less on an H100 in one pair of runs, a gain of the size
-# of the host's own variation, which `docs/gpu_call.sh host` is to settle). A kernel's constexpr
+# eager forward + backward was 180-390 us less on an H100, 1260-1358 us against 1502-1745 in four
+# runs taken in turns, docs/benchmarks.md 2026-12-07 16:45). A kernel's constexpr
 # globals are read when it compiles, and a known key skips Triton's check of them: patch a global
 # only in a fresh process, or turn this off first.
 FAST_LAUNCH = True
 MAX_KEYS = 256  # keys remembered per kernel; past that its table starts over
 
-_known: dict = {}  # kernel -> {key: (compiled kernel, its trailing keyword arguments in order)}
+# kernel -> {key: (compiled kernel, its trailing keyword arguments in order, _direct(compiled))}
+_known: dict = {}
 
 
 _VALUES = frozenset({int, float, bool, type(None)})  # arguments keyed by value

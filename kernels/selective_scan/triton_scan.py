@@ -78,7 +78,7 @@ UNLIMITED_BWD_PROGRAMS_PER_SM = 8  # 2 one-warp programs a scheduler at 226 regi
 # (kernel_tuning_notes.md #27)
 BWD_FOLDED_SUMS = True
 # The recurrent backward's walk back reads B and C from float32 copies in its per-program scratch
-# (each sub-chunk's, loaded as one (SUB, BLOCK_N) tile before its rerun and stored after it)
+# (each sub-chunk's, loaded as one (SUB, BLOCK_N) tile after its rerun and stored there)
 # rather than from the inputs, step by step. Read from the inputs, a lane's 4 states are 4 apart,
 # so B and C load as four 16-bit values a lane, which ptxas packs in pairs soon after the loads:
 # those packing instructions held 38 % of the backward's stall samples at 1 x 256 x 131K (H100
@@ -149,7 +149,7 @@ class Plan:
     maxnreg: int | None = None  # recurrent backward: register limit (BWD_MAXNREG; None: none)
     adjoint_split: int = 1  # backward: sub-segments of the segment-adjoint pass per segment
     folded_sums: bool = False  # recurrent backward: dB, dC summed by BWD_FOLDED_SUMS' butterfly
-    bc_scratch: bool = False  # recurrent backward: the walk back's B, C from the scratch (BWD_BC_SCRATCH)
+    bc_scratch: bool = False  # recurrent backward: walk back's B, C from the scratch (BWD_BC_SCRATCH)
 
 
 def _folds(block_d: int, block_n: int, warps: int, staged: bool) -> bool:
@@ -252,7 +252,8 @@ def _plan(batch, dim, L, N, groups, sms, *, backward=False, variant=None, block_
                and (not sms or grid_programs > UNLIMITED_BWD_PROGRAMS_PER_SM * sms))
     maxnreg = BWD_MAXNREG if limited else None
     folded = BWD_FOLDED_SUMS and backward and not tiled and _folds(bd, block_n, warps, staged)
-    bc = (BWD_BC_SCRATCH if bc_scratch is None else bc_scratch) and backward and not tiled and not staged
+    bc = ((BWD_BC_SCRATCH if bc_scratch is None else bc_scratch)
+          and backward and not tiled and not staged)
     return Plan(variant, bd, T, block_n, chunks_per_seg, n_seg, warps, stages or STAGES, staged, sub,
                 maxnreg, split, folded, bc)
 
@@ -476,7 +477,8 @@ def _bwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_soft
     grid = (n_blocks, batch, p.n_seg)
     scratch = ((torch.empty(batch * p.n_seg * n_blocks * _scratch_floats(p), device=dev, dtype=f32),
                 _stage_buffer(u, grid, p)) if recurrent else ())
-    sub = dict(SUB=p.sub_chunk, FOLDED_SUMS=p.folded_sums, BC_SCRATCH=p.bc_scratch) if recurrent else {}
+    sub = (dict(SUB=p.sub_chunk, FOLDED_SUMS=p.folded_sums, BC_SCRATCH=p.bc_scratch)
+           if recurrent else {})
     launch(
         _bwd_recurrent_kernel if recurrent else _bwd_tiled_kernel, grid,
         u, delta, At, B, C, _or(D, u), _or(z, u), _or(delta_bias, u), _or(seq_idx, u),
