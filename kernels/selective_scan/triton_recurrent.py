@@ -178,7 +178,7 @@ def _walk_prep(u, raw, Bt, Ct, z, dout, h, t, live, mask_d, n, mask_n, bias, Dv,
 def _bwd_recurrent_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, delta_bias_ptr, seq_ptr,
     states_ptr, dout_ptr, dexit_ptr, scratch_ptr, stage_ptr,
-    du_ptr, ddelta_ptr, dz_ptr, part_ptr, dB_ptr, dC_ptr, dinit_ptr,
+    du_ptr, ddelta_ptr, dz_ptr, part_ptr, dBC_ptr, dinit_ptr,
     dim, L, N: tl.constexpr, dim_per_group, n_chunks, chunks_per_seg, s_part, exit_rows, exit_split,
     s_u_b, s_u_d, s_u_l,
     s_dt_b, s_dt_d, s_dt_l,
@@ -188,7 +188,7 @@ def _bwd_recurrent_kernel(
     s_seq_b, s_seq_l,
     s_do_b, s_do_d, s_do_l,
     s_io_b, s_io_d, s_io_l,
-    s_dB_b, s_dB_blk, s_dB_n, s_dB_l,
+    s_dBC, s_dB_b, s_dB_blk, s_dB_n, s_dB_l,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_DELTA_BIAS: tl.constexpr,
     DELTA_SOFTPLUS: tl.constexpr, HAS_INIT: tl.constexpr, HAS_SEQ_IDX: tl.constexpr,
     HAS_DEXIT: tl.constexpr, DETERMINISTIC: tl.constexpr, STAGED: tl.constexpr,
@@ -199,7 +199,7 @@ def _bwd_recurrent_kernel(
     right (the final state's gradient for the last segment), segment s's at row _exit_row. dA, dD,
     dbias are written per (batch row, segment) for a fixed-order sum, into one row of s_part
     elements each at part_ptr: dA as (N, dim), then dD (dim,), then dbias (dim,); dB, dC per
-    channel block (DETERMINISTIC) or by atomics."""
+    channel block (DETERMINISTIC) or by atomics, both into dBC (dB, then dC, s_dBC apart)."""
     pid_d, b, s, d, n, mask_d, mask_n, mask_nd, g_idx = _program(dim, BLOCK_D, BLOCK_N, N,
                                                                  dim_per_group, STAGED)
     n_seg = tl.num_programs(2)
@@ -240,11 +240,10 @@ def _bwd_recurrent_kernel(
     scratch = scratch_ptr + scratch
     bc = scratch_ptr + program + (SUB + CHUNK // SUB) * BLOCK_D * BLOCK_N
     if DETERMINISTIC:
-        dB_base = dB_ptr + b * s_dB_b + pid_d * s_dB_blk
-        dC_base = dC_ptr + b * s_dB_b + pid_d * s_dB_blk
+        dB_base = dBC_ptr + b * s_dB_b + pid_d * s_dB_blk
     else:
-        dB_base = dB_ptr + b * s_dB_b + g_idx * s_dB_blk
-        dC_base = dC_ptr + b * s_dB_b + g_idx * s_dB_blk
+        dB_base = dBC_ptr + b * s_dB_b + g_idx * s_dB_blk
+    dC_base = dB_base + s_dBC  # dBC: dB's slices, then dC's, s_dBC apart
     slots = _stage_slots(stage_ptr, pid_d, b, s, BLOCK_D, BLOCK_N, CHUNK)
     c0, c1, t0, t1 = _segment_chunks(s, chunks_per_seg, n_chunks, CHUNK, L)
     n_sub = CHUNK // SUB

@@ -295,11 +295,12 @@ def _groups(M) -> int:
 
 
 def _segment_pass_buffers(x, N, p: Plan):
-    """The two (batch, n_seg - 1, N, dim) fp32 outputs of a segment-local pass (one allocation),
-    and its grid."""
+    """The fp32 output of a segment-local pass, (2, batch, n_seg - 1, N, dim): its two halves
+    (P, then E or mu) in one buffer that the kernels index (triton_segments._pe_half), with no
+    views made of it here (each costs host time); and the pass's grid."""
     batch, dim, _ = x.shape
     out = _empty(2, batch, p.n_seg - 1, N, dim, like=x, dtype=torch.float32)
-    return (*out, (_cdiv(dim, p.block_d), batch, p.n_seg - 1))
+    return out, (_cdiv(dim, p.block_d), batch, p.n_seg - 1)
 
 
 def _stage_buffer(x, grid, p: Plan):
@@ -351,16 +352,16 @@ def _segment_entry_states(u, delta, At, B, delta_bias, seq_idx, init, delta_soft
     N = At.shape[0]
     groups = _groups(B)
     n_chunks = _cdiv(L, p.chunk)
-    P, E, grid = _segment_pass_buffers(u, N, p)
+    PE, grid = _segment_pass_buffers(u, N, p)
     launch(
         _segment_end_kernel, grid,
-        u, delta, At, B, _or(delta_bias, u), _or(seq_idx, u), P, E, _stage_buffer(u, grid, p),
+        u, delta, At, B, _or(delta_bias, u), _or(seq_idx, u), PE, _stage_buffer(u, grid, p),
         dim, L, N, dim // groups, n_chunks, p.chunks_per_seg,
         *u.stride(), *delta.stride(), *_bc_strides(B), *_strides(seq_idx, 2),
         HAS_DELTA_BIAS=delta_bias is not None, DELTA_SOFTPLUS=delta_softplus,
         HAS_SEQ_IDX=seq_idx is not None, STAGED=p.staged, BLOCK_D=p.block_d, CHUNK=p.chunk,
         BLOCK_N=p.block_n, num_warps=p.num_warps)
-    return _carry(init, P, E, p, reverse=False)
+    return _carry(init, PE, p, reverse=False)
 
 
 def _segment_exit_adjoints(delta, At, C, z, delta_bias, seq_idx, dout, dexit_last, delta_softplus,
@@ -376,17 +377,17 @@ def _segment_exit_adjoints(delta, At, C, z, delta_bias, seq_idx, dout, dexit_las
         raise ValueError(f"a plan's segments of {p.chunks_per_seg} chunks do not split into "
                          f"{p.adjoint_split} sub-segments")
     p = _sub_segments(p, n_chunks)
-    P, mu, grid = _segment_pass_buffers(delta, N, p)
+    PE, grid = _segment_pass_buffers(delta, N, p)
     launch(
         _segment_start_adjoint_kernel, grid,
-        delta, At, C, _or(z, delta), _or(delta_bias, delta), _or(seq_idx, delta), dout, P, mu,
+        delta, At, C, _or(z, delta), _or(delta_bias, delta), _or(seq_idx, delta), dout, PE,
         _stage_buffer(delta, grid, p),
         dim, L, N, dim // groups, n_chunks, p.chunks_per_seg,
         *delta.stride(), *_bc_strides(C), *_strides(z), *_strides(seq_idx, 2), *dout.stride(),
         HAS_Z=z is not None, HAS_DELTA_BIAS=delta_bias is not None, DELTA_SOFTPLUS=delta_softplus,
         HAS_SEQ_IDX=seq_idx is not None, STAGED=p.staged, BLOCK_D=p.block_d, CHUNK=p.chunk,
         BLOCK_N=p.block_n, num_warps=p.num_warps)
-    return _carry(dexit_last, P, mu, p, reverse=True)
+    return _carry(dexit_last, PE, p, reverse=True)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -397,14 +398,14 @@ def _sub_segments(p: Plan, n_chunks: int) -> Plan:
     return dataclasses.replace(p, chunks_per_seg=sub, n_seg=_cdiv(n_chunks, sub))
 
 
-def _carry(x0, P, E, p: Plan, reverse):
-    batch, _, N, dim = P.shape
-    out = _empty(batch, p.n_seg, N, dim, like=P)
+def _carry(x0, PE, p: Plan, reverse):
+    _, batch, _, N, dim = PE.shape
+    out = _empty(batch, p.n_seg, N, dim, like=PE)
     bs, bd = CARRY_LONG if p.n_seg - 1 > CARRY_LONG[0] else CARRY_SHORT
     bs, bd = min(bs, _pow2(max(p.n_seg - 1, 2))), min(bd, _pow2(dim))
     launch(
         _segment_carry_kernel, (_cdiv(dim, bd), batch),
-        _or(x0, P), P, E, out, dim, N, p.n_seg, HAS_X0=x0 is not None, REVERSE=reverse,
+        _or(x0, PE), PE, out, dim, N, p.n_seg, HAS_X0=x0 is not None, REVERSE=reverse,
         BLOCK_D=bd, BLOCK_N=p.block_n, BLOCK_S=bs, num_warps=CARRY_WARPS)
     return out
 
@@ -472,7 +473,6 @@ def _bwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_soft
         dBC = _empty(2, batch, n_blocks, L, N, like=u, dtype=f32)
     else:
         dBC = torch.zeros(2, batch, groups, L, N, device=dev, dtype=f32)
-    dB, dC = dBC
     recurrent = p.variant == "recurrent"
     grid = (n_blocks, batch, p.n_seg)
     scratch = ((torch.empty(batch * p.n_seg * n_blocks * _scratch_floats(p), device=dev, dtype=f32),
@@ -483,11 +483,12 @@ def _bwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_soft
         _bwd_recurrent_kernel if recurrent else _bwd_tiled_kernel, grid,
         u, delta, At, B, C, _or(D, u), _or(z, u), _or(delta_bias, u), _or(seq_idx, u),
         states, dout, _or(dexit, u), *scratch,
-        du, ddelta, _or(dz, u), part, dB, dC, _or(dinit, u),
+        du, ddelta, _or(dz, u), part, dBC, _or(dinit, u),
         dim, L, N, dim // groups, n_chunks, p.chunks_per_seg, s_part,
         dexit.shape[1] if p.n_seg > 1 else 1, p.adjoint_split if p.n_seg > 1 else 1,
         *u.stride(), *delta.stride(), *_bc_strides(B), *_bc_strides(C), *_strides(z),
-        *_strides(seq_idx, 2), *dout.stride(), *du.stride(), dB.stride(0), dB.stride(1), dB.stride(3), dB.stride(2),
+        *_strides(seq_idx, 2), *dout.stride(), *du.stride(),
+        dBC.stride(0), dBC.stride(1), dBC.stride(2), dBC.stride(4), dBC.stride(3),
         HAS_D=D is not None, HAS_Z=z is not None, HAS_DELTA_BIAS=delta_bias is not None,
         DELTA_SOFTPLUS=delta_softplus, HAS_INIT=initial_state is not None,
         HAS_SEQ_IDX=seq_idx is not None, HAS_DEXIT=dexit is not None, DETERMINISTIC=deterministic,

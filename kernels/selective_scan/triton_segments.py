@@ -46,7 +46,7 @@ def _decay_product(p, dt_sum, A2, HAS_SEQ_IDX: tl.constexpr):
 
 @triton.jit
 def _segment_end_kernel(
-    u_ptr, delta_ptr, A_ptr, B_ptr, delta_bias_ptr, seq_ptr, P_ptr, E_ptr, stage_ptr,
+    u_ptr, delta_ptr, A_ptr, B_ptr, delta_bias_ptr, seq_ptr, PE_ptr, stage_ptr,
     dim, L, N: tl.constexpr, dim_per_group, n_chunks, chunks_per_seg,
     s_u_b, s_u_d, s_u_l,
     s_dt_b, s_dt_d, s_dt_l,
@@ -55,8 +55,8 @@ def _segment_end_kernel(
     HAS_DELTA_BIAS: tl.constexpr, DELTA_SOFTPLUS: tl.constexpr, HAS_SEQ_IDX: tl.constexpr,
     STAGED: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    """Program s (of n_seg - 1) scans segment s from a zero state: P_s and E_s, (batch, dim,
-    n_seg - 1, N)."""
+    """Program s (of n_seg - 1) scans segment s from a zero state: P_s and E_s into PE, (2, batch,
+    n_seg - 1, N, dim): P, then E (one buffer, _pe_half apart)."""
     pid_d, b, s, d, n, mask_d, mask_n, mask_nd, g = _program(dim, BLOCK_D, BLOCK_N, N, dim_per_group,
                                                              True)  # one channel a lane: see _program
     _, A2, _, bias = _channel_params(A_ptr, A_ptr, delta_bias_ptr, d, n, dim, N, mask_d, mask_nd, False,
@@ -95,13 +95,13 @@ def _segment_end_kernel(
                 kdt, kB, kb, bias, seq_base, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX)
             p, dt_sum = _decay_product_step(p, a, dt_sum, dt, HAS_SEQ_IDX)
     out = _state_offsets(d, n, dim, N, b * tl.num_programs(2) + s)
-    tl.store(P_ptr + out, _decay_product(p, dt_sum, A2, HAS_SEQ_IDX), mask=mask_nd)
-    tl.store(E_ptr + out, h, mask=mask_nd)
+    tl.store(PE_ptr + out, _decay_product(p, dt_sum, A2, HAS_SEQ_IDX), mask=mask_nd)
+    tl.store(PE_ptr + _pe_half(tl.num_programs(2), N, dim) + out, h, mask=mask_nd)
 
 
 @triton.jit
 def _segment_start_adjoint_kernel(
-    delta_ptr, A_ptr, C_ptr, z_ptr, delta_bias_ptr, seq_ptr, dout_ptr, P_ptr, mu_ptr, stage_ptr,
+    delta_ptr, A_ptr, C_ptr, z_ptr, delta_bias_ptr, seq_ptr, dout_ptr, PE_ptr, stage_ptr,
     dim, L, N: tl.constexpr, dim_per_group, n_chunks, chunks_per_seg,
     s_dt_b, s_dt_d, s_dt_l,
     s_C_b, s_C_g, s_C_n, s_C_l,
@@ -113,7 +113,8 @@ def _segment_start_adjoint_kernel(
     BLOCK_D: tl.constexpr, CHUNK: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """Program k (of n_seg - 1) runs the adjoint of segment s = k + 1 backwards from zero:
-    P_s and mu_s = a_{t0} g_{t0}, stored at index k of (batch, dim, n_seg - 1, N)."""
+    P_s and mu_s = a_{t0} g_{t0}, stored at index k of PE's halves, (2, batch, n_seg - 1, N, dim):
+    P, then mu."""
     pid_d, b, k, d, n, mask_d, mask_n, mask_nd, g = _program(dim, BLOCK_D, BLOCK_N, N, dim_per_group,
                                                              STAGED)
     _, A2, _, bias = _channel_params(A_ptr, A_ptr, delta_bias_ptr, d, n, dim, N, mask_d, mask_nd, False,
@@ -156,8 +157,15 @@ def _segment_start_adjoint_kernel(
             p, dt_sum = _decay_product_step(p, a, dt_sum, dt, HAS_SEQ_IDX)
             a_next = a
     out = _state_offsets(d, n, dim, N, b * tl.num_programs(2) + k)
-    tl.store(P_ptr + out, _decay_product(p, dt_sum, A2, HAS_SEQ_IDX), mask=mask_nd)
-    tl.store(mu_ptr + out, a_next * lam, mask=mask_nd)
+    tl.store(PE_ptr + out, _decay_product(p, dt_sum, A2, HAS_SEQ_IDX), mask=mask_nd)
+    tl.store(PE_ptr + _pe_half(tl.num_programs(2), N, dim) + out, a_next * lam, mask=mask_nd)
+
+
+@triton.jit
+def _pe_half(boundaries, N, dim):
+    """Elements between the two halves of a segment pass's (2, batch, boundaries, N, dim) output
+    (program axis 1 is the batch row)."""
+    return tl.num_programs(1).to(tl.int64) * boundaries * N * dim
 
 
 @triton.jit
@@ -180,13 +188,13 @@ def _carry_block(P_ptr, E_ptr, b, j0, j, nd, mask_nd, N: tl.constexpr, dim, n_se
 
 @triton.jit
 def _segment_carry_kernel(
-    x0_ptr, P_ptr, E_ptr, out_ptr, dim, N: tl.constexpr, n_seg,
+    x0_ptr, PE_ptr, out_ptr, dim, N: tl.constexpr, n_seg,
     HAS_X0: tl.constexpr, REVERSE: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_S: tl.constexpr,
 ):
     """x across segment boundaries: out[0] = x0, out[k+1] = P[k] out[k] + E[k] (REVERSE: from
-    out[n_seg-1] = x0 down, out[k] = P[k] out[k+1] + E[k]). x0 (batch, N, dim) or zeros; P, E
-    (batch, n_seg - 1, N, dim); out (batch, n_seg, N, dim).
+    out[n_seg-1] = x0 down, out[k] = P[k] out[k+1] + E[k]). x0 (batch, N, dim) or zeros; PE
+    (2, batch, n_seg - 1, N, dim): P, then E; out (batch, n_seg, N, dim).
 
     BLOCK_S boundaries are taken at once: their P and E load together (one round trip to memory
     instead of one per boundary, which made this pass a chain of n_seg dependent loads) and are
@@ -206,6 +214,7 @@ def _segment_carry_kernel(
     tl.store(out_ptr + _state_offsets(d, n, dim, N, first), x, mask=mask_nd)
     nd = n[:, None] * dim + d[None, :]  # (BLOCK_N, BLOCK_D) offsets within one state
     j = tl.arange(0, BLOCK_S)
+    P_ptr, E_ptr = PE_ptr, PE_ptr + _pe_half(n_seg - 1, N, dim)
     p_next, e_next = _carry_block(P_ptr, E_ptr, b, 0, j, nd, mask_nd, N, dim, n_seg, REVERSE)
     for j0 in range(0, n_seg - 1, BLOCK_S):
         # the next block's P and E load while this block is composed (one round trip in flight)

@@ -112,7 +112,7 @@ def _fwd_tiled_kernel(
 def _bwd_tiled_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, delta_bias_ptr, seq_ptr,
     states_ptr, dout_ptr, dexit_ptr,
-    du_ptr, ddelta_ptr, dz_ptr, part_ptr, dB_ptr, dC_ptr, dinit_ptr,
+    du_ptr, ddelta_ptr, dz_ptr, part_ptr, dBC_ptr, dinit_ptr,
     dim, L, N: tl.constexpr, dim_per_group, n_chunks, chunks_per_seg, s_part, exit_rows, exit_split,
     s_u_b, s_u_d, s_u_l,
     s_dt_b, s_dt_d, s_dt_l,
@@ -122,7 +122,7 @@ def _bwd_tiled_kernel(
     s_seq_b, s_seq_l,
     s_do_b, s_do_d, s_do_l,
     s_io_b, s_io_d, s_io_l,
-    s_dB_b, s_dB_blk, s_dB_n, s_dB_l,
+    s_dBC, s_dB_b, s_dB_blk, s_dB_n, s_dB_l,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_DELTA_BIAS: tl.constexpr,
     DELTA_SOFTPLUS: tl.constexpr, HAS_INIT: tl.constexpr, HAS_SEQ_IDX: tl.constexpr,
     HAS_DEXIT: tl.constexpr, DETERMINISTIC: tl.constexpr,
@@ -152,11 +152,10 @@ def _bwd_tiled_kernel(
     seq_base = seq_ptr + b * s_seq_b
     io_base = b * s_io_b + d[:, None] * s_io_d  # du, ddelta, dz share one layout
     if DETERMINISTIC:
-        dB_base = dB_ptr + b * s_dB_b + pid_d * s_dB_blk + n[None, :] * s_dB_n
-        dC_base = dC_ptr + b * s_dB_b + pid_d * s_dB_blk + n[None, :] * s_dB_n
+        dB_base = dBC_ptr + b * s_dB_b + pid_d * s_dB_blk + n[None, :] * s_dB_n
     else:
-        dB_base = dB_ptr + b * s_dB_b + g * s_dB_blk + n[None, :] * s_dB_n
-        dC_base = dC_ptr + b * s_dB_b + g * s_dB_blk + n[None, :] * s_dB_n
+        dB_base = dBC_ptr + b * s_dB_b + g * s_dB_blk + n[None, :] * s_dB_n
+    dC_base = dB_base + s_dBC
     c0, c1, t0, t1 = _segment_chunks(s, chunks_per_seg, n_chunks, CHUNK, L)
     for i in range(0, c1 - c0):
         c = c1 - 1 - i
