@@ -24,7 +24,7 @@ from .triton_steps import (LN2, _channel_params, _channel_sums, _chunk_inputs, _
                            _exit_row, _f32, _fwd_pipeline_first, _fwd_pipeline_next,
                            _fwd_pipeline_start, _gate_grad, _program, _rerun_step, _rerun_step3,
                            _same_sequence, _segment_chunks, _stage_slots, _state_offsets,
-                           _step_loads)
+                           _step_loads, _store_channel_partials)
 
 # The backward's chunk rerun loads step t + 3 while step t runs (_rerun_step3) and is unrolled by
 # RERUN_UNROLL, so that the loads of consecutive steps sit on different scoreboards and a load's
@@ -352,7 +352,5 @@ def _bwd_recurrent_kernel(
         tl.store(dinit_ptr + _state_offsets(d, n, dim, N, b),
                  _decay(A2, dt_next, keep_next, HAS_SEQ_IDX) * g,
                  mask=mask_nd & (s == 0))
-    if HAS_D:
-        tl.store(part_ptr + N * dim + part, dD_acc, mask=mask_d)
-    if HAS_DELTA_BIAS:
-        tl.store(part_ptr + (N + 1) * dim + part, dbias_acc, mask=mask_d)
+    _store_channel_partials(part_ptr, part, N, dim, dD_acc, dbias_acc, mask_d, HAS_D,
+                            HAS_DELTA_BIAS)

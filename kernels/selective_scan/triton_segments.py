@@ -45,6 +45,13 @@ def _decay_product(p, dt_sum, A2, HAS_SEQ_IDX: tl.constexpr):
 
 
 @triton.jit
+def _pe_half(boundaries, N, dim):
+    """Elements between the two halves of a segment pass's (2, batch, boundaries, N, dim) output
+    (program axis 1 is the batch row)."""
+    return tl.num_programs(1).to(tl.int64) * boundaries * N * dim
+
+
+@triton.jit
 def _segment_end_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, delta_bias_ptr, seq_ptr, PE_ptr, stage_ptr,
     dim, L, N: tl.constexpr, dim_per_group, n_chunks, chunks_per_seg,
@@ -159,13 +166,6 @@ def _segment_start_adjoint_kernel(
     out = _state_offsets(d, n, dim, N, b * tl.num_programs(2) + k)
     tl.store(PE_ptr + out, _decay_product(p, dt_sum, A2, HAS_SEQ_IDX), mask=mask_nd)
     tl.store(PE_ptr + _pe_half(tl.num_programs(2), N, dim) + out, a_next * lam, mask=mask_nd)
-
-
-@triton.jit
-def _pe_half(boundaries, N, dim):
-    """Elements between the two halves of a segment pass's (2, batch, boundaries, N, dim) output
-    (program axis 1 is the batch row)."""
-    return tl.num_programs(1).to(tl.int64) * boundaries * N * dim
 
 
 @triton.jit

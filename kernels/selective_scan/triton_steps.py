@@ -77,6 +77,18 @@ def _channel_params(A_ptr, D_ptr, delta_bias_ptr, d, n, dim, N, mask_d, mask_nd,
 
 
 @triton.jit
+def _store_channel_partials(part_ptr, part, N, dim, dD_acc, dbias_acc, mask_d,
+                            HAS_D: tl.constexpr, HAS_DELTA_BIAS: tl.constexpr):
+    """A backward program's dD and dbias partials into its row of the partials, which holds dA
+    (N * dim), then dD (dim), then dbias (dim); `part` is the row's start plus the channels d
+    (triton_scan._bwd sums the rows and splits them in the same order)."""
+    if HAS_D:
+        tl.store(part_ptr + N * dim + part, dD_acc, mask=mask_d)
+    if HAS_DELTA_BIAS:
+        tl.store(part_ptr + (N + 1) * dim + part, dbias_acc, mask=mask_d)
+
+
+@triton.jit
 def _state_offsets(d, n, dim, N, r):
     """(BLOCK_N, BLOCK_D) offsets of state r in a (rows, N, dim) buffer. Every state buffer the
     kernels read or write (A too, as (N, dim)) has the channel axis last, so that tile loads and

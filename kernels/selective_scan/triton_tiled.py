@@ -11,7 +11,7 @@ import triton
 import triton.language as tl
 
 from .triton_steps import (_channel_params, _combine, _delta, _gate_grad, _program, _same_sequence,
-                           _exit_row, _segment_chunks, _state_offsets)
+                           _exit_row, _segment_chunks, _state_offsets, _store_channel_partials)
 
 
 @triton.jit
@@ -220,7 +220,5 @@ def _bwd_tiled_kernel(
     tl.store(part_ptr + (b * n_seg + s) * s_part + _dn(d, n, dim, N, 0), dA_acc, mask=mask_dn)
     if HAS_INIT:
         tl.store(dinit_ptr + _dn(d, n, dim, N, b), dinit, mask=mask_dn & (s == 0))
-    if HAS_D:
-        tl.store(part_ptr + N * dim + part, dD_acc, mask=mask_d)
-    if HAS_DELTA_BIAS:
-        tl.store(part_ptr + (N + 1) * dim + part, dbias_acc, mask=mask_d)
+    _store_channel_partials(part_ptr, part, N, dim, dD_acc, dbias_acc, mask_d, HAS_D,
+                            HAS_DELTA_BIAS)

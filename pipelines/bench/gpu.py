@@ -440,7 +440,8 @@ def tune(args, peer=None):
                      + [dict(maxnreg=r) for r in TUNE_MAXNREG]
                      + [dict(adjoint_split=k) for k in TUNE_ADJOINT_SPLITS
                         if best[1].n_seg > 1 and best[1].chunks_per_seg % k == 0]
-                     + [dict(bc_scratch=not best[1].bc_scratch)] * (not best[1].staged)) if bwd else []
+                     + ([dict(bc_scratch=not best[1].bc_scratch)] if not best[1].staged else [])
+                     ) if bwd else []
             for change in tries:
                 p = dataclasses.replace(best[1], **change)
                 ms = timed(p)
