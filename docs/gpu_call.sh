@@ -8,8 +8,6 @@
 #             (`bench gpu --tune`);
 #   host      the fast launch (kernels/launch.py) off and on, twice each, alternating: the host
 #             time of a scan call and the eager model rows, mamba_ssm beside them (about 240 s);
-#   bc        #31 (the walk back's B and C from the scratch) off and on, twice, alternating: the
-#             backward kernel's time at three shapes, after the scan's compiled tests;
 #   tune S    `bench gpu --tune` at the shapes S (e.g. 8x2048x1024), mamba_ssm beside them;
 #   ab        ab.patch's base against the tree (host time and eager model rows, in turns,
 #             twice), then the record call;
@@ -107,17 +105,6 @@ if [ "$1" = variants ]; then  # a second call: the side-by-side rows, the kernel
   step tune 270 $B --parts scan --tune --tune-shapes 1x256x16384,8x256x4096 --shapes 1x256x16384 --out $OUT/tune.json > $OUT/tune.log 2>&1
   grep "^tune" $OUT/tune.log
   cd $OUT && tar czf all.tgz *.json *.log *.csv && rm -f *.json *.log *.csv
-  exit 0
-fi
-if [ "$1" = bc ]; then  # #31 off and on, twice each, alternating: the backward kernel's GPU time
-  # the scan's compiled tests first (#31's among them; #32 changed the kernels' arguments)
-  step "scan tests" 110 python3 -m pytest -x -n 8 -p no:cacheprovider -m "gpu or not slow" tests/kernels/test_scan_triton.py tests/kernels/test_launch.py > $OUT/bc_test.log 2>&1; tail -2 $OUT/bc_test.log
-  for i in 1 2; do for f in False True; do
-    sed -i "s/^BWD_BC_SCRATCH = .*/BWD_BC_SCRATCH = $f/" kernels/selective_scan/triton_scan.py
-    step "bc $f, run $i" 60 $B --parts scan --kernels --shapes 1x256x16384,1x256x131072,8x2048x4096 --out $OUT/bc_${f}_$i.json > $OUT/bc_${f}_$i.log 2>&1
-    grep "^kernels\|_bwd_recurrent" $OUT/bc_${f}_$i.log
-  done; done
-  cd $OUT && tar czf all.tgz *.json *.log && rm -f *.json *.log
   exit 0
 fi
 if [ "$1" = tune ]; then  # the sweep of tiles, segments, register limits and adjoint splits at the

@@ -30,8 +30,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from . import triton_recurrent, triton_reduce, triton_segments
-from .triton_scan import (BWD_BC_SCRATCH, BWD_FOLDED_SUMS, BWD_MAXNREG, BWD_MAXNREG_BLOCK_D,
-                          BWD_SUB_CHUNK, _folds)
+from .triton_scan import BWD_FOLDED_SUMS, BWD_MAXNREG, BWD_MAXNREG_BLOCK_D, BWD_SUB_CHUNK, _folds
 
 BF16_ARGS = {"u_ptr", "delta_ptr", "B_ptr", "C_ptr", "z_ptr", "y_ptr", "dout_ptr", "du_ptr",
              "ddelta_ptr", "dz_ptr", "dBC_out_ptr"}
@@ -48,8 +47,7 @@ COMMON = dict(N=16, BLOCK_N=16, CHUNK=32, HAS_DELTA_BIAS=True, DELTA_SOFTPLUS=Tr
               HAS_SEQ_IDX=False)
 
 
-def kernels(block_d, staged=False, sub_chunk=BWD_SUB_CHUNK, folded_sums=BWD_FOLDED_SUMS,
-            bc_scratch=BWD_BC_SCRATCH):
+def kernels(block_d, staged=False, sub_chunk=BWD_SUB_CHUNK, folded_sums=BWD_FOLDED_SUMS):
     """(name, kernel, constexprs, num_warps) for the kernels one training step launches."""
     yield "forward", triton_recurrent._fwd_recurrent_kernel, dict(
         COMMON, HAS_D=True, HAS_Z=True, HAS_INIT=False, WRITE_STATES=True, BLOCK_D=block_d, STAGES=1,
@@ -57,8 +55,7 @@ def kernels(block_d, staged=False, sub_chunk=BWD_SUB_CHUNK, folded_sums=BWD_FOLD
     yield "backward", triton_recurrent._bwd_recurrent_kernel, dict(
         COMMON, HAS_D=True, HAS_Z=True, HAS_INIT=False, HAS_DEXIT=True, DETERMINISTIC=True,
         BLOCK_D=block_d, STAGES=1, STAGED=staged, SUB=sub_chunk,
-        FOLDED_SUMS=folded_sums and _folds(block_d, COMMON["BLOCK_N"], 1, staged),
-        BC_SCRATCH=bc_scratch and not staged), 1
+        FOLDED_SUMS=folded_sums and _folds(block_d, COMMON["BLOCK_N"], 1, staged)), 1
     yield "segment ends", triton_segments._segment_end_kernel, dict(COMMON, BLOCK_D=block_d,
                                                                     STAGED=staged), 1
     yield "segment adjoints", triton_segments._segment_start_adjoint_kernel, dict(
@@ -175,15 +172,11 @@ def main(argv=None) -> int:
     p.add_argument("--folded-sums", choices=("on", "off"), default=None,
                    help="the backward's dB/dC sums by the folded butterfly where the tile allows "
                         "(default: as BWD_FOLDED_SUMS, %s)" % ("on" if BWD_FOLDED_SUMS else "off"))
-    p.add_argument("--bc-scratch", choices=("on", "off"), default=None,
-                   help="the backward's walk back reads B and C from its scratch, unstaged "
-                        "(default: as BWD_BC_SCRATCH, %s)" % ("on" if BWD_BC_SCRATCH else "off"))
     p.add_argument("--waits", action="store_true",
                    help="also print, per loop, the fewest and the median instructions between a "
                         "global load and the first wait on its scoreboard barrier")
     args = p.parse_args(argv)
     folded = BWD_FOLDED_SUMS if args.folded_sums is None else args.folded_sums == "on"
-    bc_scratch = BWD_BC_SCRATCH if args.bc_scratch is None else args.bc_scratch == "on"
     chunk = COMMON["CHUNK"]
     if not 1 <= args.sub_chunk <= chunk or args.sub_chunk & (args.sub_chunk - 1):
         p.error(f"--sub-chunk: expected a power of two from 1 to {chunk}, got {args.sub_chunk}")
@@ -200,8 +193,7 @@ def main(argv=None) -> int:
         for bd in args.block_d:
             for name, kernel, constexprs, warps in kernels(bd, staged=layout == "time",
                                                                sub_chunk=args.sub_chunk,
-                                                               folded_sums=folded,
-                                                               bc_scratch=bc_scratch):
+                                                               folded_sums=folded):
                 r = compile_kernel(kernel, constexprs, args.arch, warps, layout,
                                    _maxnreg(args.maxnreg, layout, bd) if name == "backward" else None)
                 print(f"| {layout} | {name} | {constexprs.get('BLOCK_D', '-')} | {r['registers']} | "

@@ -193,7 +193,7 @@ def _bwd_recurrent_kernel(
     DELTA_SOFTPLUS: tl.constexpr, HAS_INIT: tl.constexpr, HAS_SEQ_IDX: tl.constexpr,
     HAS_DEXIT: tl.constexpr, DETERMINISTIC: tl.constexpr, STAGED: tl.constexpr,
     BLOCK_D: tl.constexpr, CHUNK: tl.constexpr, BLOCK_N: tl.constexpr, STAGES: tl.constexpr,
-    SUB: tl.constexpr, FOLDED_SUMS: tl.constexpr, BC_SCRATCH: tl.constexpr,
+    SUB: tl.constexpr, FOLDED_SUMS: tl.constexpr,
 ):
     """dexit (batch, exit_rows, N, dim): the adjoint arriving at each segment's last step from its
     right (the final state's gradient for the last segment), segment s's at row _exit_row. dA, dD,
@@ -229,16 +229,12 @@ def _bwd_recurrent_kernel(
     n_blocks = tl.num_programs(0)
     # the scratch: per program, SUB + CHUNK / SUB states (a sub-chunk's steps, then the states
     # entering each sub-chunk), each (BN, BD) in the layout of the state tiles (_program:
-    # ONE_CHANNEL_PER_LANE), then with BC_SCRATCH a sub-chunk's B and C as float32, (SUB, BN) each
-    # (triton_scan._scratch_floats); `scratch` holds the offsets of its first state, `bc` where
-    # its B and C begin
-    program = (((b * n_seg + s) * n_blocks + pid_d)
-               * ((SUB + CHUNK // SUB) * BLOCK_D * BLOCK_N + 2 * SUB * BLOCK_N * BC_SCRATCH))
-    scratch = program + n[:, None] * BLOCK_D + tl.arange(0, BLOCK_D)[None, :]
+    # ONE_CHANNEL_PER_LANE; triton_scan._scratch_floats); these are the offsets of its first state
+    scratch = (((b * n_seg + s) * n_blocks + pid_d) * (SUB + CHUNK // SUB) * BLOCK_D * BLOCK_N
+               + n[:, None] * BLOCK_D + tl.arange(0, BLOCK_D)[None, :])
     if STAGED:
         scratch = tl.multiple_of(scratch, [1, 1])
     scratch = scratch_ptr + scratch
-    bc = scratch_ptr + program + (SUB + CHUNK // SUB) * BLOCK_D * BLOCK_N
     if DETERMINISTIC:
         dB_base = dBC_ptr + b * s_dB_b + pid_d * s_dB_blk
     else:
@@ -288,21 +284,6 @@ def _bwd_recurrent_kernel(
                     tc + js + j, mask_d, mask_n, ku, kdt, kB, kb, bias, seq_base, A2, s_seq_l, L,
                     DELTA_SOFTPLUS, HAS_SEQ_IDX)
                 tl.store(scratch + j * BLOCK_D * BLOCK_N, h)
-            if BC_SCRATCH:  # the sub-chunk's B and C as one tile each, for the walk back: one
-                # wait a sub-chunk instead of one a step (row j: step k0 + js + j)
-                tq = k0 + js + tl.arange(0, SUB)
-                mq = (tq < kb)[:, None] & mask_n[None, :]
-                Bq = tl.load(rB[None, :] + tq[:, None] * kB, mask=mq, other=0.0)
-                Cq = tl.load(rC[None, :] + tq[:, None] * kC, mask=mq, other=0.0)
-                oq = tl.arange(0, SUB)[:, None] * BLOCK_N + n[None, :]
-                tl.store(bc + oq, Bq.to(tl.float32))
-                tl.store(bc + SUB * BLOCK_N + oq, Cq.to(tl.float32))
-                wB = bc - (k0 + js) * BLOCK_N + n  # indexed by the step, as rB is
-                wC = wB + SUB * BLOCK_N
-                wkB = BLOCK_N
-                wkC = BLOCK_N
-            else:
-                wB, wC, wkB, wkC = rB, rC, kB, kC
             tl.debug_barrier()
             # the walk back, software-pipelined: iteration t runs step t's part that depends on
             # the adjoint g (g, dx, dΔ, du, dA, dB) from values prepared an iteration earlier,
@@ -312,12 +293,12 @@ def _bwd_recurrent_kernel(
             # to its first step; what they prepare is masked and never used)
             t = tc + js + SUB - 1
             u_p, B_p, C_p, dy_p, x_p, dt_p, sg_p, duD_p, dD_acc = _walk_prep(
-                *_walk_loads(ru, rdt, wB, wC, rz, rdo, scratch, k0 + js, SUB - 1, mask_d, mask_n,
-                             ku, kdt, wkB, wkC, kz, kdo, kb, HAS_Z, BLOCK_D, BLOCK_N),
+                *_walk_loads(ru, rdt, rB, rC, rz, rdo, scratch, k0 + js, SUB - 1, mask_d, mask_n,
+                             ku, kdt, kB, kC, kz, kdo, kb, HAS_Z, BLOCK_D, BLOCK_N),
                 t, t < L, mask_d, n, mask_n, bias, Dv, dD_acc, dz_ptr + io_base, s_io_l,
                 dC_base, s_dB_l, s_dB_n, HAS_Z, HAS_D, DELTA_SOFTPLUS, DETERMINISTIC, FOLDED_SUMS)
-            raw = _walk_loads(ru, rdt, wB, wC, rz, rdo, scratch, k0 + js, SUB - 2, mask_d, mask_n,
-                              ku, kdt, wkB, wkC, kz, kdo, kb, HAS_Z, BLOCK_D, BLOCK_N)
+            raw = _walk_loads(ru, rdt, rB, rC, rz, rdo, scratch, k0 + js, SUB - 2, mask_d, mask_n,
+                              ku, kdt, kB, kC, kz, kdo, kb, HAS_Z, BLOCK_D, BLOCK_N)
             for j in tl.range(0, SUB, num_stages=STAGES):
                 jj = SUB - 1 - j
                 t = tc + js + jj
@@ -340,8 +321,8 @@ def _bwd_recurrent_kernel(
                     keep_next = _same_sequence(seq_base, t, L, s_seq_l).to(tl.float32)
                 # step t - 1 prepared from its inputs loaded an iteration ago; step t - 2's load
                 prev = raw
-                raw = _walk_loads(ru, rdt, wB, wC, rz, rdo, scratch, k0 + js, jj - 2, mask_d,
-                                  mask_n, ku, kdt, wkB, wkC, kz, kdo, kb, HAS_Z, BLOCK_D, BLOCK_N)
+                raw = _walk_loads(ru, rdt, rB, rC, rz, rdo, scratch, k0 + js, jj - 2, mask_d,
+                                  mask_n, ku, kdt, kB, kC, kz, kdo, kb, HAS_Z, BLOCK_D, BLOCK_N)
                 u_p, B_p, C_p, dy_p, x_p, dt_p, sg_p, duD_p, dD_acc = _walk_prep(
                     *prev, t - 1, (t - 1 < L) & (jj >= 1), mask_d, n, mask_n, bias, Dv, dD_acc,
                     dz_ptr + io_base, s_io_l, dC_base, s_dB_l, s_dB_n, HAS_Z, HAS_D,

@@ -77,14 +77,6 @@ UNLIMITED_BWD_PROGRAMS_PER_SM = 8  # 2 one-warp programs a scheduler at 226 regi
 # the walk back 592 -> 565 instructions a step; the backward kernel 1.8-2.2 % faster on an H100
 # (kernel_tuning_notes.md #27)
 BWD_FOLDED_SUMS = True
-# The recurrent backward's walk back reads B and C from float32 copies in its per-program scratch
-# (each sub-chunk's, loaded as one (SUB, BLOCK_N) tile after its rerun and stored there)
-# rather than from the inputs, step by step. Read from the inputs, a lane's 4 states are 4 apart,
-# so B and C load as four 16-bit values a lane, which ptxas packs in pairs soon after the loads:
-# those packing instructions held 38 % of the backward's stall samples at 1 x 256 x 131K (H100
-# 2026-12-07 15:12, docs/kernel_tuning_notes.md #31). Off until a GPU measures it
-# (`bench gpu --tune` tries it); unstaged plans only.
-BWD_BC_SCRATCH = False
 # Software-pipelining depth of the recurrent kernels' step loops (`tl.range(num_stages=)`: the
 # compiler prefetches the next steps' inputs through shared memory); 1 is a plain loop.
 STAGES = 1
@@ -149,7 +141,6 @@ class Plan:
     maxnreg: int | None = None  # recurrent backward: register limit (BWD_MAXNREG; None: none)
     adjoint_split: int = 1  # backward: sub-segments of the segment-adjoint pass per segment
     folded_sums: bool = False  # recurrent backward: dB, dC summed by BWD_FOLDED_SUMS' butterfly
-    bc_scratch: bool = False  # recurrent backward: walk back's B, C from the scratch (BWD_BC_SCRATCH)
 
 
 def _folds(block_d: int, block_n: int, warps: int, staged: bool) -> bool:
@@ -196,7 +187,7 @@ def plan(batch, dim, L, N, groups, device, **options) -> Plan:
 @functools.lru_cache(maxsize=4096)
 def _plan(batch, dim, L, N, groups, sms, *, backward=False, variant=None, block_d=None, chunk=None,
           segments=None, num_warps=None, stages=None, deterministic=True, channels_last=False,
-          staged=None, sub_chunk=None, adjoint_split=None, bc_scratch=None) -> Plan:
+          staged=None, sub_chunk=None, adjoint_split=None) -> Plan:
     """plan() for a device of `sms` SMs (0: no heuristics), cached: every call of the scan plans
     both directions, and a training step calls it with the same shapes again and again."""
     variant = variant or DEFAULT_VARIANT
@@ -252,10 +243,8 @@ def _plan(batch, dim, L, N, groups, sms, *, backward=False, variant=None, block_
                and (not sms or grid_programs > UNLIMITED_BWD_PROGRAMS_PER_SM * sms))
     maxnreg = BWD_MAXNREG if limited else None
     folded = BWD_FOLDED_SUMS and backward and not tiled and _folds(bd, block_n, warps, staged)
-    bc = ((BWD_BC_SCRATCH if bc_scratch is None else bc_scratch)
-          and backward and not tiled and not staged)
     return Plan(variant, bd, T, block_n, chunks_per_seg, n_seg, warps, stages or STAGES, staged, sub,
-                maxnreg, split, folded, bc)
+                maxnreg, split, folded)
 
 
 def _bc_strides(M):
@@ -315,10 +304,8 @@ def _stage_buffer(x, grid, p: Plan):
 
 def _scratch_floats(p: Plan) -> int:
     """Float32 scratch of one recurrent backward program (triton_recurrent): a sub-chunk's states
-    and the state entering each sub-chunk, (BLOCK_N, BLOCK_D) each, then with p.bc_scratch a
-    sub-chunk's B and C, (SUB, BLOCK_N) each."""
-    states = (p.sub_chunk + p.chunk // p.sub_chunk) * p.block_d * p.block_n
-    return states + (2 * p.sub_chunk * p.block_n if p.bc_scratch else 0)
+    and the state entering each sub-chunk, (BLOCK_N, BLOCK_D) each."""
+    return (p.sub_chunk + p.chunk // p.sub_chunk) * p.block_d * p.block_n
 
 
 def _stages(p: Plan):
@@ -477,8 +464,7 @@ def _bwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_soft
     grid = (n_blocks, batch, p.n_seg)
     scratch = ((torch.empty(batch * p.n_seg * n_blocks * _scratch_floats(p), device=dev, dtype=f32),
                 _stage_buffer(u, grid, p)) if recurrent else ())
-    sub = (dict(SUB=p.sub_chunk, FOLDED_SUMS=p.folded_sums, BC_SCRATCH=p.bc_scratch)
-           if recurrent else {})
+    sub = dict(SUB=p.sub_chunk, FOLDED_SUMS=p.folded_sums) if recurrent else {}
     launch(
         _bwd_recurrent_kernel if recurrent else _bwd_tiled_kernel, grid,
         u, delta, At, B, C, _or(D, u), _or(z, u), _or(delta_bias, u), _or(seq_idx, u),
@@ -554,7 +540,7 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, de
                           initial_state=None, return_final_state=False, seq_idx=None,
                           deterministic=True, *, variant=None, block_d=None, chunk_size=None,
                           segments=None, num_warps=None, num_stages=None, staged=None,
-                          sub_chunk=None, adjoint_split=None, bc_scratch=None):
+                          sub_chunk=None, adjoint_split=None):
     """Fused selective scan h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t u_t, y_t = (C_t h_t + D u_t) silu(z_t).
 
     Same contract as ``selective_scan_ref`` (kernels/selective_scan/naive.py). Inputs are expected
@@ -583,8 +569,6 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, de
         adjoint_split: sub-segments of the backward's segment-adjoint pass per segment (the
             backward's segments then hold a multiple of it in chunks); None: ADJOINT_SPLIT where
             the plan picks the segments, else 1.
-        bc_scratch: whether the recurrent backward's walk back reads B and C from float32 copies
-            in its scratch (unstaged plans); None: BWD_BC_SCRATCH.
     Returns:
         y (batch, dim, L) in u's dtype, and the final state (batch, dim, N) fp32 if asked.
     """
@@ -592,7 +576,7 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, de
         raise ValueError(f"A: state size N={A.shape[1]} exceeds the Triton kernel's maximum {MAX_N}")
     options = dict(variant=variant, block_d=block_d, chunk=chunk_size, segments=segments,
                    num_warps=num_warps, stages=num_stages, staged=staged, sub_chunk=sub_chunk,
-                   adjoint_split=adjoint_split, bc_scratch=bc_scratch)
+                   adjoint_split=adjoint_split)
     y, final = SelectiveScanTriton.apply(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx,
                                          delta_softplus, deterministic, options)
     return (y, final.contiguous()) if return_final_state else y

@@ -18,7 +18,7 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 TOL = {torch.float32: (6e-4, 2e-3), torch.float16: (3e-3, 5e-3), torch.bfloat16: (3e-2, 5e-2)}
 GRAD_FACTOR = 4
 KERNEL_OPTIONS = ("chunk_size", "block_d", "deterministic", "variant", "segments", "num_warps",
-                  "staged", "sub_chunk", "adjoint_split", "bc_scratch")
+                  "staged", "sub_chunk", "adjoint_split")
 NAMES = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state"]
 
 
@@ -155,23 +155,6 @@ def test_backward_folded_channel_sums(deterministic):
     inputs = channels_last(make_inputs(1, 40, 37, 16, init=True, seed=5))
     check_against_reference(inputs, delta_softplus=True, chunk_size=8, segments=2, block_d=32,
                             deterministic=deterministic)
-
-
-@pytest.mark.parametrize("sub_chunk", [8, 4])
-def test_backward_walk_reads_b_and_c_from_the_scratch(sub_chunk):
-    """bc_scratch: each sub-chunk's B and C copied into the backward's scratch as float32 and read
-    back by the walk (triton_recurrent, BWD_BC_SCRATCH): chunks and sub-chunks, a short last
-    chunk (its rows past L masked), segments, packed sequences, grouped B/C, an initial state and
-    the final state's gradient; the plan takes it for unstaged inputs only."""
-    dev = torch.device(DEVICE)
-    assert triton_scan.plan(1, 8, 45, 4, 2, dev, backward=True, chunk=8, bc_scratch=True,
-                            channels_last=True).bc_scratch
-    assert not triton_scan.plan(1, 8, 45, 4, 2, dev, backward=True, chunk=8, bc_scratch=True,
-                                channels_last=True, staged=True).bc_scratch
-    seq_idx = torch.tensor([[0] * 12 + [1] * 7 + [2] * 26], dtype=torch.int32).to(DEVICE)
-    inputs = channels_last(make_inputs(1, 8, 45, 4, groups=2, init=True, seed=4))
-    check_against_reference(inputs, seq_idx=seq_idx, delta_softplus=True, chunk_size=8,
-                            segments=3, block_d=4, sub_chunk=sub_chunk, bc_scratch=True)
 
 
 @pytest.mark.parametrize("sub_chunk", [8, 2])
