@@ -31,6 +31,13 @@ except ImportError:  # a torch built without CUDA: launch never reaches it (no C
 # globals are read when it compiles, and a known key skips Triton's check of them: patch a global
 # only in a fresh process, or turn this off first.
 FAST_LAUNCH = True
+# A known key's tensors go to Triton's C launcher as their addresses (ints): for any other object
+# the launcher calls its data_ptr() and then cuPointerGetAttribute, a driver call, once per tensor
+# argument (about 60 a forward + backward of the scan). The address is what that call returns for
+# device memory; the check it also makes (a CPU tensor among CUDA ones) is the public functions'
+# input checks' job (checks._same_device). Off: the tensors themselves, as Triton passes them.
+# Off until a GPU has measured it (`bash docs/gpu_call.sh ints`; kernel_tuning_notes.md #33).
+POINTER_INTS = False
 MAX_KEYS = 256  # keys remembered per kernel; past that its table starts over
 
 # kernel -> {key: (compiled kernel, its trailing keyword arguments in order, _direct(compiled))}
@@ -102,6 +109,8 @@ def launch(kernel, grid, *args, **kwargs):
             table[key] = (compiled, tail, _direct(compiled))
         return compiled
     compiled, tail, direct = known
+    if POINTER_INTS:
+        args = [a if type(a) in _VALUES else a.data_ptr() for a in args]
     g = (*grid, 1, 1)
     stream = _raw_stream(device)
     if direct is None:
@@ -114,4 +123,4 @@ def launch(kernel, grid, *args, **kwargs):
     return compiled
 
 
-__all__ = ["FAST_LAUNCH", "call_key", "launch", "trailing_values"]
+__all__ = ["FAST_LAUNCH", "POINTER_INTS", "call_key", "launch", "trailing_values"]

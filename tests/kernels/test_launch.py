@@ -54,10 +54,11 @@ def test_trailing_values_follow_the_signature():
     assert launch_mod.trailing_values(names, n, dict(BLOCK=512, **{names[0]: 1}), {}) is None
 
 
-@pytest.mark.parametrize("fast", [False, True])
-def test_scan_gives_the_same_bits_with_the_fast_launch(monkeypatch, fast):
+@pytest.mark.parametrize("fast, ints", [(False, False), (True, False), (True, True)])
+def test_scan_gives_the_same_bits_with_the_fast_launch(monkeypatch, fast, ints):
     """Three calls (the second and third replay the first's launches where the GPU runs the direct
-    path), forward and backward, against the plain launch: the same bits."""
+    path, with the tensors passed as themselves or as their addresses, POINTER_INTS), forward and
+    backward, against the plain launch: the same bits."""
     g = torch.Generator().manual_seed(0)
     r = lambda *s: torch.randn(*s, generator=g).to(DEVICE)
     u, z, B, C = r(1, 4, 40), r(1, 4, 40), r(1, 4, 40), r(1, 4, 40)
@@ -75,6 +76,7 @@ def test_scan_gives_the_same_bits_with_the_fast_launch(monkeypatch, fast):
     monkeypatch.setattr(launch_mod, "FAST_LAUNCH", False)
     want = run()
     monkeypatch.setattr(launch_mod, "FAST_LAUNCH", fast)
+    monkeypatch.setattr(launch_mod, "POINTER_INTS", ints)
     for _ in range(3):
         got = run()
         for a, b in zip(got, want):
