@@ -8,9 +8,10 @@
 #             (`bench gpu --tune`);
 #   host      the fast launch (kernels/launch.py) off and on, twice each, alternating: the host
 #             time of a scan call and the eager model rows, mamba_ssm beside them (about 240 s);
-#   ints      kernels/launch.py's POINTER_INTS off and on in one process, call by call in turns
-#             (host_us), mamba_ssm beside them: the host time of an eager f+b at two shapes, three
-#             rounds of 200 calls each; after the compiled kernel tests (about 250 s);
+#   ints      kernels/launch.py's POINTER_INTS off and on (and the fast launch off) in one
+#             process, call by call in turns (host_us), mamba_ssm beside them: the host time of an
+#             eager f+b at two shapes, five rounds of 200 calls each; after the compiled kernel
+#             tests (about 250 s);
 #   tune S    `bench gpu --tune` at the shapes S (e.g. 8x2048x1024), mamba_ssm beside them;
 #   ab        ab.patch's base against the tree (host time and eager model rows, in turns,
 #             twice), then the record call;
@@ -119,9 +120,9 @@ from mamba_bio_audio.pipelines.bench.gpu import (_forward_backward, _time_contig
                                                  load_peer, scan_inputs)
 from mamba_bio_audio.kernels.selective_scan.triton_scan import selective_scan_triton
 import mamba_bio_audio.kernels.launch as launch
-def flagged(step, value):
+def flagged(step, fast, ints):
     def run():
-        launch.POINTER_INTS = value
+        launch.FAST_LAUNCH, launch.POINTER_INTS = fast, ints
         step()
     return run
 peer_fn = load_peer(".peer/mamba_ssm_cuda")
@@ -130,19 +131,20 @@ for shape in sys.argv[1:]:
     batch, dim, L = map(int, shape.split("x"))
     x = scan_inputs(batch, dim, L, 16, True, layout="channels-last")
     ours = functools.partial(_forward_backward(selective_scan_triton), x)
-    steps = {"ints off": flagged(ours, False), "ints on": flagged(ours, True),
+    steps = {"fast launch off": flagged(ours, False, False), "ints off": flagged(ours, True, False),
+             "ints on": flagged(ours, True, True),
              "mamba_ssm": functools.partial(_forward_backward(peer_fn), _time_contiguous(x))}
     for _ in range(5):
         for step in steps.values():
             step()
-    for r in range(3):
+    for r in range(5):
         us = host_us(steps, iters=200)
         rows.append(dict(shape=shape, round=r, **us))
         print(f"| {shape} | {r} | " + " | ".join(f"{v:.1f}" for v in us.values())
               + f" | {us['ints on'] / us['ints off']:.3f} |", flush=True)
 json.dump(rows, open(os.path.join(os.environ["OUT"], "ints.json"), "w"), indent=1)
 PY
-  echo "| shape | round | ints off us | ints on us | mamba_ssm us | on / off |"
+  echo "| shape | round | fast launch off us | ints off us | ints on us | mamba_ssm us | on / off |"
   step ints 200 python3 /tmp/ints.py 1x256x16384 8x256x4096 > $OUT/ints.log 2>&1; grep "^|" $OUT/ints.log; tail -2 $OUT/ints.log
   cd $OUT && tar czf all.tgz *.json *.log && rm -f *.json *.log
   exit 0
