@@ -11,7 +11,8 @@
 #   ints      kernels/launch.py's POINTER_INTS off and on (and the fast launch off) in one
 #             process, call by call in turns (host_us), mamba_ssm beside them: the host time of an
 #             eager f+b at two shapes, five rounds of 200 calls each; after the compiled kernel
-#             tests (about 250 s);
+#             tests; then #34 (the walk back unrolled by 2) off and on, twice each in turns, at
+#             1 x 256 x 16K (about 330 s);
 #   tune S    `bench gpu --tune` at the shapes S (e.g. 8x2048x1024), mamba_ssm beside them;
 #   ab        ab.patch's base against the tree (host time and eager model rows, in turns,
 #             twice), then the record call;
@@ -146,6 +147,13 @@ json.dump(rows, open(os.path.join(os.environ["OUT"], "ints.json"), "w"), indent=
 PY
   echo "| shape | round | fast launch off us | ints off us | ints on us | mamba_ssm us | on / off |"
   step ints 200 python3 /tmp/ints.py 1x256x16384 8x256x4096 > $OUT/ints.log 2>&1; grep "^|" $OUT/ints.log; tail -2 $OUT/ints.log
+  # #34, the walk back unrolled by 2 where the backward's registers are not limited (of the
+  # default rows, only 1 x 256 x 16K): off and on, twice each in turns, the backward kernel's time
+  for i in 1 2; do for f in 1 2; do
+    sed -i "s/^BWD_WALK_UNROLL = .*/BWD_WALK_UNROLL = $f/" kernels/selective_scan/triton_scan.py
+    step "walk unroll $f, run $i" 45 $B --parts scan --kernels --shapes 1x256x16384 --out $OUT/unroll_${f}_$i.json > $OUT/unroll_${f}_$i.log 2>&1
+    grep "_bwd_recurrent_kernel |\|ours | total" $OUT/unroll_${f}_$i.log
+  done; done
   cd $OUT && tar czf all.tgz *.json *.log && rm -f *.json *.log
   exit 0
 fi

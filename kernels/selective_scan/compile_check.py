@@ -30,7 +30,8 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from . import triton_recurrent, triton_reduce, triton_segments
-from .triton_scan import BWD_FOLDED_SUMS, BWD_MAXNREG, BWD_MAXNREG_BLOCK_D, BWD_SUB_CHUNK, _folds
+from .triton_scan import (BWD_FOLDED_SUMS, BWD_MAXNREG, BWD_MAXNREG_BLOCK_D, BWD_SUB_CHUNK,
+                          BWD_WALK_UNROLL, _folds)
 
 BF16_ARGS = {"u_ptr", "delta_ptr", "B_ptr", "C_ptr", "z_ptr", "y_ptr", "dout_ptr", "du_ptr",
              "ddelta_ptr", "dz_ptr", "dBC_out_ptr"}
@@ -47,7 +48,8 @@ COMMON = dict(N=16, BLOCK_N=16, CHUNK=32, HAS_DELTA_BIAS=True, DELTA_SOFTPLUS=Tr
               HAS_SEQ_IDX=False)
 
 
-def kernels(block_d, staged=False, sub_chunk=BWD_SUB_CHUNK, folded_sums=BWD_FOLDED_SUMS):
+def kernels(block_d, staged=False, sub_chunk=BWD_SUB_CHUNK, folded_sums=BWD_FOLDED_SUMS,
+            walk_unroll=1):
     """(name, kernel, constexprs, num_warps) for the kernels one training step launches."""
     yield "forward", triton_recurrent._fwd_recurrent_kernel, dict(
         COMMON, HAS_D=True, HAS_Z=True, HAS_INIT=False, WRITE_STATES=True, BLOCK_D=block_d, STAGES=1,
@@ -55,7 +57,8 @@ def kernels(block_d, staged=False, sub_chunk=BWD_SUB_CHUNK, folded_sums=BWD_FOLD
     yield "backward", triton_recurrent._bwd_recurrent_kernel, dict(
         COMMON, HAS_D=True, HAS_Z=True, HAS_INIT=False, HAS_DEXIT=True, DETERMINISTIC=True,
         BLOCK_D=block_d, STAGES=1, STAGED=staged, SUB=sub_chunk,
-        FOLDED_SUMS=folded_sums and _folds(block_d, COMMON["BLOCK_N"], 1, staged)), 1
+        FOLDED_SUMS=folded_sums and _folds(block_d, COMMON["BLOCK_N"], 1, staged),
+        WALK_UNROLL=walk_unroll), 1
     yield "segment ends", triton_segments._segment_end_kernel, dict(COMMON, BLOCK_D=block_d,
                                                                     STAGED=staged), 1
     yield "segment adjoints", triton_segments._segment_start_adjoint_kernel, dict(
@@ -172,6 +175,10 @@ def main(argv=None) -> int:
     p.add_argument("--folded-sums", choices=("on", "off"), default=None,
                    help="the backward's dB/dC sums by the folded butterfly where the tile allows "
                         "(default: as BWD_FOLDED_SUMS, %s)" % ("on" if BWD_FOLDED_SUMS else "off"))
+    p.add_argument("--walk-unroll", type=int, choices=(1, 2), default=1,
+                   help="the backward's walk back unrolled by this factor (the plan's "
+                        "BWD_WALK_UNROLL, %d, applies only without a register limit; "
+                        "default: %%(default)s)" % BWD_WALK_UNROLL)
     p.add_argument("--waits", action="store_true",
                    help="also print, per loop, the fewest and the median instructions between a "
                         "global load and the first wait on its scoreboard barrier")
@@ -193,7 +200,8 @@ def main(argv=None) -> int:
         for bd in args.block_d:
             for name, kernel, constexprs, warps in kernels(bd, staged=layout == "time",
                                                                sub_chunk=args.sub_chunk,
-                                                               folded_sums=folded):
+                                                               folded_sums=folded,
+                                                               walk_unroll=args.walk_unroll):
                 r = compile_kernel(kernel, constexprs, args.arch, warps, layout,
                                    _maxnreg(args.maxnreg, layout, bd) if name == "backward" else None)
                 print(f"| {layout} | {name} | {constexprs.get('BLOCK_D', '-')} | {r['registers']} | "

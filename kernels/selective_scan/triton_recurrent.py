@@ -193,7 +193,7 @@ def _bwd_recurrent_kernel(
     DELTA_SOFTPLUS: tl.constexpr, HAS_INIT: tl.constexpr, HAS_SEQ_IDX: tl.constexpr,
     HAS_DEXIT: tl.constexpr, DETERMINISTIC: tl.constexpr, STAGED: tl.constexpr,
     BLOCK_D: tl.constexpr, CHUNK: tl.constexpr, BLOCK_N: tl.constexpr, STAGES: tl.constexpr,
-    SUB: tl.constexpr, FOLDED_SUMS: tl.constexpr,
+    SUB: tl.constexpr, FOLDED_SUMS: tl.constexpr, WALK_UNROLL: tl.constexpr,
 ):
     """dexit (batch, exit_rows, N, dim): the adjoint arriving at each segment's last step from its
     right (the final state's gradient for the last segment), segment s's at row _exit_row. dA, dD,
@@ -299,7 +299,7 @@ def _bwd_recurrent_kernel(
                 dC_base, s_dB_l, s_dB_n, HAS_Z, HAS_D, DELTA_SOFTPLUS, DETERMINISTIC, FOLDED_SUMS)
             raw = _walk_loads(ru, rdt, rB, rC, rz, rdo, scratch, k0 + js, SUB - 2, mask_d, mask_n,
                               ku, kdt, kB, kC, kz, kdo, kb, HAS_Z, BLOCK_D, BLOCK_N)
-            for j in tl.range(0, SUB, num_stages=STAGES):
+            for j in tl.range(0, SUB, num_stages=STAGES, loop_unroll_factor=WALK_UNROLL):
                 jj = SUB - 1 - j
                 t = tc + js + jj
                 m = mask_d & (t < L)

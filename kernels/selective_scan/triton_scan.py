@@ -77,6 +77,12 @@ UNLIMITED_BWD_PROGRAMS_PER_SM = 8  # 2 one-warp programs a scheduler at 226 regi
 # the walk back 592 -> 565 instructions a step; the backward kernel 1.8-2.2 % faster on an H100
 # (kernel_tuning_notes.md #27)
 BWD_FOLDED_SUMS = True
+# The recurrent backward's walk back unrolled by this factor where its registers are not limited
+# (maxnreg None: few programs an SM, unstaged). `compile_check --block-d 32 --layout channels-last
+# --maxnreg 0 [--walk-unroll 2]`: the walk 557 instructions a step -> 1027 for two (8 % fewer a
+# step), 233 -> 255 registers (8 warps an SM either way), no spills; at 168 registers it spills in
+# the loop (#28). 1: no unroll. Off until a GPU measures it (kernel_tuning_notes.md #34).
+BWD_WALK_UNROLL = 1
 # Software-pipelining depth of the recurrent kernels' step loops (`tl.range(num_stages=)`: the
 # compiler prefetches the next steps' inputs through shared memory); 1 is a plain loop.
 STAGES = 1
@@ -141,6 +147,7 @@ class Plan:
     maxnreg: int | None = None  # recurrent backward: register limit (BWD_MAXNREG; None: none)
     adjoint_split: int = 1  # backward: sub-segments of the segment-adjoint pass per segment
     folded_sums: bool = False  # recurrent backward: dB, dC summed by BWD_FOLDED_SUMS' butterfly
+    walk_unroll: int = 1  # recurrent backward: the walk back's unroll (BWD_WALK_UNROLL)
 
 
 def _folds(block_d: int, block_n: int, warps: int, staged: bool) -> bool:
@@ -243,8 +250,9 @@ def _plan(batch, dim, L, N, groups, sms, *, backward=False, variant=None, block_
                and (not sms or grid_programs > UNLIMITED_BWD_PROGRAMS_PER_SM * sms))
     maxnreg = BWD_MAXNREG if limited else None
     folded = BWD_FOLDED_SUMS and backward and not tiled and _folds(bd, block_n, warps, staged)
+    unroll = BWD_WALK_UNROLL if backward and not tiled and not staged and maxnreg is None else 1
     return Plan(variant, bd, T, block_n, chunks_per_seg, n_seg, warps, stages or STAGES, staged, sub,
-                maxnreg, split, folded)
+                maxnreg, split, folded, unroll)
 
 
 def _bc_strides(M):
@@ -464,7 +472,8 @@ def _bwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_soft
     grid = (n_blocks, batch, p.n_seg)
     scratch = ((torch.empty(batch * p.n_seg * n_blocks * _scratch_floats(p), device=dev, dtype=f32),
                 _stage_buffer(u, grid, p)) if recurrent else ())
-    sub = dict(SUB=p.sub_chunk, FOLDED_SUMS=p.folded_sums) if recurrent else {}
+    sub = (dict(SUB=p.sub_chunk, FOLDED_SUMS=p.folded_sums, WALK_UNROLL=p.walk_unroll)
+           if recurrent else {})
     launch(
         _bwd_recurrent_kernel if recurrent else _bwd_tiled_kernel, grid,
         u, delta, At, B, C, _or(D, u), _or(z, u), _or(delta_bias, u), _or(seq_idx, u),

@@ -157,6 +157,35 @@ def test_backward_folded_channel_sums(deterministic):
                             deterministic=deterministic)
 
 
+@pytest.fixture
+def walk_unroll(monkeypatch):
+    """BWD_WALK_UNROLL 2 for one test, with the plan cache cleared before and after (plans are
+    cached with the constant's value at the time)."""
+    triton_scan._plan.cache_clear()
+    monkeypatch.setattr(triton_scan, "BWD_WALK_UNROLL", 2)
+    yield 2
+    triton_scan._plan.cache_clear()
+
+
+@pytest.mark.parametrize("sub_chunk", [8, 4])
+def test_backward_walk_unrolled(walk_unroll, sub_chunk):
+    """BWD_WALK_UNROLL (#34): the plan unrolls the walk back only where the backward's registers
+    are not limited and its inputs are not staged; the unrolled kernel (compiled on a GPU; the
+    interpreter ignores the unroll) against the float64 reference: chunks and sub-chunks, a short
+    last chunk, segments, packed sequences, an initial state and the final state's gradient."""
+    dev = torch.device(DEVICE)
+    p = triton_scan.plan(1, 8, 45, 4, 1, dev, backward=True, chunk=8, block_d=4, channels_last=True)
+    assert p.maxnreg is None and p.walk_unroll == walk_unroll
+    assert triton_scan.plan(1, 8, 45, 4, 1, dev, backward=True, chunk=8, block_d=4,
+                            channels_last=True, staged=True).walk_unroll == 1
+    assert triton_scan.plan(1, 8, 45, 4, 1, dev, chunk=8, block_d=4,
+                            channels_last=True).walk_unroll == 1  # forward
+    seq_idx = torch.tensor([[0] * 12 + [1] * 7 + [2] * 26], dtype=torch.int32).to(DEVICE)
+    inputs = channels_last(make_inputs(1, 8, 45, 4, init=True, seed=6))
+    check_against_reference(inputs, seq_idx=seq_idx, delta_softplus=True, chunk_size=8,
+                            segments=3, block_d=4, sub_chunk=sub_chunk)
+
+
 @pytest.mark.parametrize("sub_chunk", [8, 2])
 def test_backward_rerun_three_steps_ahead(sub_chunk):
     """The chunk rerun with its loads three steps ahead (triton_steps._rerun_step3, #28): chunks
