@@ -10,7 +10,7 @@
 #             time of a scan call and the eager model rows, mamba_ssm beside them (about 240 s);
 #   ints      kernels/launch.py's POINTER_INTS off and on (and the fast launch off) in one
 #             process, call by call in turns (host_us), mamba_ssm beside them: the host time of an
-#             eager f+b at two shapes, five rounds of 200 calls each; after the compiled kernel
+#             eager f+b at two shapes, five rounds of 200 calls each; after their compiled
 #             tests; then #34 (the walk back unrolled by 2) off and on, twice each in turns, at
 #             1 x 256 x 16K (about 330 s);
 #   tune S    `bench gpu --tune` at the shapes S (e.g. 8x2048x1024), mamba_ssm beside them;
@@ -114,7 +114,9 @@ if [ "$1" = variants ]; then  # a second call: the side-by-side rows, the kernel
 fi
 if [ "$1" = ints ]; then  # POINTER_INTS off and on, alternating call by call in one process, so
   # that the host's drift between runs (20 % and more on the lent machines) reaches both alike
-  step "kernel tests" 150 python3 -m pytest -x -n 8 -m "gpu or not slow" tests/kernels -p no:cacheprovider > $OUT/kernel_tests.log 2>&1; tail -c 300 $OUT/kernel_tests.log
+  # the compiled tests of what #33 and #34 change (the 19:24 call ran the whole kernel suite on the
+  # kernels that these two leave unchanged with their defaults)
+  step "tests" 120 python3 -m pytest -x -n 8 -p no:cacheprovider -m "gpu or not slow" tests/kernels/test_launch.py tests/kernels/test_scan_triton.py -k "launch or replay or walk_unrolled" > $OUT/tests.log 2>&1; tail -c 200 $OUT/tests.log
   cat > /tmp/ints.py <<'PY'
 import functools, json, os, sys
 from mamba_bio_audio.pipelines.bench.gpu import (_forward_backward, _time_contiguous, host_us,
