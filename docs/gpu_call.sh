@@ -116,7 +116,7 @@ if [ "$1" = ints ]; then  # POINTER_INTS off and on, alternating call by call in
   # that the host's drift between runs (20 % and more on the lent machines) reaches both alike
   # the compiled tests of what #33 and #34 change (the 19:24 call ran the whole kernel suite on the
   # kernels that these two leave unchanged with their defaults)
-  step "tests" 120 python3 -m pytest -x -n 8 -p no:cacheprovider -m "gpu or not slow" tests/kernels/test_launch.py tests/kernels/test_scan_triton.py -k "launch or replay or walk_unrolled" > $OUT/tests.log 2>&1; tail -c 200 $OUT/tests.log
+  step "tests" ${TESTS_S:-120} python3 -m pytest -x -n 8 -p no:cacheprovider -m "gpu or not slow" tests/kernels/test_launch.py tests/kernels/test_scan_triton.py -k "launch or replay or walk_unrolled" > $OUT/tests.log 2>&1; tail -c 200 $OUT/tests.log
   cat > /tmp/ints.py <<'PY'
 import functools, json, os, sys
 from mamba_bio_audio.pipelines.bench.gpu import (_forward_backward, _time_contiguous, host_us,
@@ -148,12 +148,12 @@ for shape in sys.argv[1:]:
 json.dump(rows, open(os.path.join(os.environ["OUT"], "ints.json"), "w"), indent=1)
 PY
   echo "| shape | round | fast launch off us | ints off us | ints on us | mamba_ssm us | on / off |"
-  step ints 200 python3 /tmp/ints.py 1x256x16384 8x256x4096 > $OUT/ints.log 2>&1; grep "^|" $OUT/ints.log; tail -2 $OUT/ints.log
+  step ints ${INTS_S:-200} python3 /tmp/ints.py 1x256x16384 8x256x4096 > $OUT/ints.log 2>&1; grep "^|" $OUT/ints.log; tail -2 $OUT/ints.log
   # #34, the walk back unrolled by 2 where the backward's registers are not limited (of the
   # default rows, only 1 x 256 x 16K): off and on, twice each in turns, the backward kernel's time
   for i in 1 2; do for f in 1 2; do
     sed -i "s/^BWD_WALK_UNROLL = .*/BWD_WALK_UNROLL = $f/" kernels/selective_scan/triton_scan.py
-    step "walk unroll $f, run $i" 45 $B --parts scan --kernels --shapes 1x256x16384 --out $OUT/unroll_${f}_$i.json > $OUT/unroll_${f}_$i.log 2>&1
+    step "walk unroll $f, run $i" ${UNROLL_S:-45} $B --parts scan --kernels --shapes 1x256x16384 --out $OUT/unroll_${f}_$i.json > $OUT/unroll_${f}_$i.log 2>&1
     grep "_bwd_recurrent_kernel |\|ours | total" $OUT/unroll_${f}_$i.log
   done; done
   cd $OUT && tar czf all.tgz *.json *.log && rm -f *.json *.log
