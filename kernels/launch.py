@@ -13,7 +13,8 @@ stands for the kernel Triton compiled for it, whose launcher `launch` then calls
 key goes through `kernel[grid]` (which compiles if Triton has not) and is remembered.
 
 `FAST_LAUNCH` off, tensors not on a GPU (the interpreter), or a launch hook set (profilers
-such as proton): plain `kernel[grid](...)`.
+such as proton): plain `kernel[grid](...)`. `POINTER_INTS` passes a known key's tensors to the
+launcher as their addresses (off until a GPU has measured it).
 """
 
 import torch
