@@ -392,8 +392,9 @@ def run_scan(args, fl, peer):
 
 def tune(args, peer=None):
     """Sweep BLOCK_D, warps, stages and segments of the recurrent kernels, each direction, at
-    --tune-shapes, then the backward's sub-chunks, register limits and adjoint splits on the
-    best; print each shape's best against the default plan.
+    --tune-shapes, then the backward's sub-chunks, register limits, adjoint splits and (without
+    a register limit, unstaged) the walk back's unroll on the best; print each shape's best
+    against the default plan.
 
     With a peer, its forward and forward+backward on the same inputs, for scale. The defaults in
     kernels/selective_scan/triton_scan.py are set by hand from this record."""
@@ -439,7 +440,9 @@ def tune(args, peer=None):
             tries = ([dict(sub_chunk=sub) for sub in TUNE_SUB_CHUNKS]
                      + [dict(maxnreg=r) for r in TUNE_MAXNREG]
                      + [dict(adjoint_split=k) for k in TUNE_ADJOINT_SPLITS
-                        if best[1].n_seg > 1 and best[1].chunks_per_seg % k == 0]) if bwd else []
+                        if best[1].n_seg > 1 and best[1].chunks_per_seg % k == 0]
+                     + ([dict(walk_unroll=3 - best[1].walk_unroll)]
+                        if best[1].maxnreg is None and not best[1].staged else [])) if bwd else []
             for change in tries:
                 p = dataclasses.replace(best[1], **change)
                 ms = timed(p)
@@ -453,7 +456,7 @@ def tune(args, peer=None):
                   f"{default.stages} stages); best {best[0]:.3f} ms (block_d {best[1].block_d}, "
                   f"{best[1].n_seg} segments, {best[1].num_warps} warps, {best[1].stages} stages, "
                   f"sub-chunk {best[1].sub_chunk}, maxnreg {best[1].maxnreg}, adjoint split "
-                  f"{best[1].adjoint_split})",
+                  f"{best[1].adjoint_split}, walk unroll {best[1].walk_unroll})",
                   flush=True)
         if peer:
             with torch.no_grad():
