@@ -37,6 +37,16 @@ T0=$(date +%s); CALL_S=${CALL_S:-585}; exec 3>&1  # fd 3: the call's output, pas
 step() { local name=$1 max=$2; shift 2; local left=$(( CALL_S - $(date +%s) + T0 )); local t=$(( max < left ? max : left ))
   if [ $t -lt 20 ]; then echo "$name: skipped ($left s left)" >&3; return; fi
   local s=$(date +%s); timeout -s INT -k 10 $t "$@"; echo "$name rc=$? $(( $(date +%s) - s ))s" >&3; }
+# a module constant set to each of VALUES in turn, twice, each time one `bench gpu` run:
+# turns NAME FILE CONSTANT LIMIT_S GREP_PATTERN "VALUES" BENCH_ARGS...; logs and JSON as NAME_VALUE_RUN
+turns() { local name=$1 file=$2 const=$3 max=$4 pattern=$5 values=$6; shift 6
+  for i in 1 2; do for v in $values; do
+    sed -i "s/^$const = .*/$const = $v/" $file
+    step "$name $v, run $i" $max $B "$@" --out $OUT/${name}_${v}_$i.json > $OUT/${name}_${v}_$i.log 2>&1
+    grep "$pattern" $OUT/${name}_${v}_$i.log
+  done; done; }
+# pack what the globs (quoted, expanded in $OUT) match into $OUT/all.tgz and end the call
+pack() { cd $OUT && tar czf all.tgz $1 && rm -f $1; exit 0; }
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit 1
 python3 -m pip install -q --no-deps --no-build-isolation -e . > $OUT/install.log 2>&1 || { tail $OUT/install.log; exit 1; }
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader
@@ -88,17 +98,11 @@ PY
   for shape in 1x256x16384 8x256x4096; do
     step "profile $shape" 120 python3 /tmp/host_prof.py $shape > $OUT/prof_$shape.log 2>&1; grep "host us\|keys" $OUT/prof_$shape.log
   done
-  cd $OUT && tar czf all.tgz *.log && rm -f *.log
-  exit 0
+  pack "*.log"
 fi
 if [ "$1" = host ]; then  # is #25's gain larger than the host's own variation? (notes, after #29)
-  for i in 1 2; do for f in False True; do
-    sed -i "s/^FAST_LAUNCH = .*/FAST_LAUNCH = $f/" kernels/launch.py
-    step "fast $f, run $i" 70 $B --parts scan,models --peer .peer/mamba_ssm_cuda --kernels --shapes 1x256x16384,8x256x4096 --model-rows dna-small:1x131072,audio-unet:1x131072 --out $OUT/host_${f}_$i.json > $OUT/host_${f}_$i.log 2>&1
-    grep "host time\|^| dna\|^| audio" $OUT/host_${f}_$i.log
-  done; done
-  cd $OUT && tar czf all.tgz *.json *.log && rm -f *.json *.log
-  exit 0
+  turns host kernels/launch.py FAST_LAUNCH 70 "host time\|^| dna\|^| audio" "False True" --parts scan,models --peer .peer/mamba_ssm_cuda --kernels --shapes 1x256x16384,8x256x4096 --model-rows dna-small:1x131072,audio-unet:1x131072
+  pack "*.json *.log"
 fi
 if [ "$1" = variants ]; then  # a second call: the side-by-side rows, the kernel tests, the tile sweep
   step bench 90 $B --parts scan --peer .peer/mamba_ssm_cuda --kernels --shapes 1x256x16384,8x256x4096,1x256x131072,8x2048x4096 --out $OUT/bench.json > $OUT/bench.log 2>&1
@@ -109,8 +113,7 @@ if [ "$1" = variants ]; then  # a second call: the side-by-side rows, the kernel
     --page source --print-source sass --csv python3 /tmp/one_fb.py > $OUT/ncu_source.csv 2> $OUT/ncu_source.log; wc -l $OUT/ncu_source.csv; tail -3 $OUT/ncu_source.log
   step tune 270 $B --parts scan --tune --tune-shapes 1x256x16384,8x256x4096 --shapes 1x256x16384 --out $OUT/tune.json > $OUT/tune.log 2>&1
   grep "^tune" $OUT/tune.log
-  cd $OUT && tar czf all.tgz *.json *.log *.csv && rm -f *.json *.log *.csv
-  exit 0
+  pack "*.json *.log *.csv"
 fi
 if [ "$1" = ints ]; then  # POINTER_INTS off and on, alternating call by call in one process, so
   # that the host's drift between runs (20 % and more on the lent machines) reaches both alike
@@ -151,20 +154,14 @@ PY
   step ints ${INTS_S:-200} python3 /tmp/ints.py 1x256x16384 8x256x4096 > $OUT/ints.log 2>&1; grep "^|" $OUT/ints.log; tail -2 $OUT/ints.log
   # #34, the walk back unrolled by 2 where the backward's registers are not limited (of the
   # default rows, only 1 x 256 x 16K): off and on, twice each in turns, the backward kernel's time
-  for i in 1 2; do for f in 1 2; do
-    sed -i "s/^BWD_WALK_UNROLL = .*/BWD_WALK_UNROLL = $f/" kernels/selective_scan/triton_scan.py
-    step "walk unroll $f, run $i" ${UNROLL_S:-45} $B --parts scan --kernels --shapes 1x256x16384 --out $OUT/unroll_${f}_$i.json > $OUT/unroll_${f}_$i.log 2>&1
-    grep "_bwd_recurrent_kernel |\|ours | total" $OUT/unroll_${f}_$i.log
-  done; done
-  cd $OUT && tar czf all.tgz *.json *.log && rm -f *.json *.log
-  exit 0
+  turns unroll kernels/selective_scan/triton_scan.py BWD_WALK_UNROLL ${UNROLL_S:-45} "_bwd_recurrent_kernel |\|ours | total" "1 2" --parts scan --kernels --shapes 1x256x16384
+  pack "*.json *.log"
 fi
 if [ "$1" = tune ]; then  # the sweep of tiles, segments, register limits and adjoint splits at the
   # shapes of $2 (comma-separated), graph-timed, mamba_ssm beside each for scale
   step tune 500 $B --parts "" --peer .peer/mamba_ssm_cuda --tune --tune-shapes "$2" --out $OUT/tune.json > $OUT/tune.log 2>&1
   grep "^tune" $OUT/tune.log
-  cd $OUT && tar czf all.tgz *.json *.log && rm -f *.json *.log
-  exit 0
+  pack "*.json *.log"
 fi
 if [ "$1" = ab ]; then  # ab.patch (git diff BASE -- paths, untracked, carried with the tree) undone and
   # redone in turns, twice: the host time of a scan call and the eager model rows of BASE and of
@@ -185,4 +182,4 @@ step "kernel tests" 110 python3 -m pytest -x -n 8 -m "gpu or not slow" tests/ker
 step "all rows" 240 $B --parts scan,decode --peer .peer/mamba_ssm_cuda --out $OUT/bench_all.json > $OUT/bench_all.log 2>&1; grep -v '^{' $OUT/bench_all.log | grep "^| \|decode\|us/step" | tail -20
 # the issue's whole-model rows, ours and with mamba_ssm's scan swapped in
 step models 150 $B --parts models --peer .peer/mamba_ssm_cuda --model-rows dna-small:1x131072,audio-unet:1x131072 --out $OUT/models.json > $OUT/models.log 2>&1; grep -v '^{' $OUT/models.log | tail -8
-cd $OUT && tar czf all.tgz *.json *.log && rm -f *.json *.log
+pack "*.json *.log"
