@@ -11,8 +11,9 @@
 #   ints      kernels/launch.py's POINTER_INTS off and on (and the fast launch off) in one
 #             process, call by call in turns (host_us), mamba_ssm beside them: the host time of an
 #             eager f+b at two shapes, five rounds of 200 calls each; after their compiled
-#             tests; then #34 (the walk back unrolled by 2) off and on, twice each in turns, at
-#             1 x 256 x 16K (about 330 s);
+#             tests; then #34 (the walk back unrolled by 2) and #35 (the serial segment carry)
+#             off and on together, twice each in turns, at 1 x 256 x 16K and 8 x 256 x 4K, each
+#             read from its own kernel's time (about 400 s);
 #   tune S    `bench gpu --tune` at the shapes S (e.g. 8x2048x1024), mamba_ssm beside them;
 #   ab        ab.patch's base against the tree (host time and eager model rows, in turns,
 #             twice), then the record call;
@@ -119,7 +120,7 @@ if [ "$1" = ints ]; then  # POINTER_INTS off and on, alternating call by call in
   # that the host's drift between runs (20 % and more on the lent machines) reaches both alike
   # the compiled tests of what #33 and #34 change (the 19:24 call ran the whole kernel suite on the
   # kernels that these two leave unchanged with their defaults)
-  step "tests" ${TESTS_S:-120} python3 -m pytest -x -n 8 -p no:cacheprovider -m "gpu or not slow" tests/kernels/test_launch.py tests/kernels/test_scan_triton.py -k "launch or replay or walk_unrolled" > $OUT/tests.log 2>&1; tail -c 200 $OUT/tests.log
+  step "tests" ${TESTS_S:-120} python3 -m pytest -x -n 8 -p no:cacheprovider -m "gpu or not slow" tests/kernels/test_launch.py tests/kernels/test_scan_triton.py -k "launch or replay or walk_unrolled or carry_pass" > $OUT/tests.log 2>&1; tail -c 200 $OUT/tests.log
   cat > /tmp/ints.py <<'PY'
 import functools, json, os, sys
 from mamba_bio_audio.pipelines.bench.gpu import (_forward_backward, _time_contiguous, host_us,
@@ -152,9 +153,16 @@ json.dump(rows, open(os.path.join(os.environ["OUT"], "ints.json"), "w"), indent=
 PY
   echo "| shape | round | fast launch off us | ints off us | ints on us | mamba_ssm us | on / off |"
   step ints ${INTS_S:-200} python3 /tmp/ints.py 1x256x16384 8x256x4096 > $OUT/ints.log 2>&1; grep "^|" $OUT/ints.log; tail -2 $OUT/ints.log
-  # #34, the walk back unrolled by 2 where the backward's registers are not limited (of the
-  # default rows, only 1 x 256 x 16K): off and on, twice each in turns, the backward kernel's time
-  turns unroll kernels/selective_scan/triton_scan.py BWD_WALK_UNROLL ${UNROLL_S:-45} "_bwd_recurrent_kernel |\|ours | total" "1 2" --parts scan --kernels --shapes 1x256x16384
+  # #34 (the walk back unrolled by 2 where the backward's registers are not limited; of the
+  # default rows, only 1 x 256 x 16K) and #35 (the serial segment carry): off and on together,
+  # twice each in turns. They change different kernels, so each reads from its own kernel's time
+  # (`--kernels`): the backward's and the carry's
+  for i in 1 2; do for v in off on; do
+    if [ $v = on ]; then w=2 c=True; else w=1 c=False; fi
+    sed -i "s/^BWD_WALK_UNROLL = .*/BWD_WALK_UNROLL = $w/; s/^CARRY_SERIAL = .*/CARRY_SERIAL = $c/" kernels/selective_scan/triton_scan.py
+    step "unroll and serial carry $v, run $i" ${UNROLL_S:-60} $B --parts scan --kernels --shapes 1x256x16384,8x256x4096 --out $OUT/kern_${v}_$i.json > $OUT/kern_${v}_$i.log 2>&1
+    grep "_bwd_recurrent_kernel \|_segment_carry_kernel \|ours | total" $OUT/kern_${v}_$i.log
+  done; done
   pack "*.json *.log"
 fi
 if [ "$1" = tune ]; then  # the sweep of tiles, segments, register limits and adjoint splits at the
