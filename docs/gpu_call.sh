@@ -51,6 +51,10 @@ pack() { cd $OUT && tar czf all.tgz $1 && rm -f $1; exit 0; }
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit 1
 python3 -m pip install -q --no-deps --no-build-isolation -e . > $OUT/install.log 2>&1 || { tail $OUT/install.log; exit 1; }
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader
+# SET="NAME=VALUE ...": module constants of kernels/launch.py or triton_scan.py set for this call
+# (e.g. what an A/B call just found, before the record call; the tree's defaults otherwise)
+for kv in $SET; do f=kernels/selective_scan/triton_scan.py; grep -q "^${kv%%=*} = " kernels/launch.py && f=kernels/launch.py
+  sed -i "s/^${kv%%=*} = .*/${kv%%=*} = ${kv#*=}/" $f; grep -H "^${kv%%=*} = " $f || { echo "SET: no constant ${kv%%=*}"; exit 1; }; done
 B="mamba-bio-audio bench gpu --layout channels-last --graph"
 show() { grep -v '^{' $OUT/$1.log | grep -v "^| peer" | tail -${2:-3}; }
 # one f+b at 1 x 256 x 131K, channels-last bf16 (the Nsight Compute steps profile it)
