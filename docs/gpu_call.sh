@@ -8,12 +8,6 @@
 #             (`bench gpu --tune`);
 #   host      the fast launch (kernels/launch.py) off and on, twice each, alternating: the host
 #             time of a scan call and the eager model rows, mamba_ssm beside them (about 240 s);
-#   ints      kernels/launch.py's POINTER_INTS off and on (and the fast launch off) in one
-#             process, call by call in turns (host_us), mamba_ssm beside them: the host time of an
-#             eager f+b at two shapes, five rounds of 200 calls each; after their compiled
-#             tests; then #34 (the walk back unrolled by 2) and #35 (the serial segment carry)
-#             off and on together, twice each in turns, at 1 x 256 x 16K and 8 x 256 x 4K, each
-#             read from its own kernel's time (about 400 s);
 #   tune S    `bench gpu --tune` at the shapes S (e.g. 8x2048x1024), mamba_ssm beside them;
 #   ab        ab.patch's base against the tree (host time and eager model rows, in turns,
 #             twice), then the record call;
@@ -119,55 +113,6 @@ if [ "$1" = variants ]; then  # a second call: the side-by-side rows, the kernel
   step tune 270 $B --parts scan --tune --tune-shapes 1x256x16384,8x256x4096 --shapes 1x256x16384 --out $OUT/tune.json > $OUT/tune.log 2>&1
   grep "^tune" $OUT/tune.log
   pack "*.json *.log *.csv"
-fi
-if [ "$1" = ints ]; then  # POINTER_INTS off and on, alternating call by call in one process, so
-  # that the host's drift between runs (20 % and more on the lent machines) reaches both alike
-  # the compiled tests of what #33 and #34 change (the 19:24 call ran the whole kernel suite on the
-  # kernels that these two leave unchanged with their defaults)
-  step "tests" ${TESTS_S:-120} python3 -m pytest -x -n 8 -p no:cacheprovider -m "gpu or not slow" tests/kernels/test_launch.py tests/kernels/test_scan_triton.py -k "launch or replay or walk_unrolled or carry_pass" > $OUT/tests.log 2>&1; tail -c 200 $OUT/tests.log
-  cat > /tmp/ints.py <<'PY'
-import functools, json, os, sys
-from mamba_bio_audio.pipelines.bench.gpu import (_forward_backward, _time_contiguous, host_us,
-                                                 load_peer, scan_inputs)
-from mamba_bio_audio.kernels.selective_scan.triton_scan import selective_scan_triton
-import mamba_bio_audio.kernels.launch as launch
-def flagged(step, fast, ints):
-    def run():
-        launch.FAST_LAUNCH, launch.POINTER_INTS = fast, ints
-        step()
-    return run
-peer_fn = load_peer(".peer/mamba_ssm_cuda")
-rows = []
-for shape in sys.argv[1:]:
-    batch, dim, L = map(int, shape.split("x"))
-    x = scan_inputs(batch, dim, L, 16, True, layout="channels-last")
-    ours = functools.partial(_forward_backward(selective_scan_triton), x)
-    steps = {"fast launch off": flagged(ours, False, False), "ints off": flagged(ours, True, False),
-             "ints on": flagged(ours, True, True),
-             "mamba_ssm": functools.partial(_forward_backward(peer_fn), _time_contiguous(x))}
-    for _ in range(5):
-        for step in steps.values():
-            step()
-    for r in range(5):
-        us = host_us(steps, iters=200)
-        rows.append(dict(shape=shape, round=r, **us))
-        print(f"| {shape} | {r} | " + " | ".join(f"{v:.1f}" for v in us.values())
-              + f" | {us['ints on'] / us['ints off']:.3f} |", flush=True)
-json.dump(rows, open(os.path.join(os.environ["OUT"], "ints.json"), "w"), indent=1)
-PY
-  echo "| shape | round | fast launch off us | ints off us | ints on us | mamba_ssm us | on / off |"
-  step ints ${INTS_S:-200} python3 /tmp/ints.py 1x256x16384 8x256x4096 > $OUT/ints.log 2>&1; grep "^|" $OUT/ints.log; tail -2 $OUT/ints.log
-  # #34 (the walk back unrolled by 2 where the backward's registers are not limited; of the
-  # default rows, only 1 x 256 x 16K) and #35 (the serial segment carry): off and on together,
-  # twice each in turns. They change different kernels, so each reads from its own kernel's time
-  # (`--kernels`): the backward's and the carry's
-  for i in 1 2; do for v in off on; do
-    if [ $v = on ]; then w=2 c=True; else w=1 c=False; fi
-    sed -i "s/^BWD_WALK_UNROLL = .*/BWD_WALK_UNROLL = $w/; s/^CARRY_SERIAL = .*/CARRY_SERIAL = $c/" kernels/selective_scan/triton_scan.py
-    step "unroll and serial carry $v, run $i" ${UNROLL_S:-60} $B --parts scan --kernels --shapes 1x256x16384,8x256x4096 --out $OUT/kern_${v}_$i.json > $OUT/kern_${v}_$i.log 2>&1
-    grep "_bwd_recurrent_kernel \|_segment_carry_kernel \|ours | total" $OUT/kern_${v}_$i.log
-  done; done
-  pack "*.json *.log"
 fi
 if [ "$1" = tune ]; then  # the sweep of tiles, segments, register limits and adjoint splits at the
   # shapes of $2 (comma-separated), graph-timed, mamba_ssm beside each for scale

@@ -31,7 +31,7 @@ from triton.compiler import ASTSource
 
 from . import triton_recurrent, triton_reduce, triton_segments
 from .triton_scan import (BWD_FOLDED_SUMS, BWD_MAXNREG, BWD_MAXNREG_BLOCK_D, BWD_SUB_CHUNK,
-                          BWD_WALK_UNROLL, CARRY_SERIAL_BLOCK, _folds)
+                          BWD_WALK_UNROLL, _folds)
 
 BF16_ARGS = {"u_ptr", "delta_ptr", "B_ptr", "C_ptr", "z_ptr", "y_ptr", "dout_ptr", "du_ptr",
              "ddelta_ptr", "dz_ptr", "dBC_out_ptr"}
@@ -64,10 +64,7 @@ def kernels(block_d, staged=False, sub_chunk=BWD_SUB_CHUNK, folded_sums=BWD_FOLD
     yield "segment adjoints", triton_segments._segment_start_adjoint_kernel, dict(
         COMMON, HAS_Z=True, BLOCK_D=block_d, STAGED=staged), 1
     yield "segment carry", triton_segments._segment_carry_kernel, dict(
-        N=16, BLOCK_N=16, HAS_X0=True, REVERSE=False, BLOCK_D=2, BLOCK_S=64, SERIAL=False), 4
-    yield "segment carry, serial", triton_segments._segment_carry_kernel, dict(
-        N=16, BLOCK_N=16, HAS_X0=True, REVERSE=False, BLOCK_D=2, BLOCK_S=CARRY_SERIAL_BLOCK,
-        SERIAL=True), 1
+        N=16, BLOCK_N=16, HAS_X0=True, REVERSE=False, BLOCK_D=2, BLOCK_S=64), 4
     yield "partial sums", triton_reduce._bwd_reduce_kernel, dict(
         N=16, BLOCK=triton_reduce.REDUCE_BLOCK), triton_reduce.REDUCE_WARPS
 

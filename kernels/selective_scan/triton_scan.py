@@ -81,8 +81,10 @@ BWD_FOLDED_SUMS = True
 # (maxnreg None: few programs an SM, unstaged). `compile_check --block-d 32 --layout channels-last
 # --maxnreg 0 [--walk-unroll 2]`: the walk 557 instructions a step -> 1027 for two (8 % fewer a
 # step), 233 -> 255 registers (8 warps an SM either way), no spills; at 168 registers it spills in
-# the loop (#28). 1: no unroll. Off until a GPU measures it (kernel_tuning_notes.md #34).
-BWD_WALK_UNROLL = 1
+# the loop (#28). 1: no unroll. On: the backward kernel 294.4-294.7 -> 281.4-282.0 us at
+# 1 x 256 x 16K, two runs each in turns (H100, kernel_tuning_notes.md #34); no other default row
+# plans it.
+BWD_WALK_UNROLL = 2
 # Software-pipelining depth of the recurrent kernels' step loops (`tl.range(num_stages=)`: the
 # compiler prefetches the next steps' inputs through shared memory); 1 is a plain loop.
 STAGES = 1
@@ -113,13 +115,6 @@ MAX_TILE = 8192  # most elements of one (BLOCK_D, CHUNK, BLOCK_N) register tile 
 # 64 x 4 and 57.4 with 16 x 8; at 8 x 256 x 4K (31) 15.5 with 16 x 8, 24.8 with 32 x 8 and 34.4
 # with 32 x 4 (H100, docs/kernel_tuning_notes.md #29)
 CARRY_LONG, CARRY_SHORT, CARRY_WARPS = (64, 2), (16, 8), 4
-# The carry's SERIAL form instead (_segment_carry_kernel): one warp a program, one (state, channel)
-# pair a lane, each lane composing its pair's boundaries one after another in registers,
-# CARRY_SERIAL_BLOCK boundaries' loads at a time (no shuffles: 336 instructions for 16 boundaries
-# against 1020 for the 64 x 2 block's scan, compile_check). Off until a GPU has measured it
-# (`bash docs/gpu_call.sh ints`; kernel_tuning_notes.md #35).
-CARRY_SERIAL = False
-CARRY_SERIAL_BLOCK = 16
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -403,16 +398,12 @@ def _sub_segments(p: Plan, n_chunks: int) -> Plan:
 def _carry(x0, PE, p: Plan, reverse):
     _, batch, _, N, dim = PE.shape
     out = _empty(batch, p.n_seg, N, dim, like=PE)
-    if CARRY_SERIAL:  # a lane for each (state, channel) pair of a warp's tile
-        bs, bd, warps = CARRY_SERIAL_BLOCK, max(1, 32 // p.block_n), 1
-    else:
-        bs, bd = CARRY_LONG if p.n_seg - 1 > CARRY_LONG[0] else CARRY_SHORT
-        bs, warps = min(bs, _pow2(max(p.n_seg - 1, 2))), CARRY_WARPS
-    bd = min(bd, _pow2(dim))
+    bs, bd = CARRY_LONG if p.n_seg - 1 > CARRY_LONG[0] else CARRY_SHORT
+    bs, bd = min(bs, _pow2(max(p.n_seg - 1, 2))), min(bd, _pow2(dim))
     launch(
         _segment_carry_kernel, (_cdiv(dim, bd), batch),
         _or(x0, PE), PE, out, dim, N, p.n_seg, HAS_X0=x0 is not None, REVERSE=reverse,
-        BLOCK_D=bd, BLOCK_N=p.block_n, BLOCK_S=bs, SERIAL=CARRY_SERIAL, num_warps=warps)
+        BLOCK_D=bd, BLOCK_N=p.block_n, BLOCK_S=bs, num_warps=CARRY_WARPS)
     return out
 
 

@@ -187,45 +187,10 @@ def _carry_block(P_ptr, E_ptr, b, j0, j, nd, mask_nd, N: tl.constexpr, dim, n_se
 
 
 @triton.jit
-def _carry_serial_block(P_ptr, E_ptr, b, j0, nd, mask_nd, N: tl.constexpr, dim, n_seg,
-                        REVERSE: tl.constexpr, BLOCK_S: tl.constexpr):
-    """P and E of the BLOCK_S boundaries j0 + i (in crossing order) as two tuples of BLOCK_S
-    (BLOCK_N, BLOCK_D) tiles; past the last boundary P = 1, E = 0."""
-    step = -N * dim if REVERSE else N * dim
-    at = (b * (n_seg - 1) + _carry_index(j0, n_seg, REVERSE)) * N * dim + nd
-    ps = ()
-    es = ()
-    for i in tl.static_range(BLOCK_S):
-        mask = mask_nd & (j0 + i < n_seg - 1)
-        ps = ps + (tl.load(P_ptr + at + i * step, mask=mask, other=1.0),)
-        es = es + (tl.load(E_ptr + at + i * step, mask=mask, other=0.0),)
-    return ps, es
-
-
-@triton.jit
-def _carry_serial(P_ptr, E_ptr, out_ptr, x, b, nd, mask_nd, N: tl.constexpr, dim, n_seg,
-                  REVERSE: tl.constexpr, BLOCK_S: tl.constexpr):
-    """The carry's SERIAL form (see _segment_carry_kernel): out's slots after x's, one boundary
-    after another, in blocks of BLOCK_S whose loads go out a block ahead."""
-    step = -N * dim if REVERSE else N * dim
-    ps, es = _carry_serial_block(P_ptr, E_ptr, b, 0, nd, mask_nd, N, dim, n_seg, REVERSE, BLOCK_S)
-    for j0 in range(0, n_seg - 1, BLOCK_S):
-        ps_next, es_next = _carry_serial_block(P_ptr, E_ptr, b, j0 + BLOCK_S, nd, mask_nd, N, dim,
-                                               n_seg, REVERSE, BLOCK_S)
-        slot = _carry_index(j0, n_seg, REVERSE) + (0 if REVERSE else 1)
-        at = (b * n_seg + slot) * N * dim + nd
-        for i in tl.static_range(BLOCK_S):
-            x = ps[i] * x + es[i]
-            tl.store(out_ptr + at + i * step, x, mask=mask_nd & (j0 + i < n_seg - 1))
-        ps = ps_next
-        es = es_next
-
-
-@triton.jit
 def _segment_carry_kernel(
     x0_ptr, PE_ptr, out_ptr, dim, N: tl.constexpr, n_seg,
     HAS_X0: tl.constexpr, REVERSE: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
-    BLOCK_S: tl.constexpr, SERIAL: tl.constexpr = False,
+    BLOCK_S: tl.constexpr,
 ):
     """x across segment boundaries: out[0] = x0, out[k+1] = P[k] out[k] + E[k] (REVERSE: from
     out[n_seg-1] = x0 down, out[k] = P[k] out[k+1] + E[k]). x0 (batch, N, dim) or zeros; PE
@@ -234,10 +199,7 @@ def _segment_carry_kernel(
     BLOCK_S boundaries are taken at once: their P and E load together (one round trip to memory
     instead of one per boundary, which made this pass a chain of n_seg dependent loads) and are
     composed by an associative scan, so the sequential part is n_seg / BLOCK_S steps; the next
-    block's loads are issued before this block is composed. SERIAL: each thread composes its own
-    (state, channel) pairs' boundaries one after another in registers (_carry_serial_block's
-    BLOCK_S loads a block, as separate tiles, so that no axis of a tile spans boundaries and no
-    shuffle is needed), the next block's loads again issued first."""
+    block's loads are issued before this block is composed."""
     pid_d = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     d = pid_d.to(tl.int64) * BLOCK_D + tl.arange(0, BLOCK_D).to(tl.int64)
@@ -253,19 +215,16 @@ def _segment_carry_kernel(
     nd = n[:, None] * dim + d[None, :]  # (BLOCK_N, BLOCK_D) offsets within one state
     j = tl.arange(0, BLOCK_S)
     P_ptr, E_ptr = PE_ptr, PE_ptr + _pe_half(n_seg - 1, N, dim)
-    if SERIAL:
-        _carry_serial(P_ptr, E_ptr, out_ptr, x, b, nd, mask_nd, N, dim, n_seg, REVERSE, BLOCK_S)
-    else:
-        p_next, e_next = _carry_block(P_ptr, E_ptr, b, 0, j, nd, mask_nd, N, dim, n_seg, REVERSE)
-        for j0 in range(0, n_seg - 1, BLOCK_S):
-            # the next block's P and E load while this block is composed (one round trip in flight)
-            p, e, k = p_next, e_next, _carry_index(j0 + j, n_seg, REVERSE)
-            p_next, e_next = _carry_block(P_ptr, E_ptr, b, j0 + BLOCK_S, j, nd, mask_nd, N, dim, n_seg,
-                                          REVERSE)
-            mask = (j0 + j < n_seg - 1)[:, None, None] & mask_nd[None, :, :]
-            p, e = tl.associative_scan((p, e), axis=0, combine_fn=_combine)
-            xs = p * x[None, :, :] + e
-            slot = k if REVERSE else k + 1
-            tl.store(out_ptr + ((b * n_seg + slot) * N * dim)[:, None, None] + nd[None, :, :], xs,
-                     mask=mask)
-            x = tl.sum(tl.where((j == BLOCK_S - 1)[:, None, None], xs, 0.0), axis=0)
+    p_next, e_next = _carry_block(P_ptr, E_ptr, b, 0, j, nd, mask_nd, N, dim, n_seg, REVERSE)
+    for j0 in range(0, n_seg - 1, BLOCK_S):
+        # the next block's P and E load while this block is composed (one round trip in flight)
+        p, e, k = p_next, e_next, _carry_index(j0 + j, n_seg, REVERSE)
+        p_next, e_next = _carry_block(P_ptr, E_ptr, b, j0 + BLOCK_S, j, nd, mask_nd, N, dim, n_seg,
+                                      REVERSE)
+        mask = (j0 + j < n_seg - 1)[:, None, None] & mask_nd[None, :, :]
+        p, e = tl.associative_scan((p, e), axis=0, combine_fn=_combine)
+        xs = p * x[None, :, :] + e
+        slot = k if REVERSE else k + 1
+        tl.store(out_ptr + ((b * n_seg + slot) * N * dim)[:, None, None] + nd[None, :, :], xs,
+                 mask=mask)
+        x = tl.sum(tl.where((j == BLOCK_S - 1)[:, None, None], xs, 0.0), axis=0)

@@ -23,8 +23,7 @@ def test_scan_kernels_compile_for_sm90_without_spills_in_loops(layout, block_d):
     assert out.returncode == 0, out.stderr[-2000:]
     rows = [line.split("|")[1:-1] for line in out.stdout.splitlines()[2:]]
     assert [r[1].strip() for r in rows] == ["forward", "backward", "segment ends", "segment adjoints",
-                                            "segment carry", "segment carry, serial",
-                                            "partial sums"]
+                                            "segment carry", "partial sums"]
     for inputs, name, _, registers, spills, loop_spills, loops, waits in rows:
         assert inputs.strip() == layout
         # --waits: per loop, the fewest / median instructions from a load to its first wait

@@ -159,8 +159,8 @@ def test_backward_folded_channel_sums(deterministic):
 
 @pytest.fixture
 def walk_unroll(monkeypatch):
-    """BWD_WALK_UNROLL 2 for one test, with the plan cache cleared before and after (plans are
-    cached with the constant's value at the time)."""
+    """BWD_WALK_UNROLL 2 (the default) held for one test whatever the module says, with the plan
+    cache cleared before and after (plans are cached with the constant's value at the time)."""
     triton_scan._plan.cache_clear()
     monkeypatch.setattr(triton_scan, "BWD_WALK_UNROLL", 2)
     yield 2
@@ -239,18 +239,13 @@ def test_segments_without_optional_inputs_fast_mode(variant):
                             with_dfinal=False, deterministic=False)
 
 
-@pytest.mark.parametrize("serial", [False, True], ids=["scan", "serial"])
 @pytest.mark.parametrize("L, segments", [(75, 38), (141, 71)])
-def test_many_segments_carry_pass_takes_boundaries_in_blocks(L, segments, serial, monkeypatch):
+def test_many_segments_carry_pass_takes_boundaries_in_blocks(L, segments):
     """Segments of one chunk: the boundary pass (forward and reverse) composes its boundaries a
     block at a time: 37 boundaries cross three blocks of CARRY_SHORT's 16, 70 two blocks of
     CARRY_LONG's 64 (2 channels, one of them masked in the second tile), the last block partial
-    either way; initial state and final-state gradient flow through every block. The SERIAL form
-    (CARRY_SERIAL) takes them in blocks of 16 as well, each lane one after another (3 and 5
-    blocks, the last partial; one channel of its 4 masked)."""
+    either way; initial state and final-state gradient flow through every block."""
     assert triton_scan.CARRY_SHORT[0] == 16 and triton_scan.CARRY_LONG[0] == 64
-    assert triton_scan.CARRY_SERIAL_BLOCK == 16
-    monkeypatch.setattr(triton_scan, "CARRY_SERIAL", serial)
     inputs = make_inputs(1, 3, L, 4, init=True, seed=11)
     check_against_reference(inputs, delta_softplus=True, chunk_size=2, block_d=2, variant="tiled",
                             segments=segments)
