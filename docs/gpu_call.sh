@@ -8,6 +8,9 @@
 #             (`bench gpu --tune`);
 #   host      the fast launch (kernels/launch.py) off and on, twice each, alternating: the host
 #             time of a scan call and the eager model rows, mamba_ssm beside them (about 240 s);
+#   warps     the backward with one and two warps a program (the plan's other choices kept), in
+#             turns, twice each: graph-timed forward and f+b at 1 x 256 x 16K, 8 x 256 x 4K and
+#             1 x 256 x 131K (kernel_tuning_notes.md, "Next steps after #35"; about 100 s);
 #   tune S    `bench gpu --tune` at the shapes S (e.g. 8x2048x1024), mamba_ssm beside them;
 #   ab        ab.patch's base against the tree (host time and eager model rows, in turns,
 #             twice), then the record call;
@@ -113,6 +116,30 @@ if [ "$1" = variants ]; then  # a second call: the side-by-side rows, the kernel
   step tune 270 $B --parts scan --tune --tune-shapes 1x256x16384,8x256x4096 --shapes 1x256x16384 --out $OUT/tune.json > $OUT/tune.log 2>&1
   grep "^tune" $OUT/tune.log
   pack "*.json *.log *.csv"
+fi
+if [ "$1" = warps ]; then  # more warps a scheduler for the latency-bound walk back: 2 warps a
+  # backward program (Triton splits the 16 x 32 tile's states across them), by patching plan()
+  cat > /tmp/warps.py <<'PY'
+import torch
+import mamba_bio_audio.kernels.selective_scan.triton_scan as ts
+from mamba_bio_audio.pipelines.bench.gpu import _graph_times, scan_inputs
+plan, W = ts.plan, {"w": 1}
+def patched(*a, backward=False, **k):
+    if backward:
+        k["num_warps"] = W["w"]
+    return plan(*a, backward=backward, **k)
+ts.plan = patched
+for shape in [(1, 256, 16384), (8, 256, 4096), (1, 256, 131072)]:
+    x = scan_inputs(*shape, 16, True, layout="channels-last")
+    for w in (1, 2, 1, 2):
+        W["w"] = w
+        p = plan(*shape, 16, 1, torch.device("cuda"), backward=True, channels_last=True, num_warps=w)
+        fwd, fb = _graph_times(ts.selective_scan_triton, x)
+        print(f"| {shape} | {w} | {p.block_d} | {p.n_seg} | {p.maxnreg} | {fwd:.4f} | {fb:.4f} |", flush=True)
+PY
+  echo "| batch, dim, L | backward warps | BLOCK_D | segments | maxnreg | fwd ms, graph | f+b ms, graph |"
+  step warps 150 python3 /tmp/warps.py > $OUT/warps.log 2>&1; grep "^|" $OUT/warps.log; tail -3 $OUT/warps.log
+  pack "*.log"
 fi
 if [ "$1" = tune ]; then  # the sweep of tiles, segments, register limits and adjoint splits at the
   # shapes of $2 (comma-separated), graph-timed, mamba_ssm beside each for scale
