@@ -33,8 +33,9 @@ DEFAULT_SHAPES = ",".join([f"8x2048x{L}" for L in (1024, 2048, 4096, 8192, 16384
 DEFAULT_MODEL_ROWS = "dna-small:1x131072,audio-unet:1x131072,dna-small:8x4096"
 TUNE_SHAPES = "8x2048x4096,1x256x16384,1x256x131072,8x256x4096,1x5120x8192"
 # (BLOCK_D, warps, pipelining stages) that --tune tries, each at several segment counts (stages 3
-# measured within 3 % of 1, kernel_tuning_notes.md #8)
-TUNE_TILES = [(8, 1, 1), (16, 1, 1), (32, 1, 1), (64, 2, 1)]
+# measured within 3 % of 1, kernel_tuning_notes.md #8); 32 x 2 warps puts the warps on the state
+# axis (more warps a scheduler where programs are few, "Next steps after #35")
+TUNE_TILES = [(8, 1, 1), (16, 1, 1), (32, 1, 1), (32, 2, 1), (64, 2, 1)]
 # the backward's sub-chunks, then register limits (ptxas .maxnreg: 10 and 12 one-warp programs an
 # SM instead of 8), tried on the best tile of each shape
 TUNE_SUB_CHUNKS = (8, 16)
