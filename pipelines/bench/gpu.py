@@ -172,15 +172,19 @@ def measure_floors():
 
 
 def scan_inputs(batch, dim, L, N, grad, dtype=torch.bfloat16, layout="time"):
-    """Random scan inputs: (batch, dim, L) and (batch, N, L) tensors, time-contiguous, or (layout
-    "channels-last") views of (batch, L, dim) and (batch, L, N) memory, as our mixer passes them."""
+    """Random scan inputs: (batch, dim, L) and (batch, N, L) tensors and A (dim, N), contiguous, or
+    (layout "channels-last") views of (batch, L, dim) and (batch, L, N) memory and A a view of
+    (N, dim) memory, as our mixer passes them (SelectiveSSM.A: the Triton scan reads A^T, so a
+    call makes no copy of it)."""
     r = lambda *s: torch.randn(*s, device="cuda")  # noqa: E731
     if layout == "time":
         seq = lambda c: r(batch, c, L)  # noqa: E731
+        A = -torch.exp(0.5 * r(dim, N))
     else:
         seq = lambda c: r(batch, L, c).transpose(1, 2)  # noqa: E731
+        A = -torch.exp(0.5 * r(N, dim)).t()
     x = dict(u=seq(dim).to(dtype), delta=(0.5 * seq(dim) - 2).to(dtype),
-             A=-torch.exp(0.5 * r(dim, N)), B=seq(N).to(dtype), C=seq(N).to(dtype),
+             A=A, B=seq(N).to(dtype), C=seq(N).to(dtype),
              D=r(dim), z=seq(dim).to(dtype), delta_bias=0.1 * r(dim))
     if grad:
         for v in x.values():
@@ -190,7 +194,8 @@ def scan_inputs(batch, dim, L, N, grad, dtype=torch.bfloat16, layout="time"):
 
 
 def _time_contiguous(x):
-    """The same inputs, time-contiguous (mamba_ssm's kernel copies anything else first)."""
+    """The same inputs, contiguous (time-contiguous sequences, A (dim, N)): mamba_ssm's kernel
+    copies anything else first."""
     return {k: v.detach().contiguous().requires_grad_(v.requires_grad) for k, v in x.items()}
 
 
