@@ -50,14 +50,22 @@ _known: dict = {}
 _VALUES = frozenset({int, float, bool, type(None)})  # arguments keyed by value
 
 
-def call_key(args, kwargs) -> tuple:
+def addresses(args) -> list:
+    """The arguments as Triton's launcher can take them: each int, float, bool or None as itself,
+    every other argument (a tensor) as its address."""
+    return [a if type(a) in _VALUES else a.data_ptr() for a in args]
+
+
+def call_key(args, kwargs, addrs=None) -> tuple:
     """What a call's compiled kernel depends on, as a hashable tuple: each int, float, bool or
     None by value, every other argument (a tensor) by its dtype and its address modulo 16; then
-    the keyword arguments (constexprs and options such as num_warps) by value. The test is the
-    type's membership in a set, not isinstance(a, torch.Tensor), which costs more over a
-    backward's 70 arguments, at every launch (a third more in a one-off timing on the development
-    machine)."""
-    return (tuple([a if type(a) in _VALUES else (a.dtype, a.data_ptr() & 15) for a in args]),
+    the keyword arguments (constexprs and options such as num_warps) by value. `addrs`: the
+    arguments' `addresses`, if the caller has them (each tensor's data_ptr() is then read once a
+    launch, for the key and for POINTER_INTS). The test is the type's membership in a set, not
+    isinstance(a, torch.Tensor), which costs more over a backward's 70 arguments, at every launch
+    (a third more in a one-off timing on the development machine)."""
+    addrs = addresses(args) if addrs is None else addrs
+    return (tuple([p if type(a) in _VALUES else (a.dtype, p & 15) for a, p in zip(args, addrs)]),
             tuple(kwargs.items()))
 
 
@@ -99,7 +107,8 @@ def launch(kernel, grid, *args, **kwargs):
     if _hooked(knobs.runtime.launch_enter_hook) or _hooked(knobs.runtime.launch_exit_hook):
         return kernel[grid](*args, **kwargs)
     device = torch.cuda.current_device()
-    key = (device, call_key(args, kwargs))
+    addrs = addresses(args)
+    key = (device, call_key(args, kwargs, addrs))
     table = _known.setdefault(kernel, {})
     known = table.get(key)
     if known is None:
@@ -113,7 +122,7 @@ def launch(kernel, grid, *args, **kwargs):
         return compiled
     compiled, tail, direct = known
     if POINTER_INTS:
-        args = [a if type(a) in _VALUES else a.data_ptr() for a in args]
+        args = addrs
     g = (*grid, 1, 1)
     stream = _raw_stream(device)
     if direct is None:
@@ -126,4 +135,4 @@ def launch(kernel, grid, *args, **kwargs):
     return compiled
 
 
-__all__ = ["FAST_LAUNCH", "POINTER_INTS", "call_key", "launch", "trailing_values"]
+__all__ = ["FAST_LAUNCH", "POINTER_INTS", "addresses", "call_key", "launch", "trailing_values"]
