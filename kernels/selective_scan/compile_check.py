@@ -9,7 +9,7 @@ loops (per loop iteration, i.e. per time step), which is how docs/kernel_tuning_
 the kernels without a GPU:
 
     python -m mamba_bio_audio.kernels.selective_scan.compile_check [--arch 90] [--block-d 16 32]
-        [--sub-chunk 8] [--waits]
+        [--sub-chunk 8] [--maxnreg 0] [--walk-unroll 2] [--backward-warps 2] [--waits]
 
 --waits adds where each loop's global loads really block: the instructions from a load to the
 first one that waits on its scoreboard barrier (read from the SASS's control words).
@@ -49,7 +49,7 @@ COMMON = dict(N=16, BLOCK_N=16, CHUNK=32, HAS_DELTA_BIAS=True, DELTA_SOFTPLUS=Tr
 
 
 def kernels(block_d, staged=False, sub_chunk=BWD_SUB_CHUNK, folded_sums=BWD_FOLDED_SUMS,
-            walk_unroll=1):
+            walk_unroll=1, backward_warps=1):
     """(name, kernel, constexprs, num_warps) for the kernels one training step launches."""
     yield "forward", triton_recurrent._fwd_recurrent_kernel, dict(
         COMMON, HAS_D=True, HAS_Z=True, HAS_INIT=False, WRITE_STATES=True, BLOCK_D=block_d, STAGES=1,
@@ -57,8 +57,8 @@ def kernels(block_d, staged=False, sub_chunk=BWD_SUB_CHUNK, folded_sums=BWD_FOLD
     yield "backward", triton_recurrent._bwd_recurrent_kernel, dict(
         COMMON, HAS_D=True, HAS_Z=True, HAS_INIT=False, HAS_DEXIT=True, DETERMINISTIC=True,
         BLOCK_D=block_d, STAGES=1, STAGED=staged, SUB=sub_chunk,
-        FOLDED_SUMS=folded_sums and _folds(block_d, COMMON["BLOCK_N"], 1, staged),
-        WALK_UNROLL=walk_unroll), 1
+        FOLDED_SUMS=folded_sums and _folds(block_d, COMMON["BLOCK_N"], backward_warps, staged),
+        WALK_UNROLL=walk_unroll), backward_warps
     yield "segment ends", triton_segments._segment_end_kernel, dict(COMMON, BLOCK_D=block_d,
                                                                     STAGED=staged), 1
     yield "segment adjoints", triton_segments._segment_start_adjoint_kernel, dict(
@@ -175,10 +175,12 @@ def main(argv=None) -> int:
     p.add_argument("--folded-sums", choices=("on", "off"), default=None,
                    help="the backward's dB/dC sums by the folded butterfly where the tile allows "
                         "(default: as BWD_FOLDED_SUMS, %s)" % ("on" if BWD_FOLDED_SUMS else "off"))
-    p.add_argument("--walk-unroll", type=int, choices=(1, 2), default=1,
-                   help="the backward's walk back unrolled by this factor (the plan's "
-                        "BWD_WALK_UNROLL, %d, applies only without a register limit; "
-                        "default: %%(default)s)" % BWD_WALK_UNROLL)
+    p.add_argument("--walk-unroll", type=int, choices=(1, 2), default=None,
+                   help="the backward's walk back unrolled by this factor (default: as plan() "
+                        "sets it, BWD_WALK_UNROLL (%d) without a register limit on unstaged "
+                        "inputs, 1 elsewhere)" % BWD_WALK_UNROLL)
+    p.add_argument("--backward-warps", type=int, choices=(1, 2), default=1,
+                   help="warps a backward program (default: %(default)s, as plan() sets it)")
     p.add_argument("--waits", action="store_true",
                    help="also print, per loop, the fewest and the median instructions between a "
                         "global load and the first wait on its scoreboard barrier")
@@ -198,12 +200,16 @@ def main(argv=None) -> int:
     print("|---|---|---|---|---|---|---|" + ("---|" if args.waits else ""))
     for layout in args.layout:
         for bd in args.block_d:
+            maxnreg = _maxnreg(args.maxnreg, layout, bd)
+            unroll = args.walk_unroll or (BWD_WALK_UNROLL if maxnreg is None and layout != "time"
+                                          else 1)
             for name, kernel, constexprs, warps in kernels(bd, staged=layout == "time",
                                                                sub_chunk=args.sub_chunk,
                                                                folded_sums=folded,
-                                                               walk_unroll=args.walk_unroll):
+                                                               walk_unroll=unroll,
+                                                               backward_warps=args.backward_warps):
                 r = compile_kernel(kernel, constexprs, args.arch, warps, layout,
-                                   _maxnreg(args.maxnreg, layout, bd) if name == "backward" else None)
+                                   maxnreg if name == "backward" else None)
                 print(f"| {layout} | {name} | {constexprs.get('BLOCK_D', '-')} | {r['registers']} | "
                       f"{r['spills']} | {r['loop_spills']} | {', '.join(map(str, r['loops'])) or '-'} |"
                       + (f" {_waits_cell(r['load_waits'])} |" if args.waits else ""), flush=True)
