@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import torch
 
 from ..launch import launch
+from .triton_chunked import _bwd_chunked_kernel
 from .triton_recurrent import _bwd_recurrent_kernel, _fwd_recurrent_kernel
 from .triton_reduce import REDUCE_BLOCK, REDUCE_WARPS, _bwd_reduce_kernel
 from .triton_segments import (
@@ -45,7 +46,7 @@ from .triton_steps import STAGE_SLOTS_D, STAGE_SLOTS_N
 from .triton_tiled import _bwd_tiled_kernel, _fwd_tiled_kernel
 
 MAX_N = 256
-VARIANTS = ("recurrent", "tiled")
+VARIANTS = ("recurrent", "tiled", "chunked")  # "chunked": a backward; its forward is "recurrent"
 # Default tiles, from the sweeps on an H200 (docs/kernel_tuning_notes.md #8): CHUNK steps per chunk
 # (shared by forward and backward: the forward saves one state per chunk), channels per program
 # and warps per program, for each direction; SEGMENT_BLOCK_D channels per program where the
@@ -207,8 +208,11 @@ def _plan(batch, dim, L, N, groups, sms, *, backward=False, variant=None, block_
     if adjoint_split is not None and adjoint_split < 1:
         raise ValueError(f"adjoint_split must be a positive number of sub-segments, got {adjoint_split}")
     split = adjoint_split or (ADJOINT_SPLIT if segments is None else 1)
+    if variant == "chunked" and not backward:
+        variant = "recurrent"
     tiled = variant == "tiled"
-    staged = (not channels_last if staged is None else staged) and not tiled
+    stepwise = variant == "recurrent"  # the kernels with a step loop (stages, scratch, registers)
+    staged = (not channels_last if staged is None else staged) and stepwise
     block_n = max(_pow2(N), 2)
     T = max(2, _pow2(chunk or CHUNK))
     bd = _pow2(block_d or (BWD_BLOCK_D if backward else FWD_BLOCK_D))
@@ -248,13 +252,26 @@ def _plan(batch, dim, L, N, groups, sms, *, backward=False, variant=None, block_
     warps = num_warps or (BWD_WARPS if backward else FWD_WARPS)
     sub = min(_pow2(sub_chunk or BWD_SUB_CHUNK), T) if backward else T
     grid_programs = batch * _cdiv(dim, bd) * n_seg
-    limited = (backward and not tiled and not staged and bd == BWD_MAXNREG_BLOCK_D
+    limited = (backward and stepwise and not staged and bd == BWD_MAXNREG_BLOCK_D
                and (not sms or grid_programs > UNLIMITED_BWD_PROGRAMS_PER_SM * sms))
     maxnreg = BWD_MAXNREG if limited else None
-    folded = BWD_FOLDED_SUMS and backward and not tiled and _folds(bd, block_n, warps, staged)
-    unroll = BWD_WALK_UNROLL if backward and not tiled and not staged and maxnreg is None else 1
+    folded = BWD_FOLDED_SUMS and backward and stepwise and _folds(bd, block_n, warps, staged)
+    unroll = BWD_WALK_UNROLL if backward and stepwise and not staged and maxnreg is None else 1
     return Plan(variant, bd, T, block_n, chunks_per_seg, n_seg, warps, stages or STAGES, staged, sub,
                 maxnreg, split, folded, unroll)
+
+
+_BWD_KERNELS = {"recurrent": _bwd_recurrent_kernel, "tiled": _bwd_tiled_kernel,
+                "chunked": _bwd_chunked_kernel}
+
+
+@functools.lru_cache(maxsize=None)
+def _lane_folds(p: Plan) -> dict:
+    """The chunked backward's FOLDS and LANE_BITS (triton_chunked._lane_sums): one lane bit a
+    power of two of BLOCK_D, folded over at most the steps of a chunk one thread holds."""
+    lane_bits = p.block_d.bit_length() - 1
+    held = max(p.chunk // p.num_warps, 1)
+    return dict(FOLDS=min(lane_bits, held.bit_length() - 1), LANE_BITS=lane_bits)
 
 
 def _bc_strides(M):
@@ -474,10 +491,14 @@ def _bwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_soft
     grid = (n_blocks, batch, p.n_seg)
     scratch = ((torch.empty(batch * p.n_seg * n_blocks * _scratch_floats(p), device=dev, dtype=f32),
                 _stage_buffer(u, grid, p)) if recurrent else ())
-    sub = (dict(SUB=p.sub_chunk, FOLDED_SUMS=p.folded_sums, WALK_UNROLL=p.walk_unroll)
-           if recurrent else {})
+    if recurrent:
+        sub = dict(SUB=p.sub_chunk, FOLDED_SUMS=p.folded_sums, WALK_UNROLL=p.walk_unroll)
+    elif p.variant == "chunked":
+        sub = _lane_folds(p)
+    else:
+        sub = {}
     launch(
-        _bwd_recurrent_kernel if recurrent else _bwd_tiled_kernel, grid,
+        _BWD_KERNELS[p.variant], grid,
         u, delta, At, B, C, _or(D, u), _or(z, u), _or(delta_bias, u), _or(seq_idx, u),
         states, dout, _or(dexit, u), *scratch,
         du, ddelta, _or(dz, u), part, dBC, _or(dinit, u),
