@@ -57,6 +57,16 @@ def _lane_sums(x, FOLDS: tl.constexpr, LANE_BITS: tl.constexpr):
 
 
 @triton.jit
+def _first_row(x, LOG_ROWS: tl.constexpr):
+    """Row 0 of x (2^LOG_ROWS, W) as (W,): LOG_ROWS halvings by tl.split, which are register
+    moves where each thread holds the rows (a masked tl.sum over them took a select and an add a
+    row)."""
+    for _ in tl.static_range(LOG_ROWS):
+        x, _hi = tl.split(tl.permute(tl.reshape(x, (2, x.shape[0] // 2, x.shape[1])), (1, 2, 0)))
+    return tl.reshape(x, (x.shape[1],))
+
+
+@triton.jit
 def _reverse_scan(a, b):
     """tl.associative_scan((a, b), axis=0, combine_fn=_combine, reverse=True), as a forward scan
     of the tiles flipped along the steps: compiled, reverse=True moved every step through
@@ -100,11 +110,11 @@ def _bwd_chunked_kernel(
     DELTA_SOFTPLUS: tl.constexpr, HAS_INIT: tl.constexpr, HAS_SEQ_IDX: tl.constexpr,
     HAS_DEXIT: tl.constexpr, DETERMINISTIC: tl.constexpr,
     BLOCK_D: tl.constexpr, CHUNK: tl.constexpr, BLOCK_N: tl.constexpr,
-    FOLDS: tl.constexpr, LANE_BITS: tl.constexpr,
+    FOLDS: tl.constexpr, LANE_BITS: tl.constexpr, LOG_CHUNK: tl.constexpr,
 ):
     """Same arguments and outputs as triton_recurrent._bwd_recurrent_kernel, without its scratch
     and stage. FOLDS and LANE_BITS: _lane_sums' (log2 BLOCK_D lane bits; folds at most log2 of the
-    steps a thread holds)."""
+    steps a thread holds); LOG_CHUNK: log2 CHUNK."""
     pid_d, b, s, d, n_idx, mask_d, mask_n, mask_nd, g_idx = _program(dim, BLOCK_D, BLOCK_N, N,
                                                                      dim_per_group, True)
     n_seg = tl.num_programs(2)
@@ -118,7 +128,6 @@ def _bwd_chunked_kernel(
     else:
         bias = d.to(tl.float32) * 0.0
     tt = tl.arange(0, CHUNK)
-    first_row = (tt == 0)[:, None]
     part = (b * n_seg + s) * s_part  # this program's row of dA (N, dim), dD, dbias partials
     # for every state, the adjoint entering its chunk from the right (the segment's exit adjoint
     # first) and its dA partial, (BLOCK_N, BLOCK_D) each; state n's is row n, read and replaced
@@ -185,7 +194,7 @@ def _bwd_chunked_kernel(
             a_next = _exp2(dt_next * A2_n[None, :]) * keep_next
             a_rev, b_rev = _reverse_scan(a_next, dy * C_n[:, None])
             g = a_rev * g_in[None, :] + b_rev  # the adjoint of each step's state
-            G = tl.where(row, tl.sum(tl.where(first_row, g, 0.0), axis=0)[None, :], G)
+            G = tl.where(row, _first_row(g, LOG_CHUNK)[None, :], G)
             dx_acc += g * B_n[:, None]
             gh = g * (h - bx)  # g_t a_t h_{t-1}
             gA_acc += gh * A_n[None, :]
@@ -197,8 +206,7 @@ def _bwd_chunked_kernel(
             tv = c * CHUNK + tv
             _store_sums(dC_base + n * s_dB_n + tv * s_dB_l, v, once & (tv < t1), DETERMINISTIC)
             if HAS_INIT:  # a_0 g_0, from the first chunk of the first segment
-                tl.store(dinit_ptr + (b * N + n) * dim + d,
-                         tl.sum(tl.where(first_row, a * g, 0.0), axis=0),
+                tl.store(dinit_ptr + (b * N + n) * dim + d, _first_row(a * g, LOG_CHUNK),
                          mask=mask_d & (s == 0) & (c == 0))
         if HAS_Z:
             y = y_acc + u * Dv[None, :]

@@ -268,10 +268,12 @@ _BWD_KERNELS = {"recurrent": _bwd_recurrent_kernel, "tiled": _bwd_tiled_kernel,
 @functools.lru_cache(maxsize=None)
 def _lane_folds(p: Plan) -> dict:
     """The chunked backward's FOLDS and LANE_BITS (triton_chunked._lane_sums): one lane bit a
-    power of two of BLOCK_D, folded over at most the steps of a chunk one thread holds."""
+    power of two of BLOCK_D, folded over at most the steps of a chunk one thread holds (its
+    (CHUNK, BLOCK_D) tiles spread over 32 lanes a warp, a channel a lane)."""
     lane_bits = p.block_d.bit_length() - 1
-    held = max(p.chunk // p.num_warps, 1)
-    return dict(FOLDS=min(lane_bits, held.bit_length() - 1), LANE_BITS=lane_bits)
+    held = max(p.chunk * p.block_d // (32 * p.num_warps), 1)
+    return dict(FOLDS=min(lane_bits, held.bit_length() - 1), LANE_BITS=lane_bits,
+                LOG_CHUNK=p.chunk.bit_length() - 1)
 
 
 def _bc_strides(M):
