@@ -13,7 +13,8 @@
 #             1 x 256 x 131K (kernel_tuning_notes.md, "Next steps after #35"; about 100 s);
 #   chunked   the chunked backward (triton_chunked.py) against the recurrent one: its compiled
 #             tests, then graph-timed forward and f+b and the backward kernel's time at
-#             1 x 256 x 16K, 8 x 256 x 4K, 131K and 8 x 2048 x 4K, in turns, twice (about 300 s);
+#             1 x 256 x 16K, 8 x 256 x 4K, 131K and 8 x 2048 x 4K (chunks of 32, and 16 for the
+#             chunked one), in turns, twice (about 300 s);
 #   tune S    `bench gpu --tune` at the shapes S (e.g. 8x2048x1024), mamba_ssm beside them;
 #   ab        ab.patch's base against the tree (host time and eager model rows, in turns,
 #             twice), then the record call;
@@ -153,14 +154,14 @@ from mamba_bio_audio.kernels.selective_scan.triton_scan import selective_scan_tr
 from mamba_bio_audio.pipelines.bench.gpu import _forward_backward, _graph_times, kernel_times, scan_inputs
 for shape in [(1, 256, 16384), (8, 256, 4096), (1, 256, 131072), (8, 2048, 4096)]:
     x = scan_inputs(*shape, 16, True, layout="channels-last")
-    for v in ("recurrent", "chunked", "recurrent", "chunked"):
-        fn = functools.partial(selective_scan_triton, variant=v)
+    for v, chunk in [("recurrent", None), ("chunked", None), ("chunked", 16)] * 2:
+        fn = functools.partial(selective_scan_triton, variant=v, chunk_size=chunk)
         fwd, fb = _graph_times(fn, x)
         ks = kernel_times(functools.partial(_forward_backward(fn), x), iters=5)
         bwd = [(n, us) for n, _, us in ks if "_bwd_" in n and "reduce" not in n]
-        print(f"| {shape} | {v} | {fwd:.4f} | {fb:.4f} | {bwd[0][1] if bwd else float('nan'):.1f} |", flush=True)
+        print(f"| {shape} | {v} | {chunk or 32} | {fwd:.4f} | {fb:.4f} | {bwd[0][1] if bwd else float('nan'):.1f} |", flush=True)
 PY
-  echo "| batch, dim, L | backward variant | fwd ms, graph | f+b ms, graph | backward kernel us |"
+  echo "| batch, dim, L | backward variant | chunk | fwd ms, graph | f+b ms, graph | backward kernel us |"
   step variants 400 python3 /tmp/variant.py > $OUT/chunked.log 2>&1; grep "^|" $OUT/chunked.log; tail -3 $OUT/chunked.log
   pack "*.log"
 fi
