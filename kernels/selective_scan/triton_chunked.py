@@ -128,6 +128,7 @@ def _bwd_chunked_kernel(
     else:
         bias = d.to(tl.float32) * 0.0
     tt = tl.arange(0, CHUNK)
+    first, last = (tt == 0)[:, None], (tt == CHUNK - 1)[:, None]
     part = (b * n_seg + s) * s_part  # this program's row of dA (N, dim), dD, dbias partials
     # for every state, the adjoint entering its chunk from the right (the segment's exit adjoint
     # first) and its dA partial, (BLOCK_N, BLOCK_D) each; state n's is row n, read and replaced
@@ -186,14 +187,16 @@ def _bwd_chunked_kernel(
                          other=0.0)
             a = _exp2(dt * A2_n[None, :]) * keep
             bx = x * B_n[:, None]
-            a_cum, b_cum = tl.associative_scan((a, bx), axis=0, combine_fn=_combine)
-            h = a_cum * h0[None, :] + b_cum  # the state after each step
+            # the entry state enters as part of step 0's input (a select each row's register
+            # resolves at compile time), so the scan's products of a are never used and go
+            _, h = tl.associative_scan((a, tl.where(first, bx + a * h0[None, :], bx)), axis=0,
+                                       combine_fn=_combine)  # the state after each step
             y_acc += h * C_n[:, None]
             row = (n_idx == n)[:, None]
             g_in = tl.sum(tl.where(row, G, 0.0), axis=0)
             a_next = _exp2(dt_next * A2_n[None, :]) * keep_next
-            a_rev, b_rev = _reverse_scan(a_next, dy * C_n[:, None])
-            g = a_rev * g_in[None, :] + b_rev  # the adjoint of each step's state
+            rhs = dy * C_n[:, None]
+            _, g = _reverse_scan(a_next, tl.where(last, rhs + a_next * g_in[None, :], rhs))
             G = tl.where(row, _first_row(g, LOG_CHUNK)[None, :], G)
             dx_acc += g * B_n[:, None]
             gh = g * (h - bx)  # g_t a_t h_{t-1}
