@@ -55,6 +55,9 @@ VARIANTS = ("recurrent", "tiled", "chunked")  # "chunked": a backward; its forwa
 # staged plans (time-contiguous inputs; BLOCK_D 16 measured faster, and 32 spills in backward).
 CHUNK = 32
 DEFAULT_VARIANT = "recurrent"
+# the backward's variant where none is asked for: "recurrent", or "chunked" (triton_chunked.py,
+# being measured against it: docs/kernel_tuning_notes.md #37)
+BWD_VARIANT = "recurrent"
 FWD_BLOCK_D, FWD_WARPS = 16, 1
 BWD_BLOCK_D, BWD_WARPS = 16, 1
 SEGMENT_BLOCK_D = 32
@@ -200,7 +203,7 @@ def _plan(batch, dim, L, N, groups, sms, *, backward=False, variant=None, block_
           staged=None, sub_chunk=None, adjoint_split=None) -> Plan:
     """plan() for a device of `sms` SMs (0: no heuristics), cached: every call of the scan plans
     both directions, and a training step calls it with the same shapes again and again."""
-    variant = variant or DEFAULT_VARIANT
+    variant = variant or (BWD_VARIANT if backward else DEFAULT_VARIANT)
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {', '.join(map(repr, VARIANTS))}, got {variant!r}")
     if sub_chunk is not None and sub_chunk < 1:
