@@ -94,7 +94,7 @@ def _tile_delta(dt_base, seq_base, t, mask_d, bias, end, s_dt_l, s_seq_l, L,
 @triton.jit
 def _bwd_chunked_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, delta_bias_ptr, seq_ptr,
-    states_ptr, dout_ptr, dexit_ptr,
+    states_ptr, dout_ptr, dexit_ptr, bc_ptr,
     du_ptr, ddelta_ptr, dz_ptr, part_ptr, dBC_ptr, dinit_ptr,
     dim, L, N: tl.constexpr, dim_per_group, n_chunks, chunks_per_seg, s_part, exit_rows, exit_split,
     s_u_b, s_u_d, s_u_l,
@@ -112,8 +112,11 @@ def _bwd_chunked_kernel(
     BLOCK_D: tl.constexpr, CHUNK: tl.constexpr, BLOCK_N: tl.constexpr,
     FOLDS: tl.constexpr, LANE_BITS: tl.constexpr, LOG_CHUNK: tl.constexpr,
 ):
-    """Same arguments and outputs as triton_recurrent._bwd_recurrent_kernel, without its scratch
-    and stage. FOLDS and LANE_BITS: _lane_sums' (log2 BLOCK_D lane bits; folds at most log2 of the
+    """Same arguments and outputs as triton_recurrent._bwd_recurrent_kernel, with bc_ptr in place
+    of its scratch and stage: per program, 2 x BLOCK_N x CHUNK floats, where each chunk's B and C
+    are copied as float32 with the steps contiguous (each state's steps then load as a row that
+    every lane takes whole, where a load of B's bf16 values spread one a lane and moved to every
+    lane through shared memory left each lane CHUNK values to unpack, state after state). FOLDS and LANE_BITS: _lane_sums' (log2 BLOCK_D lane bits; folds at most log2 of the
     steps a thread holds); LOG_CHUNK: log2 CHUNK."""
     pid_d, b, s, d, n_idx, mask_d, mask_n, mask_nd, g_idx = _program(dim, BLOCK_D, BLOCK_N, N,
                                                                      dim_per_group, True)
@@ -155,6 +158,9 @@ def _bwd_chunked_kernel(
     else:
         dB_base = dBC_ptr + b * s_dB_b + g_idx * s_dB_blk
     dC_base = dB_base + s_dBC
+    bc = (bc_ptr + ((b * n_seg + s) * n_blocks + pid_d) * 2 * BLOCK_N * CHUNK
+          + n_idx[None, :] * CHUNK + tt[:, None])  # (CHUNK, BLOCK_N): B's copy, then C's
+    bc_row = bc_ptr + ((b * n_seg + s) * n_blocks + pid_d) * 2 * BLOCK_N * CHUNK + tt
     c0, c1, t0, t1 = _segment_chunks(s, chunks_per_seg, n_chunks, CHUNK, L)
     for i in range(0, c1 - c0):
         c = c1 - 1 - i
@@ -175,14 +181,21 @@ def _bwd_chunked_kernel(
         else:
             dy = dout
         x = dt * u
+        m_tn = live[:, None] & mask_n[None, :]
+        tl.debug_barrier()  # the last chunk's copies are read
+        tl.store(bc, tl.load(B_base + t[:, None] * s_B_l + n_idx[None, :] * s_B_n, mask=m_tn,
+                             other=0.0).to(tl.float32))
+        tl.store(bc + BLOCK_N * CHUNK, tl.load(C_base + t[:, None] * s_C_l + n_idx[None, :] * s_C_n,
+                                               mask=m_tn, other=0.0).to(tl.float32))
+        tl.debug_barrier()  # visible to every lane
         y_acc = tl.zeros([CHUNK, BLOCK_D], dtype=tl.float32)  # Σ_n C h
         dx_acc = tl.zeros([CHUNK, BLOCK_D], dtype=tl.float32)  # Σ_n g B
         gA_acc = tl.zeros([CHUNK, BLOCK_D], dtype=tl.float32)  # Σ_n g a h_{t-1} A
         for n in range(0, N):
             A_n = tl.load(A_ptr + n * dim + d, mask=mask_d, other=0.0).to(tl.float32)
             A2_n = A_n * LOG2E
-            B_n = tl.load(B_base + n * s_B_n + t * s_B_l, mask=live, other=0.0).to(tl.float32)
-            C_n = tl.load(C_base + n * s_C_n + t * s_C_l, mask=live, other=0.0).to(tl.float32)
+            B_n = tl.load(bc_row + n * CHUNK)
+            C_n = tl.load(bc_row + (BLOCK_N + n) * CHUNK)
             h0 = tl.load(states_ptr + ((b * n_chunks + c) * N + n) * dim + d, mask=mask_d,
                          other=0.0)
             a = _exp2(dt * A2_n[None, :]) * keep

@@ -494,8 +494,14 @@ def _bwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_soft
         dBC = torch.zeros(2, batch, groups, L, N, device=dev, dtype=f32)
     recurrent = p.variant == "recurrent"
     grid = (n_blocks, batch, p.n_seg)
-    scratch = ((torch.empty(batch * p.n_seg * n_blocks * _scratch_floats(p), device=dev, dtype=f32),
-                _stage_buffer(u, grid, p)) if recurrent else ())
+    if recurrent:
+        scratch = (torch.empty(batch * p.n_seg * n_blocks * _scratch_floats(p), device=dev, dtype=f32),
+                   _stage_buffer(u, grid, p))
+    elif p.variant == "chunked":  # each program's float32 copy of a chunk's B and C
+        scratch = (torch.empty(batch * p.n_seg * n_blocks * 2 * p.block_n * p.chunk, device=dev,
+                               dtype=f32),)
+    else:
+        scratch = ()
     if recurrent:
         sub = dict(SUB=p.sub_chunk, FOLDED_SUMS=p.folded_sums, WALK_UNROLL=p.walk_unroll)
     elif p.variant == "chunked":
