@@ -29,7 +29,7 @@ import triton
 import triton.language as tl
 
 from .triton_steps import (LOG2E, _combine, _delta, _exit_row, _exp2, _fold, _lane_swap, _program,
-                           _same_sequence, _segment_chunks, _state_offsets,
+                           _same_sequence, _segment_chunks,
                            _store_channel_partials)
 
 
@@ -113,10 +113,10 @@ def _bwd_chunked_kernel(
     FOLDS: tl.constexpr, LANE_BITS: tl.constexpr, LOG_CHUNK: tl.constexpr,
 ):
     """Same arguments and outputs as triton_recurrent._bwd_recurrent_kernel, with bc_ptr in place
-    of its scratch and stage: per program, 2 x BLOCK_N x CHUNK floats, where each chunk's B and C
-    are copied as float32 with the steps contiguous (each state's steps then load as a row that
-    every lane takes whole, where a load of B's bf16 values spread one a lane and moved to every
-    lane through shared memory left each lane CHUNK values to unpack, state after state). FOLDS and LANE_BITS: _lane_sums' (log2 BLOCK_D lane bits; folds at most log2 of the
+    of its scratch and stage: per program, BLOCK_N x (2 CHUNK + BLOCK_D) floats: each chunk's B and
+    C copied as float32 with the steps contiguous (a state's steps then load as a row with nothing
+    to unpack; B's bf16 values moved to every lane left each lane CHUNK values to unpack, state
+    after state), then each state's adjoint carried from chunk to chunk. FOLDS and LANE_BITS: _lane_sums' (log2 BLOCK_D lane bits; folds at most log2 of the
     steps a thread holds); LOG_CHUNK: log2 CHUNK."""
     pid_d, b, s, d, n_idx, mask_d, mask_n, mask_nd, g_idx = _program(dim, BLOCK_D, BLOCK_N, N,
                                                                      dim_per_group, True)
@@ -134,14 +134,19 @@ def _bwd_chunked_kernel(
     first, last = (tt == 0)[:, None], (tt == CHUNK - 1)[:, None]
     part = (b * n_seg + s) * s_part  # this program's row of dA (N, dim), dD, dbias partials
     # for every state, the adjoint entering its chunk from the right (the segment's exit adjoint
-    # first) and its dA partial, (BLOCK_N, BLOCK_D) each; state n's is row n, read and replaced
-    # by selects (16 a lane and state, against about 900 instructions of a state's chunk)
-    if HAS_DEXIT:
-        G = tl.load(dexit_ptr + _state_offsets(d, n_idx, dim, N, _exit_row(b, s, exit_rows, exit_split)),
-                    mask=mask_nd, other=0.0).to(tl.float32)
-    else:
-        G = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
-    dA_acc = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    # first), a row of BLOCK_D floats after the program's B and C copies, and its dA partial,
+    # accumulated in the program's row of partials; each lane reads and writes its own channel's
+    # (and the barrier at the top of each chunk orders the rest)
+    scratch = bc_ptr + ((b * n_seg + s) * n_blocks + pid_d) * BLOCK_N * (2 * CHUNK + BLOCK_D)
+    g_rows = scratch + 2 * BLOCK_N * CHUNK + tl.arange(0, BLOCK_D)
+    for n in range(0, N):
+        if HAS_DEXIT:
+            g0 = tl.load(dexit_ptr + (_exit_row(b, s, exit_rows, exit_split) * N + n) * dim + d,
+                         mask=mask_d, other=0.0).to(tl.float32)
+        else:
+            g0 = tl.zeros([BLOCK_D], dtype=tl.float32)
+        tl.store(g_rows + n * BLOCK_D, g0)
+        tl.store(part_ptr + part + n * dim + d, tl.zeros([BLOCK_D], dtype=tl.float32), mask=mask_d)
     dD_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
     dbias_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
 
@@ -158,9 +163,8 @@ def _bwd_chunked_kernel(
     else:
         dB_base = dBC_ptr + b * s_dB_b + g_idx * s_dB_blk
     dC_base = dB_base + s_dBC
-    bc = (bc_ptr + ((b * n_seg + s) * n_blocks + pid_d) * 2 * BLOCK_N * CHUNK
-          + n_idx[None, :] * CHUNK + tt[:, None])  # (CHUNK, BLOCK_N): B's copy, then C's
-    bc_row = bc_ptr + ((b * n_seg + s) * n_blocks + pid_d) * 2 * BLOCK_N * CHUNK + tt
+    bc = scratch + n_idx[None, :] * CHUNK + tt[:, None]  # (CHUNK, BLOCK_N): B's copy, then C's
+    bc_row = scratch + tt
     c0, c1, t0, t1 = _segment_chunks(s, chunks_per_seg, n_chunks, CHUNK, L)
     for i in range(0, c1 - c0):
         c = c1 - 1 - i
@@ -205,16 +209,16 @@ def _bwd_chunked_kernel(
             _, h = tl.associative_scan((a, tl.where(first, bx + a * h0[None, :], bx)), axis=0,
                                        combine_fn=_combine)  # the state after each step
             y_acc += h * C_n[:, None]
-            row = (n_idx == n)[:, None]
-            g_in = tl.sum(tl.where(row, G, 0.0), axis=0)
+            g_in = tl.load(g_rows + n * BLOCK_D)
             a_next = _exp2(dt_next * A2_n[None, :]) * keep_next
             rhs = dy * C_n[:, None]
             _, g = _reverse_scan(a_next, tl.where(last, rhs + a_next * g_in[None, :], rhs))
-            G = tl.where(row, _first_row(g, LOG_CHUNK)[None, :], G)
+            tl.store(g_rows + n * BLOCK_D, _first_row(g, LOG_CHUNK))
             dx_acc += g * B_n[:, None]
             gh = g * (h - bx)  # g_t a_t h_{t-1}
             gA_acc += gh * A_n[None, :]
-            dA_acc = tl.where(row, dA_acc + tl.sum(gh * dt, axis=0)[None, :], dA_acc)
+            dA = part_ptr + part + n * dim + d
+            tl.store(dA, tl.load(dA, mask=mask_d, other=0.0) + tl.sum(gh * dt, axis=0), mask=mask_d)
             v, tv, once = _lane_sums(g * x, FOLDS, LANE_BITS)
             tv = c * CHUNK + tv
             _store_sums(dB_base + n * s_dB_n + tv * s_dB_l, v, once & (tv < t1), DETERMINISTIC)
@@ -240,7 +244,6 @@ def _bwd_chunked_kernel(
         ddt = tl.where(m, ddt, 0.0)
         tl.store(ddelta_ptr + io_base + t[:, None] * s_io_l, ddt, mask=m)
         dbias_acc += tl.sum(ddt, axis=0)
-    tl.store(part_ptr + part + _state_offsets(d, n_idx, dim, N, 0), dA_acc, mask=mask_nd)
     _store_channel_partials(part_ptr, part + d, N, dim, dD_acc, dbias_acc, mask_d, HAS_D,
                             HAS_DELTA_BIAS)
 

@@ -497,9 +497,9 @@ def _bwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_soft
     if recurrent:
         scratch = (torch.empty(batch * p.n_seg * n_blocks * _scratch_floats(p), device=dev, dtype=f32),
                    _stage_buffer(u, grid, p))
-    elif p.variant == "chunked":  # each program's float32 copy of a chunk's B and C
-        scratch = (torch.empty(batch * p.n_seg * n_blocks * 2 * p.block_n * p.chunk, device=dev,
-                               dtype=f32),)
+    elif p.variant == "chunked":  # each program's float32 copy of a chunk's B and C, and g rows
+        scratch = (torch.empty(batch * p.n_seg * n_blocks * p.block_n * (2 * p.chunk + p.block_d),
+                               device=dev, dtype=f32),)
     else:
         scratch = ()
     if recurrent:
