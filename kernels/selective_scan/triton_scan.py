@@ -602,7 +602,8 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, de
             of 2 x batch x (dim / BLOCK_D) x N x L fp32 of scratch memory. False accumulates with
             atomics: less memory, a little faster, but the float sums' order (and last bits)
             varies. Reproducibility is the default because training runs are compared and resumed.
-        variant: "recurrent" (step by step, the default) or "tiled" (associative scan per chunk).
+        variant: "recurrent" (step by step, the default), "tiled" (associative scan per chunk) or
+            "chunked" (the recurrent forward; a backward that scans each state over a chunk at once).
         block_d, chunk_size, segments, num_warps, num_stages, staged: channels per program, steps
             per chunk, segments along L (1: none), warps per program, the step loops' pipelining
             depth and whether each chunk's inputs are staged (`plan`), for both directions; None
