@@ -375,6 +375,24 @@ def test_tiled_variant(case):
                                 variant="tiled")
 
 
+@pytest.mark.parametrize("case", ["short", "bare", "channels_last_segments"])
+def test_chunked_backward_variant(case):
+    """The "chunked" backward (each state's steps scanned at once, dB/dC by folded lane sums)
+    against the reference: a single step and a partial last chunk; no D, z, bias or softplus;
+    channels-last inputs in segments with an initial state and a block of 4 channels."""
+    if case == "short":
+        for L in (1, 21):
+            check_against_reference(make_inputs(2, 4, L, 4), delta_softplus=True, chunk_size=8,
+                                    variant="chunked")
+    elif case == "bare":
+        inputs = make_inputs(1, 8, 40, 4, D=False, z=False, bias=False, seed=5)
+        check_against_reference(inputs, delta_softplus=False, chunk_size=16, variant="chunked")
+    else:
+        inputs = channels_last(make_inputs(1, 8, 45, 4, init=True, seed=3))
+        check_against_reference(inputs, delta_softplus=True, chunk_size=8, variant="chunked",
+                                segments=3, block_d=4)
+
+
 def test_deterministic_mode_is_bitwise_reproducible_and_fast_mode_agrees():
     inputs = make_inputs(1, 4, 30, 4, groups=2)
     dy = torch.randn(1, 4, 30, generator=torch.Generator().manual_seed(5)).to(DEVICE)
