@@ -33,7 +33,7 @@ from . import triton_chunked, triton_recurrent, triton_reduce, triton_segments
 from .triton_scan import (BWD_FOLDED_SUMS, BWD_MAXNREG, BWD_MAXNREG_BLOCK_D, BWD_SUB_CHUNK,
                           BWD_WALK_UNROLL, Plan, _folds, _lane_folds)
 
-BF16_ARGS = {"u_ptr", "delta_ptr", "B_ptr", "C_ptr", "z_ptr", "y_ptr", "dout_ptr", "du_ptr",
+BF16_ARGS = {"u_ptr", "delta_ptr", "B_ptr", "C_ptr", "z_ptr", "y_ptr", "ypre_ptr", "dout_ptr", "du_ptr",
              "ddelta_ptr", "dz_ptr", "dBC_out_ptr"}
 # unit strides of each input layout: channels-last u, delta, z, y and their gradients (what the
 # models pass on a GPU; the kernels read them step by step) or time-contiguous ones (mamba_ssm's
@@ -52,7 +52,8 @@ def kernels(block_d, staged=False, sub_chunk=BWD_SUB_CHUNK, folded_sums=BWD_FOLD
             walk_unroll=1, backward_warps=1):
     """(name, kernel, constexprs, num_warps) for the kernels one training step launches."""
     yield "forward", triton_recurrent._fwd_recurrent_kernel, dict(
-        COMMON, HAS_D=True, HAS_Z=True, HAS_INIT=False, WRITE_STATES=True, BLOCK_D=block_d, STAGES=1,
+        COMMON, HAS_D=True, HAS_Z=True, HAS_INIT=False, WRITE_STATES=True, WRITE_YPRE=False,
+        BLOCK_D=block_d, STAGES=1,
         STAGED=staged), 1
     yield "backward", triton_recurrent._bwd_recurrent_kernel, dict(
         COMMON, HAS_D=True, HAS_Z=True, HAS_INIT=False, HAS_DEXIT=True, DETERMINISTIC=True,

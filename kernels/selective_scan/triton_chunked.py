@@ -94,7 +94,7 @@ def _tile_delta(dt_base, seq_base, t, mask_d, bias, end, s_dt_l, s_seq_l, L,
 @triton.jit
 def _bwd_chunked_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, delta_bias_ptr, seq_ptr,
-    states_ptr, dout_ptr, dexit_ptr, bc_ptr,
+    states_ptr, dout_ptr, dexit_ptr, bc_ptr, ypre_ptr,
     du_ptr, ddelta_ptr, dz_ptr, part_ptr, dBC_ptr, dinit_ptr,
     dim, L, N: tl.constexpr, dim_per_group, n_chunks, chunks_per_seg, s_part, exit_rows, exit_split,
     s_u_b, s_u_d, s_u_l,
@@ -117,7 +117,10 @@ def _bwd_chunked_kernel(
     C copied as float32 with the steps contiguous (a state's steps then load as a row with nothing
     to unpack; B's bf16 values moved to every lane left each lane CHUNK values to unpack, state
     after state), then each state's adjoint carried from chunk to chunk. FOLDS and LANE_BITS: _lane_sums' (log2 BLOCK_D lane bits; folds at most log2 of the
-    steps a thread holds); LOG_CHUNK: log2 CHUNK."""
+    steps a thread holds); LOG_CHUNK: log2 CHUNK. ypre_ptr (with HAS_Z): the forward's y before the
+    gate, C h + D u, laid out as du, which dz needs (summing it over the states here would hold a
+    third (CHUNK, BLOCK_D) accumulator across the state loop: compile_check, 1076 -> 907
+    instructions a state and chunk without it)."""
     pid_d, b, s, d, n_idx, mask_d, mask_n, mask_nd, g_idx = _program(dim, BLOCK_D, BLOCK_N, N,
                                                                      dim_per_group, True)
     n_seg = tl.num_programs(2)
@@ -192,7 +195,6 @@ def _bwd_chunked_kernel(
         tl.store(bc + BLOCK_N * CHUNK, tl.load(C_base + t[:, None] * s_C_l + n_idx[None, :] * s_C_n,
                                                mask=m_tn, other=0.0).to(tl.float32))
         tl.debug_barrier()  # visible to every lane
-        y_acc = tl.zeros([CHUNK, BLOCK_D], dtype=tl.float32)  # Σ_n C h
         dx_acc = tl.zeros([CHUNK, BLOCK_D], dtype=tl.float32)  # Σ_n g B
         gA_acc = tl.zeros([CHUNK, BLOCK_D], dtype=tl.float32)  # Σ_n g a h_{t-1} A
         for n in range(0, N):
@@ -208,7 +210,6 @@ def _bwd_chunked_kernel(
             # resolves at compile time), so the scan's products of a are never used and go
             _, h = tl.associative_scan((a, tl.where(first, bx + a * h0[None, :], bx)), axis=0,
                                        combine_fn=_combine)  # the state after each step
-            y_acc += h * C_n[:, None]
             g_in = tl.load(g_rows + n * BLOCK_D)
             a_next = _exp2(dt_next * A2_n[None, :]) * keep_next
             rhs = dy * C_n[:, None]
@@ -229,7 +230,7 @@ def _bwd_chunked_kernel(
                 tl.store(dinit_ptr + (b * N + n) * dim + d, _first_row(a * g, LOG_CHUNK),
                          mask=mask_d & (s == 0) & (c == 0))
         if HAS_Z:
-            y = y_acc + u * Dv[None, :]
+            y = tl.load(ypre_ptr + io_base + t[:, None] * s_io_l, mask=m, other=0.0).to(tl.float32)
             tl.store(dz_ptr + io_base + t[:, None] * s_io_l, y * (dout * sig * (1.0 + z * (1.0 - sig))),
                      mask=m)
         dy = tl.where(m, dy, 0.0)

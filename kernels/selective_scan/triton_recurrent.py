@@ -36,7 +36,7 @@ RERUN_UNROLL = tl.constexpr(2)
 @triton.jit
 def _fwd_recurrent_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, delta_bias_ptr, init_ptr, seq_ptr,
-    y_ptr, states_ptr, final_ptr, stage_ptr,
+    y_ptr, ypre_ptr, states_ptr, final_ptr, stage_ptr,
     dim, L, N: tl.constexpr, dim_per_group, n_chunks, chunks_per_seg,
     s_u_b, s_u_d, s_u_l,
     s_dt_b, s_dt_d, s_dt_l,
@@ -47,11 +47,12 @@ def _fwd_recurrent_kernel(
     s_y_b, s_y_d, s_y_l,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_DELTA_BIAS: tl.constexpr,
     DELTA_SOFTPLUS: tl.constexpr, HAS_INIT: tl.constexpr, HAS_SEQ_IDX: tl.constexpr,
-    WRITE_STATES: tl.constexpr, STAGED: tl.constexpr,
+    WRITE_STATES: tl.constexpr, WRITE_YPRE: tl.constexpr, STAGED: tl.constexpr,
     BLOCK_D: tl.constexpr, CHUNK: tl.constexpr, BLOCK_N: tl.constexpr, STAGES: tl.constexpr,
 ):
     """init (batch, dim, n_seg, N): each segment's entry state. Writes y, the state entering each
-    chunk (batch, dim, n_chunks, N) and, from the last segment, the final state (batch, dim, N)."""
+    chunk (batch, dim, n_chunks, N) and, from the last segment, the final state (batch, dim, N);
+    WRITE_YPRE: also y before the gate, C h + D u, laid out as y (for the chunked backward)."""
     pid_d, b, s, d, n, mask_d, mask_n, mask_nd, g = _program(dim, BLOCK_D, BLOCK_N, N, dim_per_group,
                                                              True)  # one channel a lane: see _program
     n_seg = tl.num_programs(2)
@@ -69,6 +70,7 @@ def _fwd_recurrent_kernel(
     C_base = C_ptr + b * s_C_b + g * s_C_g + n * s_C_n
     seq_base = seq_ptr + b * s_seq_b
     y_base = y_ptr + b * s_y_b + d * s_y_d
+    ypre_base = ypre_ptr + b * s_y_b + d * s_y_d
     slots = _stage_slots(stage_ptr, pid_d, b, s, BLOCK_D, BLOCK_N, CHUNK)
     c0, c1, t0, t1 = _segment_chunks(s, chunks_per_seg, n_chunks, CHUNK, L)
     # software-pipelined steps: while step t computes, step t + 1's decay is computed (it does not
@@ -99,6 +101,8 @@ def _fwd_recurrent_kernel(
                 bias, seq_base, A2, s_seq_l, L, DELTA_SOFTPLUS, HAS_SEQ_IDX, True, HAS_Z)
             h = a * h + Bt[:, None] * (dt * u)[None, :]
             y = tl.sum(h * Ct[:, None], axis=0) + u * Dv
+            if WRITE_YPRE:
+                tl.store(ypre_base + t * s_y_l, y, mask=mask_d & (t < L))
             if HAS_Z:
                 y *= z * tl.sigmoid(z)
             tl.store(y_base + t * s_y_l, y, mask=mask_d & (t < L))

@@ -430,9 +430,10 @@ def _carry(x0, PE, p: Plan, reverse):
 
 
 def _fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_softplus, write_states,
-         p: Plan, At=None):
-    """y, final state, chunk-entry states (or None) for launch plan p. At: A^T contiguous, (N, dim),
-    if the caller has it (the autograd function makes it once for both directions)."""
+         p: Plan, At=None, write_ypre=False):
+    """y, final state, chunk-entry states (or None) and y before the gate (with write_ypre, else
+    None) for launch plan p. At: A^T contiguous, (N, dim), if the caller has it (the autograd
+    function makes it once for both directions)."""
     batch, dim, L = u.shape
     B, C = _n_contiguous(B), _n_contiguous(C)
     N = A.shape[1]
@@ -443,6 +444,7 @@ def _fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_soft
     if p.n_seg > 1:
         init = _segment_entry_states(u, delta, At, B, delta_bias, seq_idx, init, delta_softplus, p)
     y = _empty_like_io(u)
+    ypre = _empty_like_io(u) if write_ypre else None
     final = _empty(batch, N, dim, like=u, dtype=torch.float32)
     states = _empty(batch, n_chunks, N, dim, like=u, dtype=torch.float32) if write_states else None
     recurrent = p.variant == "recurrent"
@@ -451,21 +453,23 @@ def _fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_soft
     launch(
         _fwd_recurrent_kernel if recurrent else _fwd_tiled_kernel, grid,
         u, delta, At, B, C, _or(D, u), _or(z, u), _or(delta_bias, u), _or(init, u), _or(seq_idx, u),
-        y, _or(states, u), final, *stage,
+        y, _or(ypre, u), _or(states, u), final, *stage,
         dim, L, N, dim // groups, n_chunks, p.chunks_per_seg,
         *u.stride(), *delta.stride(), *_bc_strides(B), *_bc_strides(C), *_strides(z),
         *_strides(seq_idx, 2), *y.stride(),
         HAS_D=D is not None, HAS_Z=z is not None, HAS_DELTA_BIAS=delta_bias is not None,
         DELTA_SOFTPLUS=delta_softplus, HAS_INIT=init is not None, HAS_SEQ_IDX=seq_idx is not None,
-        WRITE_STATES=write_states, BLOCK_D=p.block_d, CHUNK=p.chunk, BLOCK_N=p.block_n,
-        num_warps=p.num_warps, **_stages(p),
+        WRITE_STATES=write_states, WRITE_YPRE=write_ypre, BLOCK_D=p.block_d, CHUNK=p.chunk,
+        BLOCK_N=p.block_n, num_warps=p.num_warps, **_stages(p),
     )
-    return y, final.transpose(1, 2), states  # (batch, dim, N), a view of the kernels' layout
+    return y, final.transpose(1, 2), states, ypre  # final (batch, dim, N): a view
 
 
 def _bwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_softplus, states,
-         dout, dfinal, deterministic, p: Plan, At=None):
-    """Every input's gradient for launch plan p (p.chunk must be the forward's); At as in _fwd."""
+         dout, dfinal, deterministic, p: Plan, At=None, ypre=None):
+    """Every input's gradient for launch plan p (p.chunk must be the forward's); At as in _fwd;
+    ypre: y before the gate, from the forward (_fwd's write_ypre), which the chunked backward
+    needs where there is a gate z."""
     batch, dim, L = u.shape
     B, C = _n_contiguous(B), _n_contiguous(C)
     N = A.shape[1]
@@ -505,13 +509,15 @@ def _bwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, delta_soft
     if recurrent:
         sub = dict(SUB=p.sub_chunk, FOLDED_SUMS=p.folded_sums, WALK_UNROLL=p.walk_unroll)
     elif p.variant == "chunked":
+        if z is not None and ypre is None:
+            raise ValueError("the chunked backward needs the forward's y before the gate (ypre)")
         sub = _lane_folds(p)
     else:
         sub = {}
     launch(
         _BWD_KERNELS[p.variant], grid,
         u, delta, At, B, C, _or(D, u), _or(z, u), _or(delta_bias, u), _or(seq_idx, u),
-        states, dout, _or(dexit, u), *scratch,
+        states, dout, _or(dexit, u), *scratch, *((_or(ypre, u),) if p.variant == "chunked" else ()),
         du, ddelta, _or(dz, u), part, dBC, _or(dinit, u),
         dim, L, N, dim // groups, n_chunks, p.chunks_per_seg, s_part,
         dexit.shape[1] if p.n_seg > 1 else 1, p.adjoint_split if p.n_seg > 1 else 1,
@@ -556,10 +562,14 @@ class SelectiveScanTriton(torch.autograd.Function):
                  **options)
         B, C = _n_contiguous(B), _n_contiguous(C)
         write_states = any(ctx.needs_input_grad[:9])  # forward itself runs under no_grad
+        # the chunked backward reads the forward's y before the gate (for dz) rather than sum it
+        write_ypre = (write_states and z is not None
+                      and (options.get("variant") or BWD_VARIANT) == "chunked")
         At = _transposed(A)
-        y, final, states = _fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx,
-                                delta_softplus, write_states, p, At)
-        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, states, At)
+        y, final, states, ypre = _fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx,
+                                      delta_softplus, write_states, p, At, write_ypre)
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, states, At,
+                              ypre)
         ctx.delta_softplus, ctx.deterministic = delta_softplus, deterministic
         ctx.options = dict(options, chunk=p.chunk)
         ctx.set_materialize_grads(False)
@@ -567,7 +577,7 @@ class SelectiveScanTriton(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy, dfinal):
-        u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, states, At = ctx.saved_tensors
+        u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, states, At, ypre = ctx.saved_tensors
         if dy is None:
             dy = torch.zeros_like(u)
         batch, dim, L = u.shape
@@ -575,7 +585,7 @@ class SelectiveScanTriton(torch.autograd.Function):
         p = plan(batch, dim, L, A.shape[1], groups, u.device, backward=True,
                  deterministic=ctx.deterministic, channels_last=_channels_last(u), **ctx.options)
         grads = _bwd(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, ctx.delta_softplus,
-                     states, dy, dfinal, ctx.deterministic, p, At)
+                     states, dy, dfinal, ctx.deterministic, p, At, ypre)
         return (*grads, None, None, None, None)
 
 

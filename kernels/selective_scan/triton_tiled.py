@@ -50,7 +50,7 @@ def _tile_decay(dt_base, seq_base, t, mask_d, bias, A2, end, s_dt_l, s_seq_l, L,
 @triton.jit
 def _fwd_tiled_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, delta_bias_ptr, init_ptr, seq_ptr,
-    y_ptr, states_ptr, final_ptr,
+    y_ptr, ypre_ptr, states_ptr, final_ptr,
     dim, L, N: tl.constexpr, dim_per_group, n_chunks, chunks_per_seg,
     s_u_b, s_u_d, s_u_l,
     s_dt_b, s_dt_d, s_dt_l,
@@ -61,7 +61,7 @@ def _fwd_tiled_kernel(
     s_y_b, s_y_d, s_y_l,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_DELTA_BIAS: tl.constexpr,
     DELTA_SOFTPLUS: tl.constexpr, HAS_INIT: tl.constexpr, HAS_SEQ_IDX: tl.constexpr,
-    WRITE_STATES: tl.constexpr,
+    WRITE_STATES: tl.constexpr, WRITE_YPRE: tl.constexpr,
     BLOCK_D: tl.constexpr, CHUNK: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """Same arguments and outputs as triton_recurrent._fwd_recurrent_kernel."""
@@ -98,6 +98,8 @@ def _fwd_tiled_kernel(
         a_cum, b_cum = tl.associative_scan((a, bx), axis=1, combine_fn=_combine)
         hs = a_cum * h[:, None, :] + b_cum  # (BD, T, BN) state after each step
         y = tl.sum(hs * Ct[None, :, :], axis=2) + u * Dv[:, None]  # (BD, T)
+        if WRITE_YPRE:
+            tl.store(ypre_ptr + b * s_y_b + d[:, None] * s_y_d + t[None, :] * s_y_l, y, mask=mask)
         if HAS_Z:
             z = tl.load(z_ptr + b * s_z_b + d[:, None] * s_z_d + t[None, :] * s_z_l, mask=mask,
                         other=0.0).to(tl.float32)

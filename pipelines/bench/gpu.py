@@ -424,7 +424,7 @@ def tune(args, peer=None):
                 if not bwd:
                     call = lambda: ts._fwd(*a, False, p)  # noqa: E731
                 else:
-                    _, _, states = ts._fwd(*a, True, p)
+                    states = ts._fwd(*a, True, p)[2]
                     call = lambda: ts._bwd(*a[:10], True, states, dy, None, True, p)  # noqa: E731
                 return _graph_ms(call) if args.graph else _bench(lambda _: call(), [None], rep=40)
             default = ts.plan(batch, dim, L, N, 1, dev, backward=bwd, channels_last=cl)
