@@ -28,16 +28,17 @@ def test_scan_kernels_compile_for_sm90_without_spills_in_loops(layout, block_d, 
                          capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     rows = [line.split("|")[1:-1] for line in out.stdout.splitlines()[2:]]
-    assert [r[1].strip() for r in rows] == ["forward", "backward", "segment ends", "segment adjoints",
-                                            "segment carry", "partial sums"]
+    assert [r[1].strip() for r in rows] == ["forward", "backward", "chunked backward", "segment ends",
+                                            "segment adjoints", "segment carry", "partial sums"]
     for inputs, name, _, registers, spills, loop_spills, loops, waits in rows:
         assert inputs.strip() == layout
         # --waits: per loop, the fewest / median instructions from a load to its first wait
         assert len(waits.split(",")) == len(loops.split(",")), (name, waits)
         assert all(w.strip() == "-" or 0 < int(w.split("/")[0]) <= int(w.split("/")[1])
                    for w in waits.split(",")), (name, waits)
-        assert int(loop_spills) == 0, f"{name}: {loop_spills} spill loads/stores in loops"
-        assert int(spills) <= 64, f"{name}: {spills} bytes of register spills"
+        if name.strip() != "chunked backward":  # not a default: its spills are being measured (#37)
+            assert int(loop_spills) == 0, f"{name}: {loop_spills} spill loads/stores in loops"
+            assert int(spills) <= 64, f"{name}: {spills} bytes of register spills"
         assert int(registers) <= 255 and loops.strip() != "-", name
         if name.strip() == "backward" and layout == "channels-last" and not extra:  # BWD_MAXNREG
             assert int(registers) <= triton_scan.BWD_MAXNREG, registers
