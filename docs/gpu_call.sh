@@ -11,10 +11,9 @@
 #   warps     the backward with one and two warps a program (the plan's other choices kept), in
 #             turns, twice each: graph-timed forward and f+b at 1 x 256 x 16K, 8 x 256 x 4K and
 #             1 x 256 x 131K (kernel_tuning_notes.md, "Next steps after #35"; about 100 s);
-#   chunked   the chunked backward (triton_chunked.py) against the recurrent one: its compiled
-#             tests, then graph-timed forward and f+b and the backward kernel's time at
-#             1 x 256 x 16K, 8 x 256 x 4K, 131K and 8 x 2048 x 4K (chunks of 32, and 16 for the
-#             chunked one), in turns, twice (about 300 s);
+#   chunked   the chunked backward (triton_chunked.py) against the recurrent one: graph-timed
+#             forward and f+b and the backward kernel's time at 1 x 256 x 16K, 8 x 256 x 4K, 131K
+#             and 8 x 2048 x 4K, in turns, twice, then its compiled tests (about 300 s);
 #   tune S    `bench gpu --tune` at the shapes S (e.g. 8x2048x1024), mamba_ssm beside them;
 #   ab        ab.patch's base against the tree (host time and eager model rows, in turns,
 #             twice), then the record call;
@@ -146,23 +145,24 @@ PY
   pack "*.log"
 fi
 if [ "$1" = chunked ]; then  # the chunked backward (triton_chunked.py) against the recurrent one:
-  # its compiled tests, then graph-timed forward and f+b and the backward kernel's own time, in turns
-  step "chunked tests" 120 python3 -m pytest -q -x -n 8 -k chunked tests/kernels/test_scan_triton.py -p no:cacheprovider > $OUT/chunked_tests.log 2>&1; tail -3 $OUT/chunked_tests.log
+  # graph-timed forward and f+b and the backward kernel's own time, in turns (rows printed as they
+  # come, so that a call cut short still reports them), then its compiled tests
   cat > /tmp/variant.py <<'PY'
 import functools, sys, torch
 from mamba_bio_audio.kernels.selective_scan.triton_scan import selective_scan_triton
 from mamba_bio_audio.pipelines.bench.gpu import _forward_backward, _graph_times, kernel_times, scan_inputs
 for shape in [(1, 256, 16384), (8, 256, 4096), (1, 256, 131072), (8, 2048, 4096)]:
     x = scan_inputs(*shape, 16, True, layout="channels-last")
-    for v, chunk in [("recurrent", None), ("chunked", None), ("chunked", 16)] * 2:
-        fn = functools.partial(selective_scan_triton, variant=v, chunk_size=chunk)
+    for v in ("recurrent", "chunked") * 2:
+        fn = functools.partial(selective_scan_triton, variant=v)
         fwd, fb = _graph_times(fn, x)
         ks = kernel_times(functools.partial(_forward_backward(fn), x), iters=5)
         bwd = [(n, us) for n, _, us in ks if "_bwd_" in n and "reduce" not in n]
-        print(f"| {shape} | {v} | {chunk or 32} | {fwd:.4f} | {fb:.4f} | {bwd[0][1] if bwd else float('nan'):.1f} |", flush=True)
+        print(f"| {shape} | {v} | {fwd:.4f} | {fb:.4f} | {bwd[0][1] if bwd else float('nan'):.1f} |", flush=True)
 PY
-  echo "| batch, dim, L | backward variant | chunk | fwd ms, graph | f+b ms, graph | backward kernel us |"
-  step variants 400 python3 /tmp/variant.py > $OUT/chunked.log 2>&1; grep "^|" $OUT/chunked.log; tail -3 $OUT/chunked.log
+  echo "| batch, dim, L | backward variant | fwd ms, graph | f+b ms, graph | backward kernel us |"
+  step variants 400 python3 /tmp/variant.py 2>&1 | tee $OUT/chunked.log | grep "^|\|Error"
+  step "chunked tests" 120 python3 -m pytest -q -x -n 8 -k chunked tests/kernels/test_scan_triton.py -p no:cacheprovider > $OUT/chunked_tests.log 2>&1; tail -3 $OUT/chunked_tests.log
   pack "*.log"
 fi
 if [ "$1" = tune ]; then  # the sweep of tiles, segments, register limits and adjoint splits at the
