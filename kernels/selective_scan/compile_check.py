@@ -31,7 +31,7 @@ from triton.compiler import ASTSource
 
 from . import triton_chunked, triton_recurrent, triton_reduce, triton_segments
 from .triton_scan import (BWD_FOLDED_SUMS, BWD_MAXNREG, BWD_MAXNREG_BLOCK_D, BWD_SUB_CHUNK,
-                          BWD_WALK_UNROLL, Plan, _folds, _lane_folds)
+                          BWD_WALK_UNROLL, CHUNKED_CHUNK, Plan, _folds, _lane_folds)
 
 BF16_ARGS = {"u_ptr", "delta_ptr", "B_ptr", "C_ptr", "z_ptr", "y_ptr", "ypre_ptr", "dout_ptr", "du_ptr",
              "ddelta_ptr", "dz_ptr", "dBC_out_ptr"}
@@ -60,9 +60,9 @@ def kernels(block_d, staged=False, sub_chunk=BWD_SUB_CHUNK, folded_sums=BWD_FOLD
         BLOCK_D=block_d, STAGES=1, STAGED=staged, SUB=sub_chunk,
         FOLDED_SUMS=folded_sums and _folds(block_d, COMMON["BLOCK_N"], backward_warps, staged),
         WALK_UNROLL=walk_unroll), backward_warps
-    chunked = Plan("chunked", block_d, COMMON["CHUNK"], COMMON["BLOCK_N"], 1, 1, 1)
+    chunked = Plan("chunked", block_d, CHUNKED_CHUNK, COMMON["BLOCK_N"], 1, 1, 1)
     yield "chunked backward", triton_chunked._bwd_chunked_kernel, dict(
-        COMMON, HAS_D=True, HAS_Z=True, HAS_INIT=False, HAS_DEXIT=True, DETERMINISTIC=True,
+        COMMON, CHUNK=CHUNKED_CHUNK, HAS_D=True, HAS_Z=True, HAS_INIT=False, HAS_DEXIT=True, DETERMINISTIC=True,
         BLOCK_D=block_d, **_lane_folds(chunked)), 1
     yield "segment ends", triton_segments._segment_end_kernel, dict(COMMON, BLOCK_D=block_d,
                                                                     STAGED=staged), 1

@@ -58,6 +58,11 @@ DEFAULT_VARIANT = "recurrent"
 # the backward's variant where none is asked for: "recurrent", or "chunked" (triton_chunked.py,
 # being measured against it: docs/kernel_tuning_notes.md #37)
 BWD_VARIANT = "recurrent"
+# steps a chunk where the backward is chunked (both directions: the forward saves the state
+# entering each): its (CHUNK, BLOCK_D) tiles at 16 steps fit in registers with few spills
+# (compile_check: 36.6 instructions a (step, state, channel), 54 spill loads/stores in its loops,
+# against 39.6 and 801 at 32)
+CHUNKED_CHUNK = 16
 FWD_BLOCK_D, FWD_WARPS = 16, 1
 BWD_BLOCK_D, BWD_WARPS = 16, 1
 SEGMENT_BLOCK_D = 32
@@ -203,6 +208,8 @@ def _plan(batch, dim, L, N, groups, sms, *, backward=False, variant=None, block_
           staged=None, sub_chunk=None, adjoint_split=None) -> Plan:
     """plan() for a device of `sms` SMs (0: no heuristics), cached: every call of the scan plans
     both directions, and a training step calls it with the same shapes again and again."""
+    if chunk is None and (variant or BWD_VARIANT) == "chunked":
+        chunk = CHUNKED_CHUNK
     variant = variant or (BWD_VARIANT if backward else DEFAULT_VARIANT)
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {', '.join(map(repr, VARIANTS))}, got {variant!r}")
