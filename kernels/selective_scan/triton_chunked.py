@@ -119,7 +119,7 @@ def _bwd_chunked_kernel(
     after state), then each state's adjoint carried from chunk to chunk. FOLDS and LANE_BITS: _lane_sums' (log2 BLOCK_D lane bits; folds at most log2 of the
     steps a thread holds); LOG_CHUNK: log2 CHUNK. ypre_ptr (with HAS_Z): the forward's y before the
     gate, C h + D u, laid out as du, which dz needs (summing it over the states here would hold a
-    third (CHUNK, BLOCK_D) accumulator across the state loop: compile_check, 1076 -> 907
+    third (CHUNK, BLOCK_D) accumulator across the state loop: compile_check, 1076 -> 913
     instructions a state and chunk without it)."""
     pid_d, b, s, d, n_idx, mask_d, mask_n, mask_nd, g_idx = _program(dim, BLOCK_D, BLOCK_N, N,
                                                                      dim_per_group, True)
