@@ -28,7 +28,8 @@ chunk axis (which Triton cannot express without data movement).
 import triton
 import triton.language as tl
 
-from .triton_steps import (LOG2E, _combine, _delta, _exit_row, _exp2, _fold, _lane_swap, _program,
+from .triton_steps import (LOG2E, _channel_params, _combine, _delta, _exit_row, _exp2, _fold,
+                           _lane_swap, _program,
                            _same_sequence, _segment_chunks,
                            _store_channel_partials)
 
@@ -125,14 +126,8 @@ def _bwd_chunked_kernel(
                                                                      dim_per_group, True)
     n_seg = tl.num_programs(2)
     n_blocks = tl.num_programs(0)
-    if HAS_D:
-        Dv = tl.load(D_ptr + d, mask=mask_d, other=0.0).to(tl.float32)
-    else:
-        Dv = d.to(tl.float32) * 0.0
-    if HAS_DELTA_BIAS:
-        bias = tl.load(delta_bias_ptr + d, mask=mask_d, other=0.0).to(tl.float32)
-    else:
-        bias = d.to(tl.float32) * 0.0
+    _, _, Dv, bias = _channel_params(A_ptr, D_ptr, delta_bias_ptr, d, n_idx, dim, N, mask_d, mask_nd,
+                                     HAS_D, HAS_DELTA_BIAS)  # A itself is read a state at a time
     tt = tl.arange(0, CHUNK)
     first, last = (tt == 0)[:, None], (tt == CHUNK - 1)[:, None]
     part = (b * n_seg + s) * s_part  # this program's row of dA (N, dim), dD, dbias partials
